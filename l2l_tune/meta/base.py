@@ -1,0 +1,162 @@
+"""The ask/tell interface shared by every meta-optimizer.
+
+A meta-optimizer proposes step sizes (``ask``) and is told the meta-objective and
+its meta-gradient at the step sizes that were actually evaluated (``tell``).
+Its state is a pure function of the told history: :meth:`MetaOptimizer.ask`
+recomputes the next proposal from :attr:`MetaOptimizer.history` alone. Anything
+that can store the records (an Optuna study, a Ray checkpoint, a JSON file) can
+therefore rebuild the optimizer with :meth:`MetaOptimizer.from_history` and get
+the same next proposal, across processes and after crashes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .._validation import check_positive, check_step_size
+
+__all__ = ["MetaOptimizer", "MetaRecord", "NonFiniteMetaGradientWarning"]
+
+
+class NonFiniteMetaGradientWarning(RuntimeWarning):
+    """A told value or meta-gradient was NaN or infinite (a diverged inner run)."""
+
+
+@dataclass(frozen=True)
+class MetaRecord:
+    """One evaluation of the meta-objective.
+
+    Attributes:
+        eta: The step size evaluated.
+        value: The meta-objective there (may be ``inf`` for a diverged run).
+        grad: Its derivative in ``eta`` (``None`` when not available).
+    """
+
+    eta: float
+    value: float
+    grad: float | None
+
+    @property
+    def finite(self) -> bool:
+        """Whether value and gradient are both finite numbers."""
+        return (
+            math.isfinite(self.value)
+            and self.grad is not None
+            and math.isfinite(self.grad)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (``inf``/``nan`` kept as floats)."""
+        return asdict(self)
+
+
+class MetaOptimizer(ABC):
+    """Base class: a deterministic map from a told history to the next step size.
+
+    Subclasses implement :meth:`_propose`, a pure function of ``self.history``
+    (and of the constructor's arguments). Non-finite told values or gradients are
+    kept in the history, flagged with a :class:`NonFiniteMetaGradientWarning`,
+    and each subclass documents how it treats them; they never become a NaN
+    step size.
+
+    Args:
+        eta0: First step size to propose, ``> 0``.
+        bounds: Optional ``(low, high)`` the proposals are clipped to,
+            ``0 ≤ low < high``.
+
+    Raises:
+        ValueError: for ``eta0 ≤ 0``, NaN or inf, or bad ``bounds``.
+    """
+
+    #: Registry name (see :func:`l2l_tune.meta.make_meta_optimizer`).
+    name: str = ""
+
+    def __init__(self, eta0: float = 0.1, *, bounds: tuple[float, float] | None = None) -> None:
+        self.eta0 = check_positive(eta0, "eta0")
+        if bounds is not None:
+            try:
+                low, high = (float(b) for b in bounds)
+            except (TypeError, ValueError):
+                raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}") from None
+            check_step_size(low, "bounds[0]")
+            check_positive(high, "bounds[1]")
+            if not low < high:
+                raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
+            bounds = (low, high)
+        self.bounds = bounds
+        self.history: list[MetaRecord] = []
+
+    # ------------------------------------------------------------------ ask/tell
+    def ask(self) -> float:
+        """The next step size to evaluate (the same until something is told)."""
+        return self._clip(self._propose())
+
+    def tell(self, eta: float, value: float, grad: float | None) -> None:
+        """Record the meta-objective ``value`` and meta-gradient ``grad`` at ``eta``.
+
+        ``eta`` is the step size actually evaluated, which may differ from the
+        last :meth:`ask` (for instance after clipping by a search space).
+
+        Raises:
+            ValueError: if ``eta`` is negative, NaN or inf.
+        """
+        eta = check_step_size(eta)
+        value = float(value)
+        grad_f = None if grad is None else float(grad)
+        record = MetaRecord(eta, value, grad_f)
+        if not math.isfinite(value) or (grad_f is not None and not math.isfinite(grad_f)):
+            warnings.warn(
+                f"non-finite meta-objective or meta-gradient at eta={eta:.6g} "
+                f"(value={value}, grad={grad_f}); {type(self).__name__} treats it as a "
+                "diverged run",
+                NonFiniteMetaGradientWarning,
+                stacklevel=2,
+            )
+        self.history.append(record)
+
+    @classmethod
+    def from_history(cls, records: Iterable[MetaRecord | dict[str, Any]], **kwargs: Any) -> MetaOptimizer:
+        """Rebuild an optimizer from told records; its next ``ask`` equals the original's."""
+        optimizer = cls(**kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+            for record in records:
+                if isinstance(record, dict):
+                    record = MetaRecord(float(record["eta"]), float(record["value"]), record.get("grad"))
+                optimizer.tell(record.eta, record.value, record.grad)
+        return optimizer
+
+    # ------------------------------------------------------------------ results
+    @property
+    def converged(self) -> bool:
+        """Whether the optimizer considers the step size found (default: never)."""
+        return False
+
+    @property
+    def best(self) -> MetaRecord | None:
+        """The told record with the lowest finite value, if any."""
+        finite = [r for r in self.history if math.isfinite(r.value)]
+        return min(finite, key=lambda r: r.value) if finite else None
+
+    def estimate(self) -> float:
+        """The current estimate of the optimal step size (default: the next proposal)."""
+        return self.ask()
+
+    # ------------------------------------------------------------------ internals
+    @abstractmethod
+    def _propose(self) -> float:
+        """The next step size, from ``self.history`` only."""
+
+    def _clip(self, eta: float) -> float:
+        eta = max(float(eta), 0.0)
+        if self.bounds is not None:
+            eta = min(max(eta, self.bounds[0]), self.bounds[1])
+        return eta
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eta0={self.eta0:g}, told={len(self.history)})"

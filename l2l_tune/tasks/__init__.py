@@ -1,0 +1,22 @@
+"""Inner problems whose meta-objective is differentiated in the step size."""
+
+from __future__ import annotations
+
+from .base import SPLITS, MetaObjectiveTask
+from .least_squares import (
+    TRUNCATION_RADIUS,
+    LeastSquares,
+    LeastSquaresBatch,
+    LeastSquaresEvaluation,
+)
+from .quadratic import Quadratic
+
+__all__ = [
+    "SPLITS",
+    "TRUNCATION_RADIUS",
+    "LeastSquares",
+    "LeastSquaresBatch",
+    "LeastSquaresEvaluation",
+    "MetaObjectiveTask",
+    "Quadratic",
+]
