@@ -40,4 +40,5 @@ __all__ = [
     "RandomSearch",
     "StepSizeTuner",
     "__version__",
+    "make_meta_optimizer",
 ]

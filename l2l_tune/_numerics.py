@@ -209,9 +209,7 @@ def power_sum(log_coef: FloatArray, lam: FloatArray, eta: float, power: int) -> 
         log_abs_q_m = log_abs_one_minus_product(eta, lam_m[..., 0])
         log_value = c_m[..., 0] + power * np.where(empty, 0.0, log_abs_q_m) + log_norm
         # log of w_j λ_j / |q_j|; q_j = 0 gives a zero term (power − 1 ≥ 1).
-        log_term = (
-            rel - log_norm[..., None] + np.log(lam) - np.where(abs_q > 0.0, log_abs_q, 0.0)
-        )
+        log_term = rel - log_norm[..., None] + np.log(lam) - np.where(abs_q > 0.0, log_abs_q, 0.0)
         log_term = np.where((abs_q == 0.0) | np.isnan(log_term), -np.inf, log_term)
         terms = np.sign(q) * np.exp(log_term)
         log_derivative = -power * np.sum(terms, axis=-1)

@@ -198,5 +198,7 @@ class StepSizeTuner(TuningResultMixin):
         """The fitted state as a JSON-friendly dict."""
         out = super().result_dict()
         out["converged"] = self.converged_
-        out["meta_optimizer"] = getattr(self.meta_optimizer_, "name", type(self.meta_optimizer_).__name__)
+        out["meta_optimizer"] = getattr(
+            self.meta_optimizer_, "name", type(self.meta_optimizer_).__name__
+        )
         return out

@@ -44,11 +44,7 @@ class MetaRecord:
     @property
     def finite(self) -> bool:
         """Whether value and gradient are both finite numbers."""
-        return (
-            math.isfinite(self.value)
-            and self.grad is not None
-            and math.isfinite(self.grad)
-        )
+        return math.isfinite(self.value) and self.grad is not None and math.isfinite(self.grad)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (``inf``/``nan`` kept as floats)."""
@@ -120,14 +116,18 @@ class MetaOptimizer(ABC):
         self.history.append(record)
 
     @classmethod
-    def from_history(cls, records: Iterable[MetaRecord | dict[str, Any]], **kwargs: Any) -> MetaOptimizer:
+    def from_history(
+        cls, records: Iterable[MetaRecord | dict[str, Any]], **kwargs: Any
+    ) -> MetaOptimizer:
         """Rebuild an optimizer from told records; its next ``ask`` equals the original's."""
         optimizer = cls(**kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
             for record in records:
                 if isinstance(record, dict):
-                    record = MetaRecord(float(record["eta"]), float(record["value"]), record.get("grad"))
+                    record = MetaRecord(
+                        float(record["eta"]), float(record["value"]), record.get("grad")
+                    )
                 optimizer.tell(record.eta, record.value, record.grad)
         return optimizer
 

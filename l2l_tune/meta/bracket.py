@@ -108,7 +108,7 @@ class BracketingMetaOptimizer(MetaOptimizer):
     def _bracket(self) -> tuple[MetaRecord, MetaRecord] | None:
         points = self._points()
         best: tuple[float, tuple[MetaRecord, MetaRecord]] | None = None
-        for (left, s_left), (right, s_right) in zip(points, points[1:]):
+        for (left, s_left), (right, s_right) in zip(points, points[1:], strict=False):
             if s_left < 0 and s_right > 0:
                 score = min(left.value, right.value)
                 score = score if math.isfinite(score) else math.inf

@@ -160,7 +160,8 @@ class LeastSquares:
             X_valid: Optional validation inputs, ``(n_v, d)`` or ``(m, n_v, d)``.
             y_valid: Validation labels matching ``X_valid``.
             sigma: Noise scale used for the truncation radius ``40σ``.
-            w_star: Optional ground truth, ``(d,)`` or ``(m, d)``, for :meth:`LeastSquaresBatch.evaluate`.
+            w_star: Optional ground truth, ``(d,)`` or ``(m, d)``, used by
+                :meth:`LeastSquaresBatch.evaluate`.
 
         Raises:
             ValueError: on NaN/inf entries, mismatched shapes, or a validation set
@@ -174,7 +175,9 @@ class LeastSquares:
         y_arr = check_array(y, "y", ndim=(1,) if single else (2,))
         y_arr = y_arr[None] if single else y_arr
         if y_arr.shape != (m, n):
-            raise ValueError(f"y must have shape {(m, n)[1 if single else 0:]} to match X, got {y_arr.shape[1 if single else 0:]}")
+            raise ValueError(
+                f"y must hold one label per row of X ({n} per task), got shape {np.shape(y)}"
+            )
         if (X_valid is None) != (y_valid is None):
             raise ValueError("X_valid and y_valid must be given together")
         n_valid = 0
@@ -192,16 +195,22 @@ class LeastSquares:
             yv_arr = check_array(y_valid, "y_valid", ndim=(1,) if single else (2,))
             yv_arr = yv_arr[None] if single else yv_arr
             if yv_arr.shape != (m, n_valid):
-                raise ValueError(f"y_valid must have one label per row of X_valid, got shape {yv_arr.shape}")
+                raise ValueError(
+                    f"y_valid must have one label per row of X_valid, got shape {yv_arr.shape}"
+                )
         ws_arr = None
         if w_star is not None:
             ws_arr = check_array(w_star, "w_star", ndim=(1,) if single else (2,))
             ws_arr = ws_arr[None] if single else ws_arr
             if ws_arr.shape != (m, d):
-                raise ValueError(f"w_star must have shape {(m, d)[1 if single else 0:]}, got {ws_arr.shape}")
+                raise ValueError(
+                    f"w_star must have shape {(m, d)[1 if single else 0 :]}, got {ws_arr.shape}"
+                )
         builder = _BatchBuilder(d, sigma, n, n_valid, m)
         for i in range(m):
-            builder.add(X_arr[i], y_arr[i], Xv_arr[i], yv_arr[i], None if ws_arr is None else ws_arr[i])
+            builder.add(
+                X_arr[i], y_arr[i], Xv_arr[i], yv_arr[i], None if ws_arr is None else ws_arr[i]
+            )
         return builder.build()
 
     def evaluate(
@@ -419,14 +428,18 @@ class LeastSquaresBatch:
         return False
 
     # ------------------------------------------------------------------ per-task losses
-    def _train_losses(self, eta: float, t: int, frozen: NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+    def _train_losses(
+        self, eta: float, t: int, frozen: NDArray[np.bool_]
+    ) -> tuple[FloatArray, FloatArray]:
         """Per task: ``log Δ_i`` and ``Δ_i'/Δ_i`` of the training loss."""
         result = power_sum(self._train_log_coef, self._train_lam, eta, 2 * t)
         log_loss = np.where(frozen, np.log(self._s["frozen_train"]), result.log_value)
         dlog = np.where(frozen, 0.0, result.log_derivative)
         return log_loss, dlog
 
-    def _valid_losses(self, eta: float, t: int, frozen: NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+    def _valid_losses(
+        self, eta: float, t: int, frozen: NDArray[np.bool_]
+    ) -> tuple[FloatArray, FloatArray]:
         """Per task: ``log Δ_i`` and ``Δ_i'/Δ_i`` of the validation loss."""
         lam = self._s["lam"]
         R = self._s["valid_R"]
@@ -485,12 +498,19 @@ class LeastSquaresBatch:
         value = math.exp(log_mean)
         return value, value * dlog_mean
 
-    def meta_objective(self, eta: float, t: int, *, split: str = "train", log: bool = False) -> float:
+    def meta_objective(
+        self, eta: float, t: int, *, split: str = "train", log: bool = False
+    ) -> float:
         """``F̂(η)``, or ``(1/t)·log F̂(η)`` with ``log=True``; see :meth:`value_and_gradient`."""
         return self.value_and_gradient(eta, t, split=split, log=log)[0]
 
-    def meta_gradient(self, eta: float, t: int, *, split: str = "train", log: bool = False) -> float:
-        """The exact derivative of :meth:`meta_objective` in ``η``; see :meth:`value_and_gradient`."""
+    def meta_gradient(
+        self, eta: float, t: int, *, split: str = "train", log: bool = False
+    ) -> float:
+        """The exact derivative of :meth:`meta_objective` in ``η``.
+
+        See :meth:`value_and_gradient` for the arguments and errors.
+        """
         return self.value_and_gradient(eta, t, split=split, log=log)[1]
 
     # ------------------------------------------------------------------ evaluation
@@ -503,7 +523,9 @@ class LeastSquaresBatch:
         eta = check_step_size(eta)
         t = check_horizon(t)
         if not self.has_truth:
-            raise ValueError("evaluate needs the ground truth: pass w_star to LeastSquares.from_data")
+            raise ValueError(
+                "evaluate needs the ground truth: pass w_star to LeastSquares.from_data"
+            )
         frozen = self.truncated(eta, t)
         v, _ = self._scaled_powers(eta, t, t)
         z = self._s["beta"] - v  # Vᵀ w_t

@@ -76,8 +76,7 @@ class Quadratic:
         eigenvalues, eigenvectors = np.linalg.eigh(H_sym)
         if eigenvalues[0] <= 0.0:
             raise ValueError(
-                "H must be positive definite; its smallest eigenvalue is "
-                f"{eigenvalues[0]:.3g}"
+                f"H must be positive definite; its smallest eigenvalue is {eigenvalues[0]:.3g}"
             )
         coefficients = eigenvectors.T @ w0_arr
         if not np.any(coefficients != 0.0):
@@ -89,8 +88,8 @@ class Quadratic:
         self.coefficients = coefficients
         with np.errstate(divide="ignore"):
             # log of ½ c_i² λ_i: the weights of the power sum f(w_t) (Eqn 1).
-            self._log_weights = math.log(0.5) + 2.0 * np.log(np.abs(coefficients)) + np.log(
-                eigenvalues
+            self._log_weights = (
+                math.log(0.5) + 2.0 * np.log(np.abs(coefficients)) + np.log(eigenvalues)
             )
 
     # ------------------------------------------------------------------ construction
@@ -174,7 +173,9 @@ class Quadratic:
         check_choice(split, "split", ("train",))
         return eta, t
 
-    def meta_objective(self, eta: float, t: int, *, split: str = "train", log: bool = True) -> float:
+    def meta_objective(
+        self, eta: float, t: int, *, split: str = "train", log: bool = True
+    ) -> float:
         """The meta-objective ``(1/t)·log f(w_t)`` (``log=True``) or ``f(w_t)``.
 
         Exact at any ``t`` and ``η ≥ 0``: the log objective is computed in log space;
@@ -290,8 +291,7 @@ class Quadratic:
 
     def __repr__(self) -> str:
         return (
-            f"Quadratic(d={self.dim}, L={self.smoothness:.4g}, "
-            f"alpha={self.strong_convexity:.4g})"
+            f"Quadratic(d={self.dim}, L={self.smoothness:.4g}, alpha={self.strong_convexity:.4g})"
         )
 
 
@@ -314,9 +314,7 @@ def _backprop_meta_gradient(
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - exercised only without torch
-        raise ImportError(
-            "method='backprop' needs PyTorch: pip install 'l2l-tune[torch]'"
-        ) from exc
+        raise ImportError("method='backprop' needs PyTorch: pip install 'l2l-tune[torch]'") from exc
     torch_dtype = _torch_dtype(dtype)
     H_t = torch.as_tensor(H, dtype=torch_dtype)
     w = torch.as_tensor(w0, dtype=torch_dtype)

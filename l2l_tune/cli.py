@@ -1,0 +1,334 @@
+"""The ``l2l-tune`` command line.
+
+``l2l-tune tune --task least-squares`` (the default job) reproduces the paper's
+central comparison on an embedded, generated data set: the step size learned
+train-by-train (TbT) against train-by-validation (TbV) on the same samples, with
+the test RMSE of each. ``l2l-tune tune --task quadratic`` tunes GD on the
+Section 3 quadratic and reports the distance to the exact optimum ``η*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .meta import META_OPTIMIZERS
+from .tasks import LeastSquares, LeastSquaresBatch, Quadratic
+from .tuner import EvalRecord, StepSizeTuner
+
+__all__ = ["build_parser", "main"]
+
+_TASKS = ("quadratic", "least-squares")
+
+
+@dataclass
+class _Run:
+    """One tuning run and what the summary, JSON and plot need of it."""
+
+    label: str
+    split: str
+    task: Quadratic | LeastSquaresBatch
+    tuner: StepSizeTuner
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``l2l-tune`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="l2l-tune",
+        description=(
+            "Tune the step size of gradient descent by meta-gradient descent, with stable "
+            "meta-gradients (Wang, Yuan, Wu, Ge; ICML 2021)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tune = sub.add_parser(
+        "tune",
+        help="tune the step size on a task and report it",
+        description=(
+            "Tune the step size of t GD steps on a task. With --task least-squares and "
+            "--split both (its default) the step size is learned train-by-train on all "
+            "n-train + n-valid samples and train-by-validation on the split, and both are "
+            "tested on new tasks (the paper's Fig 2 setting)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tune.add_argument("--task", choices=_TASKS, default="least-squares", help="inner problem")
+    tune.add_argument(
+        "--t",
+        type=int,
+        default=None,
+        help="inner GD steps (default: 80 quadratic, 40 least squares)",
+    )
+    tune.add_argument(
+        "--d", type=int, default=None, help="dimension (default: 20 quadratic, 1000 least squares)"
+    )
+    tune.add_argument(
+        "--variant",
+        choices=("paper", "authors"),
+        default="authors",
+        help="quadratic instance: the text's (X in R^{d x 2d}, unit w0) or the authors' code's "
+        "(X in R^{d x d}, Gaussian w0; the Fig 1 instance)",
+    )
+    tune.add_argument("--sigma", type=float, default=1.0, help="least-squares label noise")
+    tune.add_argument("--n-train", type=int, default=250, help="training samples per task")
+    tune.add_argument("--n-valid", type=int, default=250, help="validation samples per task (TbV)")
+    tune.add_argument("--m", type=int, default=300, help="least-squares training tasks")
+    tune.add_argument("--m-test", type=int, default=10, help="new tasks for the test RMSE")
+    tune.add_argument(
+        "--split",
+        choices=("train", "valid", "both"),
+        default=None,
+        help="meta-loss on the training set (TbT), the validation set (TbV), or both "
+        "(default: both for least squares, train for the quadratic)",
+    )
+    tune.add_argument(
+        "--objective",
+        choices=("log", "last"),
+        default="log",
+        help="meta-objective: (1/t) log of the last loss (Theorem 4) or the last loss",
+    )
+    tune.add_argument(
+        "--meta-optimizer", choices=tuple(META_OPTIMIZERS), default="bracket", help="meta-optimizer"
+    )
+    tune.add_argument("--eta0", type=float, default=None, help="initial step size (default: 1/L)")
+    tune.add_argument(
+        "--max-evals",
+        type=int,
+        default=None,
+        help="meta-gradient evaluations (default: 200; 1000 for paper)",
+    )
+    tune.add_argument("--tol", type=float, default=1e-10, help="meta-optimizer tolerance")
+    tune.add_argument("--seed", type=int, default=0, help="random seed")
+    tune.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="write results as JSON"
+    )
+    tune.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG plot")
+    tune.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _tune(
+    task: Quadratic | LeastSquaresBatch,
+    args: argparse.Namespace,
+    t: int,
+    split: str,
+    label: str,
+) -> _Run:
+    from tqdm.auto import tqdm
+
+    max_evals = args.max_evals or (1000 if args.meta_optimizer == "paper" else 200)
+    bar = tqdm(total=max_evals, desc=f"{label}", unit="eval", disable=args.no_progress, leave=False)
+
+    def update(record: EvalRecord) -> None:
+        bar.set_postfix(eta=f"{record.eta:.4g}", refresh=False)
+        bar.update()
+
+    tuner = StepSizeTuner(
+        meta_optimizer=args.meta_optimizer,
+        eta0=args.eta0,
+        max_evals=max_evals,
+        tol=args.tol,
+        callback=update,
+    )
+    start = time.perf_counter()
+    try:
+        tuner.fit(task, t=t, split=split, log=args.objective == "log")
+    finally:
+        bar.close()
+    return _Run(label, split, task, tuner, time.perf_counter() - start)
+
+
+def _run_quadratic(args: argparse.Namespace, t: int) -> list[_Run]:
+    split = args.split or "train"
+    if split != "train":
+        raise ValueError(
+            "--split must be 'train' for the quadratic task (it has no validation set)"
+        )
+    task = Quadratic.random(args.d or 20, seed=args.seed, variant=args.variant)
+    run = _tune(task, args, t, "train", "quadratic")
+    eta_star = task.optimal_step_size(t)
+    run.extra = {
+        "optimal_step_size": eta_star,
+        "relative_error": abs(run.tuner.step_size_ - eta_star) / eta_star,
+        "smoothness": task.smoothness,
+        "strong_convexity": task.strong_convexity,
+    }
+    return [run]
+
+
+def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
+    split = args.split or "both"
+    dist = LeastSquares(args.d or 1000, sigma=args.sigma)
+    runs: list[_Run] = []
+    total = args.n_train + args.n_valid
+    plan: list[tuple[str, str, int, int]] = []  # label, split, n_train, n_valid
+    if split in ("train", "both"):
+        n = total if split == "both" else args.n_train
+        plan.append((f"TbT({n})", "train", n, 0))
+    if split in ("valid", "both"):
+        if args.n_valid < 1:
+            raise ValueError("--n-valid must be >= 1 for train-by-validation")
+        plan.append((f"TbV({args.n_train}+{args.n_valid})", "valid", args.n_train, args.n_valid))
+    for label, which, n_train, n_valid in plan:
+        batch = dist.sample(args.m, n_train, n_valid, seed=args.seed)
+        run = _tune(batch, args, t, which, label)
+        n_test_train = n_train + n_valid  # the chosen η is applied to all samples
+        evaluation = dist.evaluate(
+            run.tuner.step_size_, t, n_test_train, m=args.m_test, seed=args.seed + 10_000
+        )
+        run.extra = {"test": evaluation.summary(), "n_train": n_train, "n_valid": n_valid}
+        runs.append(run)
+    return runs
+
+
+def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
+    headers = ["run", "step size", "x L", "meta-objective", "evals", "converged", "seconds"]
+    quadratic = args.task == "quadratic"
+    if quadratic:
+        headers += ["eta*", "rel. error"]
+    else:
+        headers += ["train RMSE", "test RMSE", "test RMSE range"]
+    rows = []
+    for run in runs:
+        scale = run.task.step_size_scale()
+        row = [
+            run.label,
+            f"{run.tuner.step_size_:.6g}",
+            f"{run.tuner.step_size_ / scale:.3g}",
+            f"{run.tuner.meta_objective_:.6g}",
+            str(run.tuner.n_evals_),
+            "yes" if run.tuner.converged_ else "no",
+            f"{run.seconds:.2f}",
+        ]
+        if quadratic:
+            row += [f"{run.extra['optimal_step_size']:.12g}", f"{run.extra['relative_error']:.2e}"]
+        else:
+            test = run.extra["test"]
+            row += [
+                f"{test['train_rmse']:.4f}",
+                f"{test['test_rmse']:.4f}",
+                f"[{test['test_rmse_min']:.3f}, {test['test_rmse_max']:.3f}]",
+            ]
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
+    objective = "(1/t) log loss" if args.objective == "log" else "last loss"
+    title = (
+        f"l2l-tune: task={args.task}, t={t}, meta-objective={objective}, "
+        f"meta-optimizer={args.meta_optimizer}"
+    )
+    return "\n".join([title, *lines])
+
+
+def _to_json(args: argparse.Namespace, runs: list[_Run], t: int) -> dict[str, Any]:
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["t"] = t
+    results = []
+    for run in runs:
+        entry = {"label": run.label, "split": run.split, "seconds": run.seconds}
+        entry.update(run.tuner.result_dict())
+        entry.update(run.extra)
+        if "test" in run.extra:
+            entry["test_rmse"] = run.extra["test"]["test_rmse"]
+        results.append(entry)
+    return {"version": __version__, "task": args.task, "settings": settings, "results": results}
+
+
+def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_iter, ax_obj) = plt.subplots(1, 2, figsize=(11, 4))
+    log = args.objective == "log"
+    for run in runs:
+        etas = [r.eta for r in run.tuner.history_]
+        (line,) = ax_iter.plot(range(1, len(etas) + 1), etas, marker=".", label=run.label)
+        scale = run.task.step_size_scale()
+        grid = np.geomspace(scale * 1e-3, scale * 10.0, 120)
+        values = [run.task.meta_objective(float(e), t, split=run.split, log=log) for e in grid]
+        ax_obj.plot(grid, values, color=line.get_color(), label=run.label)
+        ax_obj.axvline(run.tuner.step_size_, color=line.get_color(), linestyle="--", linewidth=1)
+        if "optimal_step_size" in run.extra:
+            ax_iter.axhline(run.extra["optimal_step_size"], color="k", linestyle=":", label="η*")
+    ax_iter.set_xlabel("meta-gradient evaluation k")
+    ax_iter.set_ylabel("η_k")
+    ax_iter.set_yscale("log")
+    ax_iter.set_title("step size during meta-training")
+    ax_iter.legend()
+    ax_obj.set_xscale("log")
+    ax_obj.set_xlabel("η")
+    ax_obj.set_ylabel("(1/t) log meta-loss" if log else "meta-loss")
+    if not log:
+        ax_obj.set_yscale("log")
+    ax_obj.set_title(f"meta-objective (t={t}); dashed: tuned η")
+    ax_obj.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    t = args.t if args.t is not None else (80 if args.task == "quadratic" else 40)
+    if args.task == "quadratic":
+        runs = _run_quadratic(args, t)
+    else:
+        runs = _run_least_squares(args, t)
+    print(_summary(args, runs, t))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = _to_json(args, runs, t)
+        args.json.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        _plot(args.plot, args, runs, t)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``l2l-tune`` console script.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad arguments (the message names the
+        argument and what is accepted).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tune":
+            return _cmd_tune(args)
+    except ValueError as exc:
+        parser.exit(2, f"l2l-tune: error: {exc}\n")
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
