@@ -167,6 +167,7 @@ class StepSizeTuner(TuningResultMixin):
         max_evals = check_horizon(self.max_evals, "max_evals")
         optimizer = self._build_optimizer(task)
         history: list[EvalRecord] = []
+        underflow = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
             for _ in range(max_evals):
@@ -180,9 +181,20 @@ class StepSizeTuner(TuningResultMixin):
                 history.append(record)
                 if self.callback is not None:
                     self.callback(record)
+                if not log and value == 0.0 and grad == 0.0 and eta > 0.0:
+                    warnings.warn(
+                        f"the meta-objective and its gradient underflowed to 0 at eta={eta:.6g} "
+                        f"(t={t}): the plain last-loss objective vanishes exponentially in t "
+                        "(Theorem 3) and carries no information there; use log=True. "
+                        "Stopping without convergence.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    underflow = True
+                    break
         self.meta_optimizer_ = optimizer
         self.history_ = history
-        self.converged_ = optimizer.converged
+        self.converged_ = optimizer.converged and not underflow
         self.step_size_ = float(optimizer.estimate())
         self.meta_objective_ = float(task.meta_objective(self.step_size_, t, split=split, log=log))
         if not math.isfinite(self.meta_objective_):

@@ -78,31 +78,27 @@ class BracketingMetaOptimizer(MetaOptimizer):
         """Sorted records (latest per step size) with their *effective* sign.
 
         The effective sign is the gradient's sign, overruled by the values where
-        they contradict a single minimum: a point with a lower value (by more
-        than rounding) on its left means the minimum lies to the left (sign +),
-        one on its right means it lies to the right (sign −). This catches jumps
-        of the meta-objective that its derivative cannot see, such as the 40σ
-        truncation of a least-squares run (whose derivative is 0).
+        they contradict a single minimum near the best point told so far: a point
+        whose value is above the best one (by more than rounding) lies uphill of
+        it, so its sign is "+" right of the best point and "−" left of it. This
+        catches jumps of the meta-objective that its derivative cannot see, such
+        as the 40σ truncation of a least-squares run (whose derivative is 0).
         """
         usable = [r for r in self.history if r.grad is not None or not math.isfinite(r.value)]
         by_eta = {r.eta: r for r in usable}
         points = [by_eta[eta] for eta in sorted(by_eta)]
         values = [p.value if math.isfinite(p.value) else math.inf for p in points]
+        best_index = min(range(len(points)), key=lambda i: values[i]) if points else -1
+        best_value = values[best_index] if points else math.inf
         out: list[tuple[MetaRecord, float]] = []
-        left_min = math.inf
-        right_mins = [math.inf] * len(points)
-        for i in range(len(points) - 2, -1, -1):
-            right_mins[i] = min(right_mins[i + 1], values[i + 1])
         for i, point in enumerate(points):
             sign = self._raw_sign(point)
             value = values[i]
-            margin = 1e-12 * (abs(value) + 1e-300) if math.isfinite(value) else 0.0
-            if sign <= 0 and left_min < value - margin:
-                sign = 1.0
-            elif sign >= 0 and right_mins[i] < value - margin:
-                sign = -1.0
+            if math.isfinite(best_value) and i != best_index:
+                margin = 1e-12 * (abs(value) + abs(best_value)) + 1e-300
+                if value > best_value + margin:
+                    sign = 1.0 if i > best_index else -1.0
             out.append((point, sign))
-            left_min = min(left_min, value)
         return out
 
     def _bracket(self) -> tuple[MetaRecord, MetaRecord] | None:

@@ -124,6 +124,9 @@ class LogAdamMetaOptimizer(MetaOptimizer):
                 continue
             assert record.grad is not None
             grad_theta = record.grad * record.eta  # d/dlogη = η · d/dη
+            # Adam only uses m/√v, so capping the magnitude keeps the direction and
+            # avoids OverflowError in grad² for exploding meta-gradients (Theorem 3).
+            grad_theta = math.copysign(min(abs(grad_theta), 1e150), grad_theta)
             n_moments += 1
             m = self.beta1 * m + (1 - self.beta1) * grad_theta
             v = self.beta2 * v + (1 - self.beta2) * grad_theta**2

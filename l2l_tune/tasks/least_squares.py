@@ -450,6 +450,8 @@ class LeastSquaresBatch:
             dv = -lam * self._s["beta"]
         else:
             dv_base, _ = self._scaled_powers(eta, t, t - 1)
+            # Frozen tasks' powers may be huge; they are discarded, never multiplied.
+            dv_base = np.where(frozen[:, None], 0.0, dv_base)
             dv = -t * lam * dv_base
         dv = np.where(frozen[:, None], 0.0, dv)
         resid = self._s["valid_h"] + np.einsum("mkr,mr->mk", R, v)
@@ -528,6 +530,7 @@ class LeastSquaresBatch:
             )
         frozen = self.truncated(eta, t)
         v, _ = self._scaled_powers(eta, t, t)
+        v = np.where(frozen[:, None], 0.0, v)  # frozen tasks use 40σ·u below
         z = self._s["beta"] - v  # Vᵀ w_t
         radius = TRUNCATION_RADIUS * self.sigma
         sq_error = np.sum(z**2, axis=1) - 2 * np.sum(z * self._s["v_w"], axis=1) + self._s["w_sq"]

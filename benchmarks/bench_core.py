@@ -1,0 +1,1099 @@
+"""Core benchmarks of ``l2l-tune``: meta-gradients, least-squares grids, meta-optimizers.
+
+Three measurements, each taken side by side in one run (every ratio printed or
+stored is computed from timings of this run, never hard-coded):
+
+1. **Quadratic meta-gradient.** Seconds per call of the stable closed form
+   (``Quadratic.meta_gradient``, log objective) against unrolled backprop in
+   PyTorch float64 (``method="backprop"``), ``d = 20``, ``t ∈ {80, 1000, 10000}``,
+   at ``η = ½·η*(t)``; plus backprop's finiteness and relative error.
+2. **Least squares at the paper's size** (``d = 1000``, ``m = 300``, ``σ = 1``,
+   ``t = 40``, the 25-point grid ``logspace(-6, 0, 25)``), train-by-train (500
+   training samples) and train-by-validation (250 + 250): batch construction
+   time, the closed-form grid, and the same grid with a plain NumPy ``t``-step GD
+   loop carrying the forward tangent ``dw/dη`` (with the 40σ truncation). The
+   loop is timed on a subset of the tasks and scaled linearly to ``m``
+   (labelled "extrapolated"); its values are checked against the closed form.
+3. **Meta-optimizer evaluations** to reach ``|η − η*| ≤ 1e-6·η*`` on the quadratic
+   (``t = 80``, log objective): the default ``"bracket"`` against the paper's
+   projected meta-GD (``"paper"``, ``μ0 = 0.01``), from ``η0 ∈ {0.1/L, 10/L}``, over
+   seeds and both instance variants; plus the paper method's steps to ``1e-3``
+   relative from ``η0 = 0.1`` (the paper's Fig 1 setting), the curvature
+   ``F''(η*)`` and the step ``k`` after which ``μ_k = 0.01/√k`` can contract.
+
+Usage::
+
+    python benchmarks/bench_core.py                # full run (a few minutes on 2 cores)
+    python benchmarks/bench_core.py --quick        # small sizes, seconds
+    python benchmarks/bench_core.py --out benchmarks/results/core.json
+
+Results go to the JSON file given by ``--out`` and a markdown summary next to it
+(``core.md`` by default, see ``--markdown``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm.auto import tqdm
+
+from l2l_tune.meta import NonFiniteMetaGradientWarning, make_meta_optimizer
+from l2l_tune.tasks.least_squares import TRUNCATION_RADIUS, LeastSquares, LeastSquaresBatch
+from l2l_tune.tasks.quadratic import Quadratic
+
+FloatArray = NDArray[np.float64]
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "core.json"
+
+#: Relative tolerance on ``η`` for section 3 and the paper's Fig 1 tolerance.
+ETA_TOL = 1e-6
+FIG1_TOL = 1e-3
+
+
+# ====================================================================== utilities
+@dataclass(frozen=True)
+class Timing:
+    """Wall time per call, from ``repeat`` rounds of ``number`` calls each.
+
+    Attributes:
+        best: Fastest round, seconds per call (timeit's recommended statistic).
+        median: Median round, seconds per call.
+        number: Calls per round.
+        repeat: Rounds.
+    """
+
+    best: float
+    median: float
+    number: int
+    repeat: int
+
+
+def time_call(
+    fn: Callable[[], Any], *, repeat: int = 5, target: float = 0.2, max_number: int = 1 << 20
+) -> Timing:
+    """Time ``fn()`` timeit-style: calibrate the calls per round, then repeat rounds.
+
+    The number of calls per round doubles until one round takes at least
+    ``target`` seconds (a single call is enough for slow functions). The garbage
+    collector is off while timing, as in :mod:`timeit`.
+
+    Args:
+        fn: Zero-argument callable to time.
+        repeat: Number of timed rounds.
+        target: Minimum seconds per round when calibrating.
+        max_number: Upper limit on calls per round.
+    """
+
+    def one_round(number: int) -> float:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return time.perf_counter() - start
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        number = 1
+        elapsed = one_round(number)  # also a warm-up
+        while elapsed < target and number < max_number:
+            number = min(max_number, number * max(2, int(math.ceil(target / max(elapsed, 1e-9)))))
+            elapsed = one_round(number)
+        rounds = [one_round(number) / number for _ in range(repeat)]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(best=min(rounds), median=statistics.median(rounds), number=number, repeat=repeat)
+
+
+def time_once(fn: Callable[[], Any], repeat: int = 1) -> tuple[Timing, Any]:
+    """Time ``repeat`` single calls of a slow ``fn``; return the timing and the last result."""
+    rounds = []
+    result: Any = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        rounds.append(time.perf_counter() - start)
+    return Timing(min(rounds), statistics.median(rounds), 1, repeat), result
+
+
+def rel_err(a: float, b: float) -> float:
+    """``|a − b| / |b|``: 0 if both are 0, ``inf`` if only ``b`` is, NaN for non-finite ``a``."""
+    if not math.isfinite(a):
+        return math.nan
+    if b == 0.0:
+        return 0.0 if a == 0.0 else math.inf
+    return abs(a - b) / abs(b)
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU count and library versions (and BLAS threading when available)."""
+    import scipy
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import l2l_tune
+
+        info["l2l_tune"] = getattr(l2l_tune, "__version__", "unknown")
+    except Exception:  # pragma: no cover - the package is imported above anyway
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            {k: pool.get(k) for k in ("internal_api", "num_threads", "version", "architecture")}
+            for pool in threadpool_info()
+        ]
+    except ImportError:
+        info["blas"] = None
+    return info
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert dataclasses/NumPy scalars and replace non-finite floats by strings."""
+    if isinstance(obj, Timing):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else str(value)
+    return obj
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds with a readable unit."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_g(value: float | None, digits: int = 3) -> str:
+    """A float in ``%g`` style (``—`` for None)."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}g}"
+
+
+def fmt_count(value: int | None, cap: int | None = None) -> str:
+    """An evaluation count, or "not reached (> cap)"."""
+    if value is None:
+        return "not reached" if cap is None else f"not reached (> {cap})"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with aligned columns, for the console."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+# ====================================================================== section 1
+def bench_meta_gradient(
+    ts: Sequence[int],
+    *,
+    d: int,
+    seed: int,
+    variant: Literal["paper", "authors"],
+    repeat: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Stable closed-form vs unrolled-backprop meta-gradient on one quadratic.
+
+    Args:
+        ts: Horizons ``t`` to time.
+        d: Dimension of the quadratic.
+        seed: Seed of ``Quadratic.random``.
+        variant: ``"authors"`` or ``"paper"``.
+        repeat: Timed rounds for the stable method and for backprop at short
+            horizons (backprop at ``t ≥ 5000`` runs 2 single calls).
+        progress: Show a tqdm bar.
+    """
+    q = Quadratic.random(d, seed, variant=variant)
+    rows = []
+    for t in tqdm(ts, desc="meta-gradient", disable=not progress, leave=False):
+        eta_star = q.optimal_step_size(t)
+        eta = 0.5 * eta_star
+        stable_value = q.meta_gradient(eta, t)
+        stable = time_call(partial(q.meta_gradient, eta, t), repeat=repeat)
+        backprop_call = partial(q.meta_gradient, eta, t, method="backprop", dtype="float64")
+
+        if t >= 5000:
+            backprop, backprop_value = time_once(backprop_call, repeat=2)
+        else:
+            backprop_value = backprop_call()
+            backprop = time_call(backprop_call, repeat=repeat, target=0.3)
+        rows.append(
+            {
+                "t": t,
+                "eta": eta,
+                "eta_star": eta_star,
+                "stable_s": stable,
+                "backprop_s": backprop,
+                "ratio_backprop_over_stable_best": backprop.best / stable.best,
+                "ratio_backprop_over_stable_median": backprop.median / stable.median,
+                "stable_value": stable_value,
+                "backprop_value": backprop_value,
+                "backprop_finite": math.isfinite(backprop_value),
+                "backprop_rel_err": rel_err(backprop_value, stable_value),
+            }
+        )
+    return {
+        "setup": {
+            "task": f"Quadratic.random({d}, {seed}, variant={variant!r})",
+            "L": q.smoothness,
+            "log": True,
+            "eta": "0.5 * optimal_step_size(t)",
+            "backprop_dtype": "float64",
+            "timing": "best and median of rounds; stable: "
+            f"{repeat} rounds of >= 0.2 s; backprop: {repeat} rounds of >= 0.3 s, "
+            "2 single calls for t >= 5000",
+        },
+        "rows": rows,
+    }
+
+
+def report_meta_gradient(result: dict[str, Any]) -> tuple[str, str]:
+    """Console and markdown tables for section 1."""
+    header = [
+        "t",
+        "stable / call",
+        "backprop / call",
+        "backprop ÷ stable",
+        "backprop finite",
+        "backprop rel. err",
+    ]
+    rows = [
+        [
+            str(r["t"]),
+            fmt_s(r["stable_s"].best),
+            fmt_s(r["backprop_s"].best),
+            f"{r['ratio_backprop_over_stable_best']:,.0f}×",
+            "yes" if r["backprop_finite"] else "no",
+            fmt_g(r["backprop_rel_err"], 2),
+        ]
+        for r in result["rows"]
+    ]
+    setup = result["setup"]
+    note = (
+        f"{setup['task']} (L = {setup['L']:.4g}), log objective, η = ½·η*(t); "
+        "best of several rounds (medians in the JSON); backprop in PyTorch float64."
+    )
+    return text_table(header, rows), note + "\n\n" + markdown_table(header, rows)
+
+
+# ====================================================================== section 2
+def generate_tasks(
+    d: int, sigma: float, m: int, n_total: int, seed: int
+) -> Iterator[tuple[FloatArray, FloatArray, FloatArray]]:
+    """Yield ``(X, y, w*)`` per task with exactly the RNG sequence of ``LeastSquares.sample``.
+
+    Per task: ``w* = normal(d)`` normalised, ``X = normal((n_total, d))``,
+    ``y = X w* + σ·normal(n_total)``; the first ``n_train`` rows are the training set.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(m):
+        w_star = rng.standard_normal(d)
+        w_star /= np.linalg.norm(w_star)
+        X = rng.standard_normal((n_total, d))
+        y = X @ w_star + sigma * rng.standard_normal(n_total)
+        yield X, y, w_star
+
+
+def gd_loss_and_derivative(
+    X: FloatArray,
+    y: FloatArray,
+    X_eval: FloatArray,
+    y_eval: FloatArray,
+    eta: float,
+    t: int,
+    radius: float,
+) -> tuple[float, float]:
+    """Loss on ``(X_eval, y_eval)`` after ``t`` GD steps on ``(X, y)`` from 0, and its η-derivative.
+
+    Plain NumPy: each step computes the gradient ``g = Xᵀ(Xw − y)/n`` and carries
+    the forward tangent ``ẇ = dw/dη`` along (``ẇ ← ẇ − g − η·Xᵀ X ẇ/n``), both as
+    the two columns of one ``(d, 2)`` array. Truncation as the library (paper,
+    footnote 3): once ``‖w_τ‖ ≥ radius`` the run is frozen at ``radius·u``,
+    ``u = 1/√d``, and the derivative is 0.
+    """
+    n, d = X.shape
+    W = np.zeros((d, 2))
+    radius_sq = radius * radius
+    for _ in range(t):
+        R = X @ W
+        R[:, 0] -= y
+        G = X.T @ R
+        G /= n
+        W[:, 1] -= G[:, 0] + eta * G[:, 1]
+        W[:, 0] -= eta * G[:, 0]
+        norm_sq = float(W[:, 0] @ W[:, 0])
+        if not norm_sq < radius_sq:
+            u = np.full(d, 1.0 / math.sqrt(d))
+            r = X_eval @ (radius * u) - y_eval
+            return float(r @ r) / (2 * len(y_eval)), 0.0
+    R = X_eval @ W
+    r = R[:, 0] - y_eval
+    return float(r @ r) / (2 * len(y_eval)), float(r @ R[:, 1]) / len(y_eval)
+
+
+def gd_grid_vectorised(
+    X: FloatArray,
+    y: FloatArray,
+    X_eval: FloatArray,
+    y_eval: FloatArray,
+    etas: FloatArray,
+    t: int,
+    radius: float,
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`gd_loss_and_derivative` for all step sizes at once (columns of one matrix).
+
+    A stronger NumPy baseline: the ``t`` steps run once per task on a ``(d, 2G)``
+    matrix (``G`` = grid size), so the products are matrix–matrix. Frozen columns
+    stop being updated.
+    """
+    n, d = X.shape
+    g = len(etas)
+    W = np.zeros((d, g))  # iterates, one column per step size
+    Wd = np.zeros((d, g))  # tangents dw/dη
+    active = np.ones(g, dtype=bool)
+    radius_sq = radius * radius
+    for _ in range(t):
+        cols = np.flatnonzero(active)
+        if cols.size == 0:
+            break
+        both = np.concatenate([W[:, cols], Wd[:, cols]], axis=1)
+        R = X @ both
+        R[:, : cols.size] -= y[:, None]
+        Gr = (X.T @ R) / n
+        grad, hdot = Gr[:, : cols.size], Gr[:, cols.size :]
+        e = etas[cols]
+        Wd[:, cols] -= grad + e * hdot
+        W[:, cols] -= e * grad
+        norms_sq = np.einsum("ij,ij->j", W[:, cols], W[:, cols])
+        active[cols[~(norms_sq < radius_sq)]] = False
+    frozen = ~active
+    # A column frozen in the last step is also inactive: recompute "frozen" from the norms.
+    norms_sq = np.einsum("ij,ij->j", W, W)
+    frozen |= ~(norms_sq < radius_sq)
+    R = X_eval @ np.concatenate([W, Wd], axis=1)
+    r = R[:, :g] - y_eval[:, None]
+    n_e = len(y_eval)
+    loss = np.einsum("ij,ij->j", r, r) / (2 * n_e)
+    dloss = np.einsum("ij,ij->j", r, R[:, g:]) / n_e
+    u = np.full(d, 1.0 / math.sqrt(d))
+    r_frozen = X_eval @ (radius * u) - y_eval
+    loss = np.where(frozen, float(r_frozen @ r_frozen) / (2 * n_e), loss)
+    dloss = np.where(frozen, 0.0, dloss)
+    return loss, dloss
+
+
+def _closed_form_grid(batch: LeastSquaresBatch, grid: FloatArray, t: int, split: str) -> FloatArray:
+    """``(value, derivative)`` of the batch's meta-loss at every grid point, shape ``(G, 2)``."""
+    return np.array([batch.value_and_gradient(float(eta), t, split=split) for eta in grid])
+
+
+def _agreement(loop: FloatArray, closed: FloatArray) -> dict[str, float]:
+    """Relative agreement of loop and closed-form ``(value, derivative)`` grids."""
+    value_err = max(
+        rel_err(float(a), float(b)) for a, b in zip(loop[:, 0], closed[:, 0], strict=True)
+    )
+    grads = [(float(a), float(b)) for a, b in zip(loop[:, 1], closed[:, 1], strict=True)]
+    nonzero = [rel_err(a, b) for a, b in grads if b != 0.0]
+    scale = max(abs(b) for _, b in grads) or 1.0
+    return {
+        "value_max_rel_err": value_err,
+        "grad_max_rel_err": max(nonzero) if nonzero else 0.0,
+        "grad_max_abs_err_over_max_grad": max(abs(a - b) for a, b in grads) / scale,
+        "grad_zero_mismatches": sum(1 for a, b in grads if (a == 0.0) != (b == 0.0)),
+    }
+
+
+def bench_least_squares(
+    *,
+    d: int,
+    m: int,
+    n_total: int,
+    n_train_tbv: int,
+    t: int,
+    grid: FloatArray,
+    n_loop_tasks: int,
+    seed: int,
+    repeat: int,
+    construction_repeat: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Closed form vs NumPy GD loop over the 25-point grid, TbT and TbV.
+
+    Args:
+        d: Input dimension.
+        m: Number of tasks.
+        n_total: Samples per task (all training for TbT).
+        n_train_tbv: Training samples for TbV (the rest is validation).
+        t: GD steps.
+        grid: Step sizes.
+        n_loop_tasks: Tasks on which the loop is timed (scaled linearly to ``m``).
+        seed: Data seed.
+        repeat: Timed rounds of the closed-form grid.
+        construction_repeat: Timed rounds of batch construction.
+        progress: Show tqdm bars.
+    """
+    sigma = 1.0
+    radius = TRUNCATION_RADIUS * sigma
+    problem = LeastSquares(d, sigma)
+    # name -> (n_train, n_valid, split)
+    splits: dict[str, tuple[int, int, str]] = {
+        "TbT": (n_total, 0, "train"),
+        "TbV": (n_train_tbv, n_total - n_train_tbv, "valid"),
+    }
+    n_loop = min(n_loop_tasks, m)
+    scale = m / n_loop
+
+    # Raw-data generation alone (part of every construction below), for the split of costs.
+    def generate_all() -> None:
+        for _ in generate_tasks(d, sigma, m, n_total, seed):
+            pass
+
+    generation, _ = time_once(generate_all, repeat=1)
+    subset = list(generate_tasks(d, sigma, n_loop, n_total, seed))
+
+    out: dict[str, Any] = {
+        "setup": {
+            "d": d,
+            "m": m,
+            "n_total": n_total,
+            "sigma": sigma,
+            "t": t,
+            "grid": grid,
+            "seed": seed,
+            "loop_tasks_timed": n_loop,
+            "loop_scale_factor": scale,
+            "loop_extrapolated": n_loop < m,
+            "timing": f"closed-form grid: best/median of {repeat} rounds; construction: "
+            f"best/median of {construction_repeat}; loops: one run on {n_loop} tasks",
+        },
+        "data_generation_s": generation.best,
+    }
+    for name, (n_train, n_valid, split) in splits.items():
+
+        def construct(n_train: int = n_train, n_valid: int = n_valid) -> LeastSquaresBatch:
+            return problem.sample(m, n_train, n_valid, seed=seed)
+
+        construction, batch = time_once(construct, repeat=construction_repeat)
+        closed_value = _closed_form_grid(batch, grid, t, split)
+        closed = time_call(
+            partial(_closed_form_grid, batch, grid, t, split), repeat=repeat, target=0.5
+        )
+
+        # The closed form on exactly the loop's tasks, for the agreement check.
+        sub_batch = problem.sample(n_loop, n_train, n_valid, seed=seed)
+        sub_closed = _closed_form_grid(sub_batch, grid, t, split)
+
+        per_task = np.zeros((n_loop, len(grid), 2))
+        start = time.perf_counter()
+        for i, (X, y, _) in enumerate(
+            tqdm(subset, desc=f"{name} loop", disable=not progress, leave=False)
+        ):
+            Xtr, ytr = X[:n_train], y[:n_train]
+            Xev, yev = (Xtr, ytr) if split == "train" else (X[n_train:], y[n_train:])
+            for j, eta in enumerate(grid):
+                per_task[i, j] = gd_loss_and_derivative(Xtr, ytr, Xev, yev, float(eta), t, radius)
+        loop_subset_s = time.perf_counter() - start
+        loop = per_task.mean(axis=0)
+
+        per_task_vec = np.zeros((n_loop, len(grid), 2))
+        start = time.perf_counter()
+        for i, (X, y, _) in enumerate(
+            tqdm(subset, desc=f"{name} loop (vectorised)", disable=not progress, leave=False)
+        ):
+            Xtr, ytr = X[:n_train], y[:n_train]
+            Xev, yev = (Xtr, ytr) if split == "train" else (X[n_train:], y[n_train:])
+            loss, dloss = gd_grid_vectorised(Xtr, ytr, Xev, yev, grid, t, radius)
+            per_task_vec[i, :, 0], per_task_vec[i, :, 1] = loss, dloss
+        vec_subset_s = time.perf_counter() - start
+        loop_vec = per_task_vec.mean(axis=0)
+
+        loop_full_s = loop_subset_s * scale
+        vec_full_s = vec_subset_s * scale
+        precompute_s = max(construction.best - generation.best, 0.0)
+        out[name] = {
+            "n_train": n_train,
+            "n_valid": n_valid,
+            "split": split,
+            "construction_s": construction,
+            "construction_minus_generation_s": precompute_s,
+            "closed_form_grid_s": closed,
+            "loop_subset_s": loop_subset_s,
+            "loop_grid_s": loop_full_s,
+            "loop_vectorised_subset_s": vec_subset_s,
+            "loop_vectorised_grid_s": vec_full_s,
+            "speedup_loop_over_closed": loop_full_s / closed.best,
+            "speedup_loop_over_closed_plus_construction": loop_full_s
+            / (closed.best + construction.best),
+            "speedup_loop_over_closed_plus_precompute": loop_full_s / (closed.best + precompute_s),
+            "speedup_vectorised_over_closed": vec_full_s / closed.best,
+            "speedup_vectorised_over_closed_plus_precompute": vec_full_s
+            / (closed.best + precompute_s),
+            "agreement_loop": _agreement(loop, sub_closed),
+            "agreement_loop_vectorised": _agreement(loop_vec, sub_closed),
+            "closed_form_grid_values": closed_value,
+            "loop_subset_grid_values": loop,
+            "closed_form_subset_grid_values": sub_closed,
+            "truncated_grid_points_full_batch": int(np.sum(closed_value[:, 1] == 0.0)),
+        }
+    return out
+
+
+def report_least_squares(result: dict[str, Any]) -> tuple[str, str]:
+    """Console and markdown tables for section 2."""
+    setup = result["setup"]
+    ext = " (extrapolated)" if setup["loop_extrapolated"] else ""
+    header = [
+        "",
+        "construction",
+        "closed-form grid",
+        f"NumPy loop grid{ext}",
+        "loop ÷ closed",
+        "loop ÷ (closed + precompute)",
+        f"grid-vectorised loop{ext}",
+        "vectorised ÷ closed",
+    ]
+    rows = []
+    for name in ("TbT", "TbV"):
+        r = result[name]
+        rows.append(
+            [
+                name,
+                fmt_s(r["construction_s"].best),
+                fmt_s(r["closed_form_grid_s"].best),
+                fmt_s(r["loop_grid_s"]),
+                f"{r['speedup_loop_over_closed']:,.0f}×",
+                f"{r['speedup_loop_over_closed_plus_precompute']:,.1f}×",
+                fmt_s(r["loop_vectorised_grid_s"]),
+                f"{r['speedup_vectorised_over_closed']:,.0f}×",
+            ]
+        )
+    header2 = [
+        "",
+        "value max rel. err",
+        "derivative max rel. err",
+        "derivative max abs. err / max |F̂'|",
+        "vectorised: value / derivative rel. err",
+    ]
+    rows2 = []
+    for name in ("TbT", "TbV"):
+        a, b = result[name]["agreement_loop"], result[name]["agreement_loop_vectorised"]
+        rows2.append(
+            [
+                name,
+                fmt_g(a["value_max_rel_err"], 2),
+                fmt_g(a["grad_max_rel_err"], 2),
+                fmt_g(a["grad_max_abs_err_over_max_grad"], 2),
+                f"{fmt_g(b['value_max_rel_err'], 2)} / {fmt_g(b['grad_max_rel_err'], 2)}",
+            ]
+        )
+    note = (
+        f"d = {setup['d']}, m = {setup['m']} tasks, {setup['n_total']} samples per task "
+        f"(TbT: all training; TbV: {result['TbV']['n_train']} + {result['TbV']['n_valid']}), "
+        f"σ = {setup['sigma']:g}, t = {setup['t']}, {len(setup['grid'])}-point grid "
+        "logspace(-6, 0, 25), value and derivative at every point. "
+        f"Raw data generation alone: {fmt_s(result['data_generation_s'])}, included in "
+        '"construction" (precompute = construction − generation). '
+    )
+    if setup["loop_extrapolated"]:
+        note += (
+            f"Loops timed on the first {setup['loop_tasks_timed']} tasks and scaled "
+            f"×{setup['loop_scale_factor']:g} to {setup['m']} tasks (extrapolated). "
+        )
+    note += (
+        '"NumPy loop": per task and step size, t GD steps with the forward tangent dw/dη '
+        'and the 40σ truncation; "grid-vectorised": the same with all 25 step sizes as '
+        "matrix columns. Agreement: loop means over the timed tasks vs the closed form on "
+        "the same tasks, maximum over the grid (derivative relative error over points with "
+        "a nonzero closed-form derivative)."
+    )
+    console = text_table(header, rows) + "\n\n" + text_table(header2, rows2)
+    md = note + "\n\n" + markdown_table(header, rows) + "\n\n" + markdown_table(header2, rows2)
+    return console, md
+
+
+# ====================================================================== section 3
+def _evals_to_stay(errors: FloatArray, tol: float) -> int | None:
+    """Smallest ``n`` (evaluations) with ``errors[n−1:] ≤ tol``; ``None`` if the last is above."""
+    bad = np.flatnonzero(~(errors <= tol))
+    if bad.size == 0:
+        return 1
+    if bad[-1] == len(errors) - 1:
+        return None
+    return int(bad[-1]) + 2
+
+
+def _evals_to_first(errors: FloatArray, tol: float) -> int | None:
+    """Smallest ``n`` with ``errors[n−1] ≤ tol`` (first hit), ``None`` if never."""
+    hits = np.flatnonzero(errors <= tol)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def run_meta_optimizer(
+    q: Quadratic,
+    name: str,
+    eta0: float,
+    t: int,
+    budget: int,
+    *,
+    stop_when_converged: bool,
+    **options: Any,
+) -> tuple[FloatArray, bool, int]:
+    """Run an ask/tell loop; return the estimate after each evaluation, ``converged``, evals.
+
+    The estimate is :meth:`MetaOptimizer.estimate` (the paper method's next
+    iterate; the bracket's secant root inside the final bracket).
+    """
+    optimizer = make_meta_optimizer(name, eta0=eta0, **options)
+    estimates = np.empty(budget)
+    n = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        for n in range(1, budget + 1):
+            eta = optimizer.ask()
+            value, grad = q.value_and_gradient(eta, t, log=True)
+            optimizer.tell(eta, value, grad)
+            estimates[n - 1] = optimizer.estimate()
+            if stop_when_converged and optimizer.converged:
+                break
+    return estimates[:n], optimizer.converged, n
+
+
+def curvature(q: Quadratic, eta_star: float, t: int, rel_h: float = 1e-4) -> float:
+    """``F''(η*)`` of the log meta-objective by a central difference of the meta-gradient."""
+    h = rel_h * eta_star
+    return (q.meta_gradient(eta_star + h, t) - q.meta_gradient(eta_star - h, t)) / (2 * h)
+
+
+def bench_meta_optimizers(
+    *,
+    seeds: Sequence[int],
+    variants: Sequence[Literal["paper", "authors"]],
+    d: int,
+    t: int,
+    paper_lr: float,
+    paper_cap: int,
+    bracket_cap: int,
+    fig1_eta0: float,
+    progress: bool,
+) -> dict[str, Any]:
+    """Evaluations to reach ``|η − η*| ≤ 1e-6·η*``: ``"bracket"`` vs ``"paper"``.
+
+    Args:
+        seeds: Seeds of ``Quadratic.random``.
+        variants: Instance variants.
+        d: Dimension.
+        t: Horizon.
+        paper_lr: ``μ0`` of the paper method.
+        paper_cap: Evaluation budget of the paper method (always run in full, so
+            "stays within tolerance" is checked over the whole budget).
+        bracket_cap: Budget of the bracket method (stops when it reports converged).
+        fig1_eta0: Absolute starting step size of the Fig 1 runs.
+        progress: Show a tqdm bar.
+    """
+    starts = {"0.1/L": 0.1, "10/L": 10.0}
+    runs = []
+    fig1 = []
+    jobs = [(v, s) for v in variants for s in seeds]
+    for variant, seed in tqdm(jobs, desc="meta-optimizers", disable=not progress, leave=False):
+        q = Quadratic.random(d, seed, variant=variant)
+        L = q.smoothness
+        eta_star = q.optimal_step_size(t)
+        f2 = curvature(q, eta_star, t)
+        # μ_k F'' < 2  ⇔  0.01·F''/(2√k) < 1  ⇔  k > (μ0·F''/2)².
+        k_contract = int(math.floor((paper_lr * f2 / 2.0) ** 2)) + 1 if f2 > 0 else None
+        instance = {
+            "variant": variant,
+            "seed": seed,
+            "L": L,
+            "eta_star": eta_star,
+            "F2": f2,
+            "k_contract_predicted": k_contract,
+        }
+        paper_estimates: dict[str, FloatArray] = {}
+        for label, factor in starts.items():
+            eta0 = factor / L
+            for name, budget, stop, options in (
+                ("bracket", bracket_cap, True, {}),
+                ("paper", paper_cap, False, {"lr": paper_lr}),
+            ):
+                start = time.perf_counter()
+                estimates, converged, n = run_meta_optimizer(
+                    q, name, eta0, t, budget, stop_when_converged=stop, **options
+                )
+                seconds = time.perf_counter() - start
+                errors = np.abs(estimates - eta_star) / eta_star
+                if name == "paper":
+                    paper_estimates[label] = estimates
+                runs.append(
+                    {
+                        **instance,
+                        "eta0": label,
+                        "eta0_value": eta0,
+                        "method": name,
+                        "budget": budget,
+                        "evals_run": n,
+                        "converged_flag": converged,
+                        "evals_to_tol": _evals_to_stay(errors, ETA_TOL),
+                        "evals_to_first_tol": _evals_to_first(errors, ETA_TOL),
+                        "evals_to_1e-3": _evals_to_stay(errors, FIG1_TOL),
+                        "final_rel_err": float(errors[-1]),
+                        "seconds": seconds,
+                    }
+                )
+        # Projection onto η ≥ 0 can synchronise the paper method's runs: once both hit
+        # η = 0 at the same k (μ_k depends on k only), they coincide from then on.
+        first, second = (paper_estimates[label] for label in starts)
+        differing = np.flatnonzero(first != second)
+        instance_merge: int | None
+        if differing.size == 0:
+            instance_merge = 1
+        elif differing[-1] == len(first) - 1:
+            instance_merge = None
+        else:
+            instance_merge = int(differing[-1]) + 2
+        for run in runs[-2 * len(starts) :]:
+            if run["method"] == "paper":
+                run["paper_runs_identical_from_eval"] = instance_merge
+        estimates, _, n = run_meta_optimizer(
+            q, "paper", fig1_eta0, t, paper_cap, stop_when_converged=False, lr=paper_lr
+        )
+        errors = np.abs(estimates - eta_star) / eta_star
+        fig1.append(
+            {
+                **instance,
+                "eta0_value": fig1_eta0,
+                "eta0_over_2_over_L": fig1_eta0 / (2.0 / L),
+                "budget": paper_cap,
+                "steps_to_1e-3_first": _evals_to_first(errors, FIG1_TOL),
+                "steps_to_1e-3_stay": _evals_to_stay(errors, FIG1_TOL),
+                "steps_to_1e-6_stay": _evals_to_stay(errors, ETA_TOL),
+                "final_rel_err": float(errors[-1]),
+            }
+        )
+    return {
+        "setup": {
+            "d": d,
+            "t": t,
+            "log": True,
+            "tolerance": ETA_TOL,
+            "eta_star": "Quadratic.optimal_step_size(t) (Brent, ~1e-15 relative)",
+            "paper_lr": paper_lr,
+            "paper_cap": paper_cap,
+            "bracket_cap": bracket_cap,
+            "bracket_tol": "library default (1e-10 relative bracket width)",
+            "count": "evaluations n after which estimate() stays within tolerance through the "
+            "end of the run (paper: the whole budget; bracket: until it reports converged)",
+            "curvature": "central difference of the stable meta-gradient, h = 1e-4·η*",
+            "k_contract_predicted": "smallest k with μ0·F''/(2√k) < 1",
+        },
+        "runs": runs,
+        "fig1": fig1,
+    }
+
+
+def report_meta_optimizers(result: dict[str, Any]) -> tuple[str, str]:
+    """Console and markdown tables for section 3."""
+    setup = result["setup"]
+    cap = setup["paper_cap"]
+    runs = result["runs"]
+    keys = sorted({(r["variant"], r["seed"]) for r in runs}, key=lambda k: (k[0] != "authors", k))
+    header = [
+        "variant",
+        "seed",
+        "L",
+        "η*",
+        "bracket (η0 = 0.1/L)",
+        "bracket (η0 = 10/L)",
+        "paper (η0 = 0.1/L)",
+        "paper (η0 = 10/L)",
+        "paper to 1e-3 (0.1/L, 10/L)",
+        "paper runs identical from eval",
+    ]
+    rows = []
+    for variant, seed in keys:
+        sel = {
+            (r["method"], r["eta0"]): r
+            for r in runs
+            if (r["variant"], r["seed"]) == (variant, seed)
+        }
+        any_run = next(iter(sel.values()))
+        rows.append(
+            [
+                variant,
+                str(seed),
+                f"{any_run['L']:.4g}",
+                f"{any_run['eta_star']:.5g}",
+                fmt_count(sel[("bracket", "0.1/L")]["evals_to_tol"], setup["bracket_cap"]),
+                fmt_count(sel[("bracket", "10/L")]["evals_to_tol"], setup["bracket_cap"]),
+                fmt_count(sel[("paper", "0.1/L")]["evals_to_tol"], cap),
+                fmt_count(sel[("paper", "10/L")]["evals_to_tol"], cap),
+                f"{fmt_count(sel[('paper', '0.1/L')]['evals_to_1e-3'])}, "
+                f"{fmt_count(sel[('paper', '10/L')]['evals_to_1e-3'])}",
+                fmt_count(sel[("paper", "0.1/L")]["paper_runs_identical_from_eval"]),
+            ]
+        )
+    header2 = [
+        "variant",
+        "seed",
+        "η0 / (2/L)",
+        "F''(η*)",
+        "predicted k (μ_k F'' < 2)",
+        "first within 1e-3",
+        "stays within 1e-3",
+        "stays within 1e-6",
+        f"rel. err after {cap}",
+    ]
+    rows2 = [
+        [
+            r["variant"],
+            str(r["seed"]),
+            f"{r['eta0_over_2_over_L']:.3g}",
+            f"{r['F2']:.4g}",
+            str(r["k_contract_predicted"]),
+            fmt_count(r["steps_to_1e-3_first"], cap),
+            fmt_count(r["steps_to_1e-3_stay"], cap),
+            fmt_count(r["steps_to_1e-6_stay"], cap),
+            fmt_g(r["final_rel_err"], 2),
+        ]
+        for r in sorted(result["fig1"], key=lambda r: (r["variant"] != "authors", r["seed"]))
+    ]
+    note = (
+        f"Quadratic.random(d = {setup['d']}, seed, variant), t = {setup['t']}, log objective. "
+        f"Meta-gradient evaluations until estimate() is within {ETA_TOL:g}·η* and stays there "
+        f"(paper: checked over the whole budget of {cap}; bracket: until it reports converged). "
+        f'"paper" = projected meta-GD with μ_k = {setup["paper_lr"]:g}/√k. Last column: '
+        "evaluations until the paper method stays within 1e-3·η*. The projection onto η ≥ 0 "
+        "synchronises the paper method's two runs: both iterates bounce between η = 0 and "
+        "divergent step sizes early on, and once both are clipped to 0 at the same k "
+        "(μ_k depends only on k) the runs coincide from then on (last column), hence "
+        "equal counts from both starts."
+    )
+    fig1_eta0 = result["fig1"][0]["eta0_value"] if result["fig1"] else math.nan
+    note2 = (
+        f"Paper method from η0 = {fig1_eta0:g} (absolute, as in the paper's Fig 1), "
+        f"t = {setup['t']}, budget {cap}. F''(η*): central difference of the meta-gradient. "
+        "The μ_k = μ0/√k iteration can only contract once μ_k·F'' < 2, i.e. "
+        "k > (μ0·F''/2)² (\"predicted k\")."
+    )
+    console = text_table(header, rows) + "\n\n" + text_table(header2, rows2)
+    md = (
+        note
+        + "\n\n"
+        + markdown_table(header, rows)
+        + "\n\n"
+        + note2
+        + "\n\n"
+        + markdown_table(header2, rows2)
+    )
+    return console, md
+
+
+# ====================================================================== main
+_THREAD_LIMITERS: list[Any] = []
+
+
+def set_threads(threads: int) -> dict[str, Any]:
+    """Limit BLAS (via threadpoolctl) and torch to ``threads`` threads; 0 leaves the defaults."""
+    import torch
+
+    if threads <= 0:
+        return {"requested": threads, "description": "library default threads"}
+    info: dict[str, Any] = {"requested": threads}
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _THREAD_LIMITERS.append(threadpool_limits(limits=threads))
+        info["blas_limited"] = True
+    except ImportError:
+        info["blas_limited"] = False
+    torch.set_num_threads(threads)
+    info["torch_threads"] = torch.get_num_threads()
+    blas = "BLAS" if info["blas_limited"] else "BLAS not limited (no threadpoolctl);"
+    info["description"] = f"{blas} and torch limited to {threads} thread(s)"
+    return info
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (m=20, d=200, 2 seeds)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON output path (default: benchmarks/results/core.json; "
+        "core_quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="markdown summary path (default: core.md next to --out, core_quick.md with --quick)",
+    )
+    parser.add_argument(
+        "--loop-tasks",
+        type=int,
+        default=30,
+        help="tasks on which the NumPy loops are timed (scaled linearly to m)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS and torch threads (default 1: multi-threaded OpenBLAS on these small "
+        "products was erratic, up to 10x slower, on the 2-core test machine; 0 keeps the "
+        "libraries' defaults)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="disable tqdm bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run all three sections, print tables, write the JSON and markdown files."""
+    args = parse_args(argv)
+    progress = not args.no_progress
+    quick = args.quick
+    stem = "core_quick" if quick else "core"
+    out_path: Path = args.out or DEFAULT_OUT.with_name(f"{stem}.json")
+    markdown_path: Path = args.markdown or out_path.with_name(f"{stem}.md")
+    machine = machine_info()  # before limiting threads: records the libraries' defaults
+    thread_limit = set_threads(args.threads)
+    started = time.perf_counter()
+
+    results: dict[str, Any] = {
+        "benchmark": "bench_core",
+        "mode": "quick" if quick else "full",
+        "command": " ".join(
+            ["python benchmarks/bench_core.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "threads": thread_limit,
+    }
+    md_parts = [
+        "# Core benchmarks (`benchmarks/bench_core.py`)",
+        "",
+        f"Mode: {results['mode']}. Machine: {results['machine']['platform']}, "
+        f"{results['machine']['cpu_count']} CPUs, numpy {results['machine']['numpy']}, "
+        f"torch {results['machine']['torch']}; {thread_limit['description']}. "
+        "Ratios are from timings taken in the same run.",
+    ]
+
+    print("== 1. Quadratic meta-gradient: stable closed form vs unrolled backprop ==", flush=True)
+    section1 = bench_meta_gradient(
+        [80, 1000] if quick else [80, 1000, 10000],
+        d=20,
+        seed=0,
+        variant="authors",
+        repeat=3 if quick else 7,
+        progress=progress,
+    )
+    results["meta_gradient"] = section1
+    console, md = report_meta_gradient(section1)
+    print(console + "\n", flush=True)
+    md_parts += ["", "## 1. Time per meta-gradient on the quadratic", "", md]
+
+    print("== 2. Least squares: closed form vs NumPy GD loop over the 25-point grid ==", flush=True)
+    section2 = bench_least_squares(
+        d=200 if quick else 1000,
+        m=20 if quick else 300,
+        n_total=500,
+        n_train_tbv=250,
+        t=40,
+        grid=np.logspace(-6, 0, 25),
+        n_loop_tasks=args.loop_tasks,
+        seed=0,
+        repeat=5,
+        construction_repeat=1 if quick else 2,
+        progress=progress,
+    )
+    results["least_squares"] = section2
+    console, md = report_least_squares(section2)
+    print(console + "\n", flush=True)
+    md_parts += ["", "## 2. Least squares: the 25-point grid, closed form vs NumPy loop", "", md]
+
+    print("== 3. Meta-optimizer evaluations to |eta - eta*| <= 1e-6 eta* ==", flush=True)
+    section3 = bench_meta_optimizers(
+        seeds=[0, 1] if quick else [0, 1, 2, 3, 4],
+        variants=["authors", "paper"],
+        d=20,
+        t=80,
+        paper_lr=0.01,
+        paper_cap=5000 if quick else 20000,
+        bracket_cap=500,
+        fig1_eta0=0.1,
+        progress=progress,
+    )
+    results["meta_optimizers"] = section3
+    console, md = report_meta_optimizers(section3)
+    print(console + "\n", flush=True)
+    md_parts += ["", "## 3. Meta-gradient evaluations to reach η*", "", md]
+
+    results["total_seconds"] = time.perf_counter() - started
+    md_parts += ["", f"Total benchmark wall time: {results['total_seconds']:.0f} s.", ""]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(to_jsonable(results), indent=2) + "\n")
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text("\n".join(md_parts))
+    print(f"wrote {out_path} and {markdown_path} ({results['total_seconds']:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

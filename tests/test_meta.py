@@ -1,0 +1,315 @@
+"""Meta-optimizers (l2l_tune.meta): ask/tell, replay from history, robustness, convergence."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+from l2l_tune import Quadratic
+from l2l_tune.meta import (
+    META_OPTIMIZERS,
+    BracketingMetaOptimizer,
+    LogAdamMetaOptimizer,
+    MetaOptimizer,
+    MetaRecord,
+    NonFiniteMetaGradientWarning,
+    ProjectedMetaGD,
+    make_meta_optimizer,
+)
+
+NAMES = ["bracket", "paper", "adam"]
+KWARGS: dict[str, dict[str, Any]] = {
+    "bracket": {"eta0": 0.02, "expand": 3.0, "tol": 1e-12},
+    "paper": {"eta0": 0.02, "lr": 1e-4},
+    "adam": {"eta0": 0.02, "lr": 0.3, "beta1": 0.8},
+}
+
+
+def test_registry_and_factory() -> None:
+    """The registry maps the three names to their classes; make_meta_optimizer passes kwargs."""
+    assert set(META_OPTIMIZERS) == {"bracket", "paper", "adam"}
+    assert META_OPTIMIZERS["bracket"] is BracketingMetaOptimizer
+    assert META_OPTIMIZERS["paper"] is ProjectedMetaGD
+    assert META_OPTIMIZERS["adam"] is LogAdamMetaOptimizer
+    opt = make_meta_optimizer("paper", eta0=0.5, lr=0.2)
+    assert isinstance(opt, ProjectedMetaGD) and opt.eta0 == 0.5 and opt.lr == 0.2
+
+
+def test_make_meta_optimizer_unknown_name() -> None:
+    """An unknown registry name raises ValueError naming the argument."""
+    with pytest.raises(ValueError, match="meta_optimizer"):
+        make_meta_optimizer("sgd")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ask_starts_at_eta0_and_is_stable(name: str) -> None:
+    """The first ask is eta0, and ask is idempotent until something is told."""
+    opt = make_meta_optimizer(name, **KWARGS[name])
+    assert opt.ask() == KWARGS[name]["eta0"] == opt.ask()
+    assert opt.best is None and not opt.converged
+    opt.tell(0.02, 1.0, 5.0)
+    first = opt.ask()
+    assert opt.ask() == first
+    assert opt.best == MetaRecord(0.02, 1.0, 5.0)
+
+
+def _run_with_faults(name: str, q: Quadratic, steps: int) -> MetaOptimizer:
+    """Drive an optimizer on the quadratic, injecting NaN/inf tells at fixed steps."""
+    opt = make_meta_optimizer(name, **KWARGS[name])
+    faults = {
+        2: (math.nan, math.nan),
+        5: (math.inf, math.inf),
+        7: (1.0, math.nan),
+        9: (math.inf, None),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        for k in range(steps):
+            eta = opt.ask()
+            if k in faults:
+                value, grad = faults[k]
+            else:
+                value, grad = q.value_and_gradient(eta, 80)
+            opt.tell(eta, value, grad)
+            replay = type(opt).from_history(opt.history, **KWARGS[name])
+            assert replay.ask() == opt.ask(), (name, k)
+            assert replay.converged == opt.converged
+            assert replay.estimate() == opt.estimate()
+            as_dicts = type(opt).from_history([r.to_dict() for r in opt.history], **KWARGS[name])
+            assert as_dicts.ask() == opt.ask(), (name, k)
+    return opt
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_from_history_reproduces_next_ask(name: str) -> None:
+    """from_history(records, **same_kwargs) proposes the same next η, also after NaN/inf tells."""
+    q = Quadratic.random(20, 0, variant="authors")
+    opt = _run_with_faults(name, q, 25)
+    assert len(opt.history) == 25
+    assert all(math.isfinite(r.eta) and r.eta >= 0 for r in opt.history)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_non_finite_tell_warns_and_never_gives_nan(name: str) -> None:
+    """Telling NaN/inf emits NonFiniteMetaGradientWarning and every later ask is a finite η ≥ 0."""
+    opt = make_meta_optimizer(name, **KWARGS[name])
+    bad = [
+        (math.nan, math.nan),
+        (math.nan, 1.0),
+        (1.0, math.nan),
+        (math.inf, math.inf),
+        (1.0, -math.inf),
+    ]
+    for value, grad in bad:
+        eta = opt.ask()
+        with pytest.warns(NonFiniteMetaGradientWarning):
+            opt.tell(eta, value, grad)
+        nxt = opt.ask()
+        assert math.isfinite(nxt) and nxt >= 0.0, (value, grad, nxt)
+        assert math.isfinite(opt.estimate())
+    # Finite tells do not warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteMetaGradientWarning)
+        opt.tell(opt.ask(), 0.5, -0.1)
+    assert math.isfinite(opt.ask())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tell_rejects_bad_eta(name: str) -> None:
+    """tell() with a negative, NaN or infinite η raises ValueError naming eta."""
+    opt = make_meta_optimizer(name)
+    for eta in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="eta"):
+            opt.tell(eta, 1.0, 1.0)
+    assert opt.history == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bounds_are_respected(name: str) -> None:
+    """With bounds=(low, high) every proposal lies in [low, high], whatever is told."""
+    low, high = 1e-3, 1e-1
+    opt = make_meta_optimizer(name, eta0=0.05, bounds=(low, high))
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        for k in range(60):
+            eta = opt.ask()
+            assert low <= eta <= high, (k, eta)
+            grad = float(rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(-6, 6))
+            if k % 13 == 7:
+                grad = math.nan
+            opt.tell(eta, float(rng.uniform(0, 1)), grad)
+        assert low <= opt.estimate() <= high
+    # Pushed consistently one way, the proposal ends at the bound.
+    up = make_meta_optimizer(name, eta0=0.05, bounds=(low, high))
+    for _ in range(40):
+        up.tell(up.ask(), 1.0, -1e3)
+    assert up.ask() == pytest.approx(high)
+
+
+def test_paper_update_rule_is_exact() -> None:
+    """ProjectedMetaGD: η_{k+1} = max(0, η_k − 0.01/√k · g_k) exactly (η_k: the told η)."""
+    opt = ProjectedMetaGD(eta0=0.1)
+    assert opt.lr == 0.01
+    rng = np.random.default_rng(1)
+    for k in range(1, 40):
+        eta_k = float(rng.uniform(0.0, 0.2))
+        g_k = float(rng.standard_normal() * 10.0 ** rng.uniform(-2, 2))
+        opt.tell(eta_k, 1.0, g_k)
+        assert opt.ask() == max(0.0, eta_k - 0.01 / math.sqrt(k) * g_k), k
+    # A large positive gradient projects onto η = 0.
+    opt.tell(0.05, 1.0, 1e6)
+    assert opt.ask() == 0.0
+    # A non-finite gradient is skipped: η stays at the told step size.
+    with pytest.warns(NonFiniteMetaGradientWarning):
+        opt.tell(0.07, math.inf, math.nan)
+    assert opt.ask() == 0.07
+
+
+def test_paper_converges_on_fig1_quadratic() -> None:
+    """Projected meta-GD, μ_k = 0.01/√k, log objective (Fig 1: t = 80, η0 = 0.1) reaches η*:
+    within 10% after 300 meta-steps (the paper's Fig 1), to 1e-8 after 2000."""
+    q = Quadratic.random(20, 0, variant="authors")
+    eta_star = q.optimal_step_size(80)
+    opt = ProjectedMetaGD(eta0=0.1, lr=0.01)
+    for k in range(1, 2001):
+        eta = opt.ask()
+        opt.tell(eta, *q.value_and_gradient(eta, 80))
+        if k == 300:
+            assert abs(opt.estimate() - eta_star) <= 0.1 * eta_star
+    assert abs(opt.estimate() - eta_star) <= 1e-8 * eta_star
+
+
+def test_adam_converges_on_quadratic() -> None:
+    """LogAdam on the log objective reaches η* from 10x below and 5x above."""
+    q = Quadratic.random(20, 1)
+    eta_star = q.optimal_step_size(80)
+    for eta0 in (0.1 * eta_star, 5 * eta_star):
+        opt = LogAdamMetaOptimizer(eta0=eta0, lr=0.2)
+        for _ in range(1000):
+            eta = opt.ask()
+            opt.tell(eta, *q.value_and_gradient(eta, 80))
+        assert abs(opt.estimate() - eta_star) <= 1e-6 * eta_star
+
+
+def test_adam_survives_huge_finite_gradient() -> None:
+    """A finite but huge meta-gradient (|g·η| > 1e154) shrinks η instead of crashing."""
+    opt = LogAdamMetaOptimizer(eta0=0.1)
+    opt.tell(0.1, 1.0, 1e200)
+    nxt = opt.ask()
+    assert math.isfinite(nxt) and 0.0 < nxt < 0.1
+
+
+# ---------------------------------------------------------------------- bracketing
+@pytest.mark.parametrize("log", [True, False])
+@pytest.mark.parametrize(
+    ("variant", "seed"), [("paper", 0), ("paper", 1), ("authors", 0), ("authors", 1)]
+)
+def test_bracket_converges_to_optimum(variant: str, seed: int, log: bool) -> None:
+    """ "bracket" reaches η* to 1e-8 relative in ≤ 60 evaluations from 0.1/L, 10/L and 0.1."""
+    q = Quadratic.random(20, seed, variant=variant)
+    L = q.smoothness
+    for t in (80, 1000):
+        eta_star = q.optimal_step_size(t)
+        for eta0 in (0.1 / L, 10 / L, 0.1):
+            opt = BracketingMetaOptimizer(eta0=eta0)
+            with warnings.catch_warnings():
+                # log=False at 10/L and t = 1000 overflows: a diverged run, by design.
+                warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+                for _ in range(60):
+                    if opt.converged:
+                        break
+                    eta = opt.ask()
+                    opt.tell(eta, *q.value_and_gradient(eta, t, log=log))
+            assert opt.converged, (t, eta0 * L)
+            assert abs(opt.estimate() - eta_star) <= 1e-8 * eta_star, (t, eta0 * L)
+
+
+def test_bracket_expands_and_shrinks_geometrically() -> None:
+    """Bracketing: η is multiplied by `expand` while g < 0, divided while g > 0."""
+    opt = BracketingMetaOptimizer(eta0=1.0, expand=4.0)
+    opt.tell(1.0, 0.0, -1.0)
+    assert opt.ask() == 4.0
+    opt.tell(4.0, -1.0, -1.0)
+    assert opt.ask() == 16.0
+    down = BracketingMetaOptimizer(eta0=1.0, expand=4.0)
+    down.tell(1.0, 0.0, 1.0)
+    assert down.ask() == 0.25
+    down.tell(0.25, -1.0, 1.0)
+    assert down.ask() == 0.0625
+    # A diverged run counts as "too large": it closes a bracket, bisected arithmetically
+    # when b ≤ 4a.
+    with pytest.warns(NonFiniteMetaGradientWarning):
+        opt.tell(16.0, math.inf, math.nan)
+    assert opt.ask() == 10.0
+    wide = BracketingMetaOptimizer(eta0=1.0)
+    wide.tell(1.0, 0.0, -1.0)
+    with pytest.warns(NonFiniteMetaGradientWarning):
+        wide.tell(100.0, math.inf, math.inf)
+    assert wide.ask() == pytest.approx(10.0, rel=1e-15)  # geometric midpoint when b > 4a
+
+
+def test_bracket_secant_inside_bracket() -> None:
+    """Inside a −/+ bracket the proposal is the secant root (exact for a linear gradient)."""
+    opt = BracketingMetaOptimizer(eta0=1.0)
+    opt.tell(1.0, 1.0, -2.0)  # g(η) = 2η − 4: root at 2
+    opt.tell(4.0, 1.0, 4.0)
+    assert opt.ask() == pytest.approx(2.0, rel=1e-15)
+    opt.tell(2.0, 0.0, 0.0)
+    assert opt.converged and opt.ask() == 2.0 and opt.estimate() == 2.0
+
+
+def test_bracket_keeps_the_bracket_with_the_lowest_value() -> None:
+    """With g(1) < 0 < g(2.5) and f(1) far below every other value, the next η lies in (1, 2.5).
+
+    The history is the first three evaluations of StepSizeTuner on a TbT least-squares
+    batch (d = 100, n = 50, t = 40; η in units of 1/L): at 4/L all tasks are truncated,
+    a plateau slightly below f(2.5/L) but far above f(1/L).
+    """
+    opt = BracketingMetaOptimizer(eta0=1.0)
+    opt.tell(1.0, -0.156, -0.489)
+    opt.tell(4.0, 0.1672, 0.0)
+    opt.tell(2.5, 0.1679, 2.73)
+    assert 1.0 < opt.ask() < 2.5
+
+
+# ---------------------------------------------------------------------- constructor checks
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("bracket", {"eta0": 0.0}, "eta0"),
+        ("paper", {"eta0": -1.0}, "eta0"),
+        ("adam", {"eta0": math.nan}, "eta0"),
+        ("bracket", {"eta0": math.inf}, "eta0"),
+        ("bracket", {"expand": 1.0}, "expand"),
+        ("bracket", {"tol": 0.0}, "tol"),
+        ("paper", {"lr": 0.0}, "lr"),
+        ("adam", {"beta1": 1.0}, "beta1"),
+        ("adam", {"beta2": -0.1}, "beta2"),
+        ("adam", {"eps": 0.0}, "eps"),
+        ("bracket", {"bounds": (0.2, 0.1)}, "bounds"),
+        ("paper", {"bounds": (-1.0, 0.1)}, "bounds"),
+        ("adam", {"bounds": (0.0, math.nan)}, "bounds"),
+        ("bracket", {"bounds": 0.5}, "bounds"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(name: str, kwargs: dict[str, Any], match: str) -> None:
+    """Bad constructor arguments raise ValueError naming the argument."""
+    with pytest.raises(ValueError, match=match):
+        make_meta_optimizer(name, **kwargs)
+
+
+def test_meta_record_helpers() -> None:
+    """MetaRecord.finite needs finite value and gradient; to_dict round-trips via from_history."""
+    assert MetaRecord(0.1, 1.0, 2.0).finite
+    assert not MetaRecord(0.1, 1.0, None).finite
+    assert not MetaRecord(0.1, math.inf, 2.0).finite
+    assert not MetaRecord(0.1, 1.0, math.nan).finite
+    record = MetaRecord(0.1, 1.0, -2.0)
+    assert record.to_dict() == {"eta": 0.1, "value": 1.0, "grad": -2.0}
+    opt = ProjectedMetaGD.from_history([record.to_dict()])
+    assert opt.history == [record]
