@@ -64,8 +64,8 @@ def main() -> None:
 
     def table(rows: list[dict[str, Any]], key: str) -> str:
         lines = [
-            f"| {key} | η TbT (×1/L) | η TbV (×1/L) | test RMSE TbT [range] | test RMSE TbV [range] "
-            "| train RMSE TbT | train RMSE TbV | evals TbT/TbV |",
+            f"| {key} | η TbT (×1/L) | η TbV (×1/L) | test RMSE TbT [range] "
+            "| test RMSE TbV [range] | train RMSE TbT | train RMSE TbV | evals TbT/TbV |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -80,7 +80,8 @@ def main() -> None:
         return "\n".join(lines)
 
     md = (
-        f"### Noise sweep (n = {base_n}, d = {d}, t = {t}, m = {m})\n\n{table(sigma_rows, 'sigma')}\n\n"
+        f"### Noise sweep (n = {base_n}, d = {d}, t = {t}, m = {m})\n\n"
+        f"{table(sigma_rows, 'sigma')}\n\n"
         f"### Sample-size sweep (σ = 1, d = {d}, t = {t}, m = {m})\n\n{table(n_rows, 'n')}\n"
     )
     (args.out / "least_squares.md").write_text(md)

@@ -64,7 +64,7 @@ def check_horizon(t: Any, name: str = "t") -> int:
     if isinstance(t, numbers.Integral):
         value = int(t)
     elif math.isfinite(float(t)) and float(t).is_integer():
-        value = int(t)
+        value = int(float(t))
     else:
         raise ValueError(f"{name} must be an integer >= 1, got {t!r}")
     if value < 1:

@@ -19,8 +19,18 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for option in (
-        "--task", "--t", "--sigma", "--n-train", "--n-valid", "--split", "--objective",
-        "--meta-optimizer", "--eta0", "--seed", "--json", "--plot",
+        "--task",
+        "--t",
+        "--sigma",
+        "--n-train",
+        "--n-valid",
+        "--split",
+        "--objective",
+        "--meta-optimizer",
+        "--eta0",
+        "--seed",
+        "--json",
+        "--plot",
     ):
         assert option in text
 
@@ -37,14 +47,28 @@ def test_quadratic_fig1_setting_reaches_eta_star(tmp_path: Path) -> None:
     out = tmp_path / "q.json"
     plot = tmp_path / "q.png"
     code = main(
-        ["tune", "--task", "quadratic", "--t", "80", "--eta0", "0.1", "--json", str(out),
-         "--plot", str(plot), "--no-progress"]
+        [
+            "tune",
+            "--task",
+            "quadratic",
+            "--t",
+            "80",
+            "--eta0",
+            "0.1",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+            "--no-progress",
+        ]
     )
     assert code == 0
     payload = json.loads(out.read_text())
     (result,) = payload["results"]
     assert result["n_evals"] <= 40
-    assert abs(result["step_size"] - result["optimal_step_size"]) <= 1e-3 * result["optimal_step_size"]
+    assert (
+        abs(result["step_size"] - result["optimal_step_size"]) <= 1e-3 * result["optimal_step_size"]
+    )
     assert result["converged"] is True
     assert len(result["history"]) == result["n_evals"]
     assert plot.stat().st_size > 10_000
@@ -54,8 +78,22 @@ def test_least_squares_both_splits_json(tmp_path: Path, capsys: pytest.CaptureFi
     """The main job (small size) reports TbT and TbV with step size, objective and test RMSE."""
     out = tmp_path / "ls.json"
     code = main(
-        ["tune", "--task", "least-squares", "--d", "100", "--m", "20", "--n-train", "25",
-         "--n-valid", "25", "--json", str(out), "--no-progress"]
+        [
+            "tune",
+            "--task",
+            "least-squares",
+            "--d",
+            "100",
+            "--m",
+            "20",
+            "--n-train",
+            "25",
+            "--n-valid",
+            "25",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
     )
     assert code == 0
     printed = capsys.readouterr().out
@@ -71,8 +109,18 @@ def test_least_squares_both_splits_json(tmp_path: Path, capsys: pytest.CaptureFi
 def test_paper_meta_optimizer_from_cli(capsys: pytest.CaptureFixture[str]) -> None:
     """``--meta-optimizer paper`` runs the projected meta-GD for the requested budget."""
     code = main(
-        ["tune", "--task", "quadratic", "--meta-optimizer", "paper", "--max-evals", "50",
-         "--eta0", "0.1", "--no-progress"]
+        [
+            "tune",
+            "--task",
+            "quadratic",
+            "--meta-optimizer",
+            "paper",
+            "--max-evals",
+            "50",
+            "--eta0",
+            "0.1",
+            "--no-progress",
+        ]
     )
     assert code == 0
     assert " 50 " in capsys.readouterr().out
@@ -84,8 +132,24 @@ def test_paper_meta_optimizer_from_cli(capsys: pytest.CaptureFixture[str]) -> No
         (["tune", "--task", "quadratic", "--split", "valid"], "split"),
         (["tune", "--task", "quadratic", "--t", "0"], "t must be"),
         (["tune", "--task", "quadratic", "--eta0", "-1"], "eta0"),
-        (["tune", "--task", "least-squares", "--split", "valid", "--n-valid", "0", "--d", "10",
-          "--m", "2", "--n-train", "5"], "n-valid"),
+        (
+            [
+                "tune",
+                "--task",
+                "least-squares",
+                "--split",
+                "valid",
+                "--n-valid",
+                "0",
+                "--d",
+                "10",
+                "--m",
+                "2",
+                "--n-train",
+                "5",
+            ],
+            "n-valid",
+        ),
         (["tune", "--task", "least-squares", "--sigma", "0", "--d", "10"], "sigma"),
     ],
 )
@@ -109,7 +173,10 @@ def test_unknown_choice_rejected_by_parser() -> None:
 def test_console_script_is_installed() -> None:
     """The ``l2l-tune`` entry point runs as a module too."""
     done = subprocess.run(
-        [sys.executable, "-m", "l2l_tune.cli", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "l2l_tune.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0
     assert "l2l-tune" in done.stdout

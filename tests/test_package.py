@@ -42,10 +42,7 @@ def test_importing_integrations_does_not_import_frameworks() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import sys, l2l_tune.integrations; "
-        "print('optuna' in sys.modules, 'ray' in sys.modules)"
-    )
+    code = "import sys, l2l_tune.integrations; print('optuna' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

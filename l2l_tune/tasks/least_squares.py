@@ -405,7 +405,7 @@ class LeastSquaresBatch:
             bound_sq = np.sum((beta * bound) ** 2, axis=1)
         out = np.zeros(self.m, dtype=bool)
         for i in np.flatnonzero(~(bound_sq < radius_sq)):
-            out[i] = self._scan_truncation(eta, t, i, radius_sq)
+            out[i] = self._scan_truncation(eta, t, int(i), radius_sq)
         return out
 
     def _scan_truncation(self, eta: float, t: int, i: int, radius_sq: float) -> bool:
