@@ -1,9 +1,24 @@
-"""l2l-tune adapter for Optuna.
+"""l2l-tune for Optuna: a drop-in sampler that tunes the step size by meta-gradient descent.
 
-The adapter itself is not part of this release yet; importing the subpackage
-works (so that the package layout is fixed) and exports nothing.
+Switch an existing study with one line::
+
+    import optuna
+    from l2l_tune.integrations.optuna import MetaGradientSampler, report_meta_gradient
+
+    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+
+The objective may call ``report_meta_gradient(trial, d_value_d_lr)`` for the exact,
+fastest path; otherwise the sampler estimates it from paired trials. Needs the
+``[optuna]`` extra. This folder is also an OptunaHub package (see its README.md).
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from l2l_tune.integrations.optuna._sampler import (
+    GRADIENT_ATTR,
+    MetaGradientSampler,
+    report_meta_gradient,
+    task_objective,
+)
+
+__all__ = ["GRADIENT_ATTR", "MetaGradientSampler", "report_meta_gradient", "task_objective"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,9 +88,19 @@ class MetaOptimizer(ABC):
         self.history: list[MetaRecord] = []
 
     # ------------------------------------------------------------------ ask/tell
-    def ask(self) -> float:
-        """The next step size to evaluate (the same until something is told)."""
-        return self._clip(self._propose())
+    def ask(self, pending: Sequence[float] = ()) -> float:
+        """The next step size to evaluate (the same until something is told).
+
+        Args:
+            pending: Step sizes already handed out and still being evaluated (by
+                concurrent workers). The proposal avoids them, so that parallel
+                workers do not repeat each other; see :meth:`_spread`.
+        """
+        candidate = self._clip(self._propose())
+        pending_list = [float(p) for p in pending]
+        if not any(_close(candidate, p) for p in pending_list):
+            return candidate
+        return self._clip(self._spread(candidate, pending_list))
 
     def tell(self, eta: float, value: float, grad: float | None) -> None:
         """Record the meta-objective ``value`` and meta-gradient ``grad`` at ``eta``.
@@ -152,6 +162,20 @@ class MetaOptimizer(ABC):
     def _propose(self) -> float:
         """The next step size, from ``self.history`` only."""
 
+    def _spread(self, candidate: float, pending: list[float]) -> float:
+        """A proposal near ``candidate`` that no pending step size occupies.
+
+        The default, for the sequential gradient-step optimizers, tries
+        ``candidate · e^{±0.05 j}`` for ``j = 1, 2, …``; subclasses that keep a
+        bracket split it instead.
+        """
+        for j in range(1, 200):
+            for sign in (1.0, -1.0):
+                eta = self._clip(candidate * math.exp(sign * 0.05 * j))
+                if not any(_close(eta, p) for p in pending):
+                    return eta
+        return candidate
+
     def _clip(self, eta: float) -> float:
         eta = max(float(eta), 0.0)
         if self.bounds is not None:
@@ -160,3 +184,8 @@ class MetaOptimizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eta0={self.eta0:g}, told={len(self.history)})"
+
+
+def _close(a: float, b: float, rtol: float = 1e-9) -> bool:
+    """Whether two step sizes are the same up to ``rtol``."""
+    return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-300)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from .._validation import check_positive
-from .base import MetaOptimizer, MetaRecord
+from .base import MetaOptimizer, MetaRecord, _close
 
 __all__ = ["BracketingMetaOptimizer"]
 
@@ -168,6 +168,35 @@ class BracketingMetaOptimizer(MetaOptimizer):
         if index > 0:
             return _midpoint(records[index - 1].eta, best.eta)
         return max(best.eta / self.expand, low)
+
+    def _spread(self, candidate: float, pending: list[float]) -> float:
+        """Parallel proposals: split the widest free gap of the bracket.
+
+        Inside a bracket ``[a, b]``, the pending step sizes cut it into gaps and
+        the midpoint of the widest one (geometric for wide gaps) is proposed: a
+        parallel line search. While still bracketing, the search steps further
+        out by powers of ``expand``.
+        """
+        bracket = self._bracket()
+        if bracket is not None:
+            a, b = bracket
+            cuts = sorted({a.eta, b.eta, *(p for p in pending if a.eta < p < b.eta)})
+            gaps = list(zip(cuts, cuts[1:], strict=False))
+
+            def width(gap: tuple[float, float]) -> float:
+                lo, hi = gap
+                return math.log(hi / lo) if lo > 0.0 else hi - lo
+
+            lo, hi = max(gaps, key=width)
+            return _midpoint(lo, hi)
+        points = self._points()
+        grows = bool(points) and all(s < 0 for _, s in points)
+        for j in range(1, 200):
+            factor = self.expand ** (j / 2.0)
+            eta = candidate * factor if grows else candidate / factor
+            if not any(_close(eta, p) for p in pending):
+                return eta
+        return candidate
 
     def _inside(self, a: MetaRecord, b: MetaRecord) -> float:
         stale = self._stale_count()

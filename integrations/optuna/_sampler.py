@@ -1,0 +1,439 @@
+"""``MetaGradientSampler``: Optuna trials <-> the ask/tell meta-optimizers of l2l-tune.
+
+The sampler keeps no state of its own. Every time a trial needs a step size it
+reads the study's trials from storage, turns the finished ones into
+:class:`~l2l_tune.meta.MetaRecord` s (step size, meta-objective, meta-gradient),
+rebuilds the meta-optimizer from them (:meth:`MetaOptimizer.from_history`) and asks
+it, avoiding the step sizes of trials still running. Workers sharing a storage,
+a study resumed after a crash and ``n_jobs > 1`` therefore all see one state.
+
+Per-trial bookkeeping lives in the trials' system attributes:
+
+* ``l2l_tune:meta_gradient``: the reported derivative of the objective value with
+  respect to the step size (:func:`report_meta_gradient`);
+* ``l2l_tune:role`` and ``l2l_tune:pair``: for black-box objectives, which trial
+  is the finite-difference partner of which probe.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from l2l_tune._validation import check_choice, check_positive
+from l2l_tune.meta import META_OPTIMIZERS, MetaOptimizer, MetaRecord, make_meta_optimizer
+from l2l_tune.meta.base import NonFiniteMetaGradientWarning
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import FrozenTrial, Trial
+
+    from l2l_tune.tasks import MetaObjectiveTask
+
+try:
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.samplers import BaseSampler, RandomSampler
+    from optuna.trial import TrialState
+except ImportError as exc:  # pragma: no cover - exercised only without optuna
+    raise ImportError(
+        "l2l_tune.integrations.optuna needs Optuna: pip install 'l2l-tune[optuna]'"
+    ) from exc
+
+__all__ = [
+    "GRADIENT_ATTR",
+    "MetaGradientSampler",
+    "report_meta_gradient",
+    "task_objective",
+]
+
+#: System attribute holding a trial's reported meta-gradient.
+GRADIENT_ATTR = "l2l_tune:meta_gradient"
+_ROLE_ATTR = "l2l_tune:role"
+_PAIR_ATTR = "l2l_tune:pair"
+
+
+def report_meta_gradient(trial: Trial, grad: float) -> None:
+    """Report ``d value / d step size`` for the value this trial will return.
+
+    Call it from the objective, before returning the value. The derivative is of
+    the *returned* value (not of its log: the sampler applies the chain rule when
+    it works on the log of the objective).
+
+    Args:
+        trial: The running :class:`optuna.trial.Trial`.
+        grad: The derivative (a non-finite one is stored, then skipped with a
+            warning when the sampler reads it).
+
+    Raises:
+        ValueError: if ``trial`` is not a running Optuna trial or ``grad`` is not a number.
+    """
+    if not isinstance(trial, optuna.trial.Trial):
+        raise ValueError(
+            f"trial must be the optuna.trial.Trial passed to the objective, got {type(trial).__name__}"
+        )
+    try:
+        value = float(grad)
+    except (TypeError, ValueError):
+        raise ValueError(f"grad must be a real number, got {grad!r}") from None
+    stored: float | str = value if math.isfinite(value) else repr(value)
+    trial.study._storage.set_trial_system_attr(trial._trial_id, GRADIENT_ATTR, stored)
+
+
+def task_objective(
+    task: MetaObjectiveTask,
+    t: int,
+    *,
+    split: str = "train",
+    param: str = "lr",
+    low: float | None = None,
+    high: float | None = None,
+) -> Callable[[Trial], float]:
+    """An Optuna objective for one of the library's tasks that reports its exact meta-gradient.
+
+    The objective suggests ``param`` log-uniformly in ``[low, high]`` (default
+    ``[1e-3/L, 10/L]`` from the task's ``step_size_scale()``), returns the task's
+    meta-loss after ``t`` steps (the last loss, not its log: the sampler takes the
+    log itself) and reports its derivative with :func:`report_meta_gradient`.
+
+    Args:
+        task: A :class:`~l2l_tune.tasks.Quadratic`, a
+            :class:`~l2l_tune.tasks.LeastSquaresBatch` or any
+            :class:`~l2l_tune.tasks.MetaObjectiveTask`.
+        t: Inner GD steps.
+        split: ``"train"`` (TbT) or ``"valid"`` (TbV).
+        param: Name of the step-size parameter.
+        low: Lower bound of the step size.
+        high: Upper bound of the step size.
+
+    Raises:
+        ValueError: for bounds that are not ``0 < low < high``.
+    """
+    scale = task.step_size_scale()
+    low_f = check_positive(low if low is not None else 1e-3 * scale, "low")
+    high_f = check_positive(high if high is not None else 10.0 * scale, "high")
+    if not low_f < high_f:
+        raise ValueError(f"low must be < high, got low={low_f}, high={high_f}")
+
+    def objective(trial: Trial) -> float:
+        eta = trial.suggest_float(param, low_f, high_f, log=True)
+        value, grad = task.value_and_gradient(eta, t, split=split, log=False)
+        report_meta_gradient(trial, grad)
+        return value
+
+    return objective
+
+
+class MetaGradientSampler(BaseSampler):
+    """Tune a study's step-size parameter by meta-gradient descent (paper, Theorem 4).
+
+    A drop-in sampler: ``optuna.create_study(sampler=MetaGradientSampler())`` on an
+    unchanged objective. The step size is proposed by an l2l-tune meta-optimizer
+    (default ``"bracket"``: a safeguarded secant on the meta-gradient's sign,
+    Claim 1). Its meta-gradient comes from, in order:
+
+    1. :func:`report_meta_gradient` called in the objective (exact, fastest);
+    2. :func:`task_objective` for the library's own tasks (which calls 1);
+    3. otherwise a finite difference from paired trials: after each *probe* at
+       ``η`` the next trial evaluates its *partner* ``η·e^{h}`` (``h = fd_step``),
+       and the pair counts as one record at their midpoint. An objective that
+       takes a seed from the trial should fix it per pair (common random numbers).
+
+    With ``log_objective=True`` and positive values the sampler minimises
+    ``log(value)`` (the paper's log meta-objective, up to the factor ``1/t``); for
+    ``direction="maximize"`` it minimises ``−value`` (no log). Every other parameter
+    goes to ``independent_sampler`` (default: :class:`optuna.samplers.RandomSampler`
+    with ``seed``), with one warning per parameter.
+
+    Trials that FAIL or are PRUNED are ignored; values or gradients that are NaN
+    or infinite are skipped with a warning and never enter the state. Proposals
+    are clipped to the parameter's distribution bounds. Concurrent workers get
+    distinct step sizes: those of RUNNING trials are avoided.
+
+    Args:
+        param: Name of the step-size parameter. ``None``: the study's only float
+            parameter (a warning names the one used when there are several).
+        meta_optimizer: ``"bracket"`` (default), ``"paper"`` or ``"adam"``.
+        eta0: First step size; ``None``: the geometric mean of the bounds (log
+            scale) or their midpoint.
+        log_objective: Work on ``log(value)`` when all values are positive.
+        independent_sampler: Sampler for the other parameters.
+        seed: Seed of the default independent sampler.
+        fd_step: Relative spacing ``h`` of finite-difference pairs, ``> 0``.
+        meta_optimizer_options: Extra arguments of the meta-optimizer (``tol``, ``lr``, …).
+
+    Raises:
+        ValueError: for an unknown meta-optimizer, ``fd_step ≤ 0`` or ``eta0 ≤ 0``;
+            at sampling time, for a multi-objective study or a step-size
+            parameter that is not a float.
+    """
+
+    def __init__(
+        self,
+        param: str | None = None,
+        *,
+        meta_optimizer: str = "bracket",
+        eta0: float | None = None,
+        log_objective: bool = True,
+        independent_sampler: BaseSampler | None = None,
+        seed: int | None = None,
+        fd_step: float = 0.02,
+        meta_optimizer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_choice(meta_optimizer, "meta_optimizer", tuple(META_OPTIMIZERS))
+        self.param = param
+        self.meta_optimizer = meta_optimizer
+        self.eta0 = None if eta0 is None else check_positive(eta0, "eta0")
+        self.log_objective = bool(log_objective)
+        self.fd_step = check_positive(fd_step, "fd_step")
+        self.meta_optimizer_options = dict(meta_optimizer_options or {})
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ Optuna's interface
+    def reseed_rng(self) -> None:
+        """Reseed the independent sampler (called by Optuna for ``n_jobs > 1``)."""
+        self._independent_sampler.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """Empty: the step size is proposed in :meth:`sample_independent`, so that the
+        very first trial already starts at ``eta0``."""
+        self._raise_error_if_multi_objective(study)
+        return {}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """Sample each parameter of ``search_space`` as :meth:`sample_independent` would."""
+        self._raise_error_if_multi_objective(study)
+        return {
+            name: self.sample_independent(study, trial, name, dist)
+            for name, dist in search_space.items()
+        }
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """The meta-optimizer's step size for the step-size parameter; the independent
+        sampler's value for any other."""
+        self._raise_error_if_multi_objective(study)
+        if self._is_step_size(study, trial, param_name, param_distribution):
+            assert isinstance(param_distribution, FloatDistribution)
+            return self._sample_step_size(study, trial, param_name, param_distribution)
+        if param_name not in self._warned:
+            self._warned.add(param_name)
+            warnings.warn(
+                f"The parameter '{param_name}' is not the step size tuned by "
+                f"{type(self).__name__}; it is sampled by "
+                f"{type(self._independent_sampler).__name__}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._independent_sampler.sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        """Forward to the independent sampler."""
+        self._independent_sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Forward to the independent sampler."""
+        self._independent_sampler.after_trial(study, trial, state, values)
+
+    # ------------------------------------------------------------------ which parameter
+    def _is_step_size(
+        self, study: Study, trial: FrozenTrial, name: str, distribution: BaseDistribution
+    ) -> bool:
+        if self.param is not None:
+            if name != self.param:
+                return False
+            if not isinstance(distribution, FloatDistribution) or distribution.step is not None:
+                raise ValueError(
+                    f"param {name!r} must be suggested as a continuous float "
+                    f"(trial.suggest_float without step), got {distribution!r}"
+                )
+            return True
+        if not isinstance(distribution, FloatDistribution) or distribution.step is not None:
+            return False
+        chosen = self._infer_param(study, trial, name)
+        return chosen == name
+
+    def _infer_param(self, study: Study, trial: FrozenTrial, candidate: str) -> str:
+        """The first continuous float parameter seen in the study (earliest trial first)."""
+        floats: list[str] = []
+        for frozen in study.get_trials(deepcopy=False):
+            for pname, dist in frozen.distributions.items():
+                if (
+                    isinstance(dist, FloatDistribution)
+                    and dist.step is None
+                    and pname not in floats
+                ):
+                    floats.append(pname)
+        if candidate not in floats:
+            floats.append(candidate)
+        if len(floats) > 1 and "__ambiguous__" not in self._warned:
+            self._warned.add("__ambiguous__")
+            warnings.warn(
+                f"{type(self).__name__}(param=None) found several float parameters "
+                f"{floats}; tuning {floats[0]!r} as the step size. Pass param=... to choose.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return floats[0]
+
+    # ------------------------------------------------------------------ the state, from storage
+    def _records(
+        self, study: Study, name: str
+    ) -> tuple[list[MetaRecord], list[FrozenTrial], bool]:
+        """Told records, open probes, and whether any trial reported a gradient."""
+        trials = study.get_trials(deepcopy=False)
+        complete = [
+            tr
+            for tr in trials
+            if tr.state == TrialState.COMPLETE and name in tr.params and tr.value is not None
+        ]
+        finite = []
+        for tr in complete:
+            if not math.isfinite(tr.value):  # type: ignore[arg-type]
+                self._warn_once(f"value-{tr.number}", f"trial {tr.number} returned {tr.value}; skipped")
+                continue
+            finite.append(tr)
+        any_gradient = any(GRADIENT_ATTR in tr.system_attrs for tr in trials)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        use_log = (
+            self.log_objective and not maximize and all(tr.value > 0 for tr in finite)  # type: ignore[operator]
+        )
+
+        def transform(value: float, grad: float) -> tuple[float, float]:
+            if maximize:
+                return -value, -grad
+            if use_log:
+                return math.log(value), grad / value
+            return value, grad
+
+        records: list[MetaRecord] = []
+        by_number = {tr.number: tr for tr in finite}
+        partners: dict[int, FrozenTrial] = {}
+        for tr in trials:
+            if tr.system_attrs.get(_ROLE_ATTR) == "partner" and tr.state != TrialState.FAIL:
+                partners.setdefault(int(tr.system_attrs[_PAIR_ATTR]), tr)
+        for tr in finite:
+            value = float(tr.value)  # type: ignore[arg-type]
+            eta = float(tr.params[name])
+            if GRADIENT_ATTR in tr.system_attrs:
+                grad = float(tr.system_attrs[GRADIENT_ATTR])
+                if not math.isfinite(grad):
+                    self._warn_once(
+                        f"grad-{tr.number}",
+                        f"trial {tr.number} reported a non-finite meta-gradient {grad}; skipped",
+                    )
+                    continue
+                records.append(MetaRecord(eta, *transform(value, grad)))
+            elif tr.system_attrs.get(_ROLE_ATTR) == "probe":
+                partner = partners.get(tr.number)
+                if partner is None or partner.number not in by_number:
+                    continue
+                eta_b = float(partner.params[name])
+                value_b = float(partner.value)  # type: ignore[arg-type]
+                if eta_b == eta:
+                    continue
+                y_a, _ = transform(value, 0.0)
+                y_b, _ = transform(value_b, 0.0)
+                slope = (y_b - y_a) / (eta_b - eta)
+                records.append(MetaRecord(0.5 * (eta + eta_b), 0.5 * (y_a + y_b), slope))
+            # Trials without gradient and without role (enqueued, or earlier samplers)
+            # carry no derivative: they are not records.
+        open_probes = [
+            tr
+            for tr in trials
+            if tr.system_attrs.get(_ROLE_ATTR) == "probe"
+            and tr.state in (TrialState.RUNNING, TrialState.COMPLETE)
+            and tr.number not in partners
+            and name in tr.params
+            and not (tr.state == TrialState.COMPLETE and GRADIENT_ATTR in tr.system_attrs)
+        ]
+        return records, open_probes, any_gradient
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, NonFiniteMetaGradientWarning, stacklevel=4)
+
+    def _optimizer(self, records: list[MetaRecord], dist: FloatDistribution) -> MetaOptimizer:
+        if self.eta0 is not None:
+            eta0 = self.eta0
+        elif dist.log:
+            eta0 = math.sqrt(dist.low * dist.high)
+        else:
+            eta0 = 0.5 * (dist.low + dist.high) if dist.low > 0 else 0.1 * dist.high
+        options = dict(self.meta_optimizer_options)
+        options["bounds"] = (max(dist.low, 0.0), dist.high)
+        optimizer = make_meta_optimizer(self.meta_optimizer, eta0=eta0, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+            for record in records:
+                optimizer.tell(record.eta, record.value, record.grad)
+        return optimizer
+
+    def meta_optimizer_for(self, study: Study, param: str | None = None) -> MetaOptimizer:
+        """The meta-optimizer rebuilt from ``study``'s trials (for inspection).
+
+        Its :meth:`~l2l_tune.meta.MetaOptimizer.estimate` is the current best
+        estimate of the optimal step size.
+
+        Raises:
+            ValueError: if the step-size parameter is unknown or not a float in ``study``.
+        """
+        name = param or self.param
+        dist = None
+        for tr in study.get_trials(deepcopy=False):
+            for pname, pdist in tr.distributions.items():
+                if name is None and isinstance(pdist, FloatDistribution):
+                    name = pname
+                if pname == name:
+                    dist = pdist
+        if name is None or not isinstance(dist, FloatDistribution):
+            raise ValueError(f"param {name!r} is not a float parameter of the study")
+        records, _, _ = self._records(study, name)
+        return self._optimizer(records, dist)
+
+    def _sample_step_size(
+        self, study: Study, trial: FrozenTrial, name: str, dist: FloatDistribution
+    ) -> float:
+        records, open_probes, any_gradient = self._records(study, name)
+        storage = study._storage
+        others = [p for p in open_probes if p.number != trial.number]
+        if not any_gradient and others:
+            probe = min(others, key=lambda p: p.number)
+            eta_probe = float(probe.params[name])
+            eta = eta_probe * math.exp(self.fd_step)
+            if eta > dist.high:
+                eta = eta_probe * math.exp(-self.fd_step)
+            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, "partner")
+            storage.set_trial_system_attr(trial._trial_id, _PAIR_ATTR, probe.number)
+            return float(min(max(eta, dist.low), dist.high))
+        pending = [
+            float(tr.params[name])
+            for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if tr.number != trial.number and name in tr.params
+        ]
+        eta = self._optimizer(records, dist).ask(pending)
+        if not any_gradient:
+            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, "probe")
+        return float(min(max(eta, dist.low), dist.high))
