@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from l2l_tune._validation import check_choice, check_positive
 from l2l_tune.meta import META_OPTIMIZERS, MetaOptimizer, MetaRecord, make_meta_optimizer
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
+from l2l_tune.meta.driver import Evaluation, propose, records_from_evaluations
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -73,7 +74,8 @@ def report_meta_gradient(trial: Trial, grad: float) -> None:
     """
     if not isinstance(trial, optuna.trial.Trial):
         raise ValueError(
-            f"trial must be the optuna.trial.Trial passed to the objective, got {type(trial).__name__}"
+            "trial must be the optuna.trial.Trial passed to the objective, "
+            f"got {type(trial).__name__}"
         )
     try:
         value = float(grad)
@@ -263,13 +265,13 @@ class MetaGradientSampler(BaseSampler):
         if self.param is not None:
             if name != self.param:
                 return False
-            if not isinstance(distribution, FloatDistribution) or distribution.step is not None:
+            if not _is_step_size_distribution(distribution):
                 raise ValueError(
-                    f"param {name!r} must be suggested as a continuous float "
-                    f"(trial.suggest_float without step), got {distribution!r}"
+                    f"param {name!r} must be suggested as a continuous float with "
+                    f"0 <= low < high (trial.suggest_float without step), got {distribution!r}"
                 )
             return True
-        if not isinstance(distribution, FloatDistribution) or distribution.step is not None:
+        if not _is_step_size_distribution(distribution):
             return False
         chosen = self._infer_param(study, trial, name)
         return chosen == name
@@ -279,11 +281,7 @@ class MetaGradientSampler(BaseSampler):
         floats: list[str] = []
         for frozen in study.get_trials(deepcopy=False):
             for pname, dist in frozen.distributions.items():
-                if (
-                    isinstance(dist, FloatDistribution)
-                    and dist.step is None
-                    and pname not in floats
-                ):
+                if _is_step_size_distribution(dist) and pname not in floats:
                     floats.append(pname)
         if candidate not in floats:
             floats.append(candidate)
@@ -298,77 +296,39 @@ class MetaGradientSampler(BaseSampler):
         return floats[0]
 
     # ------------------------------------------------------------------ the state, from storage
-    def _records(
-        self, study: Study, name: str
-    ) -> tuple[list[MetaRecord], list[FrozenTrial], bool]:
-        """Told records, open probes, and whether any trial reported a gradient."""
-        trials = study.get_trials(deepcopy=False)
-        complete = [
-            tr
-            for tr in trials
-            if tr.state == TrialState.COMPLETE and name in tr.params and tr.value is not None
-        ]
-        finite = []
-        for tr in complete:
-            if not math.isfinite(tr.value):  # type: ignore[arg-type]
-                self._warn_once(f"value-{tr.number}", f"trial {tr.number} returned {tr.value}; skipped")
+    def _evaluations(self, study: Study, name: str) -> list[Evaluation]:
+        """The study's trials that have the step size, as engine evaluations."""
+        evaluations = []
+        for tr in study.get_trials(deepcopy=False):
+            if name not in tr.params or tr.state == TrialState.WAITING:
                 continue
-            finite.append(tr)
-        any_gradient = any(GRADIENT_ATTR in tr.system_attrs for tr in trials)
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        use_log = (
-            self.log_objective and not maximize and all(tr.value > 0 for tr in finite)  # type: ignore[operator]
+            grad = tr.system_attrs.get(GRADIENT_ATTR)
+            pair = tr.system_attrs.get(_PAIR_ATTR)
+            evaluations.append(
+                Evaluation(
+                    key=tr.number,
+                    eta=float(tr.params[name]),
+                    value=float(tr.value)
+                    if tr.state == TrialState.COMPLETE and tr.value is not None
+                    else None,
+                    grad=None if grad is None else float(grad),
+                    running=tr.state == TrialState.RUNNING,
+                    role=tr.system_attrs.get(_ROLE_ATTR),
+                    pair=None if pair is None else int(pair),
+                )
+            )
+        return evaluations
+
+    def _records(self, study: Study, evaluations: list[Evaluation]) -> list[MetaRecord]:
+        def skip(evaluation: Evaluation, reason: str) -> None:
+            self._warn_once(f"skip-{evaluation.key}", f"trial {evaluation.key}: {reason}; skipped")
+
+        return records_from_evaluations(
+            evaluations,
+            log_objective=self.log_objective,
+            maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
+            on_skip=skip,
         )
-
-        def transform(value: float, grad: float) -> tuple[float, float]:
-            if maximize:
-                return -value, -grad
-            if use_log:
-                return math.log(value), grad / value
-            return value, grad
-
-        records: list[MetaRecord] = []
-        by_number = {tr.number: tr for tr in finite}
-        partners: dict[int, FrozenTrial] = {}
-        for tr in trials:
-            if tr.system_attrs.get(_ROLE_ATTR) == "partner" and tr.state != TrialState.FAIL:
-                partners.setdefault(int(tr.system_attrs[_PAIR_ATTR]), tr)
-        for tr in finite:
-            value = float(tr.value)  # type: ignore[arg-type]
-            eta = float(tr.params[name])
-            if GRADIENT_ATTR in tr.system_attrs:
-                grad = float(tr.system_attrs[GRADIENT_ATTR])
-                if not math.isfinite(grad):
-                    self._warn_once(
-                        f"grad-{tr.number}",
-                        f"trial {tr.number} reported a non-finite meta-gradient {grad}; skipped",
-                    )
-                    continue
-                records.append(MetaRecord(eta, *transform(value, grad)))
-            elif tr.system_attrs.get(_ROLE_ATTR) == "probe":
-                partner = partners.get(tr.number)
-                if partner is None or partner.number not in by_number:
-                    continue
-                eta_b = float(partner.params[name])
-                value_b = float(partner.value)  # type: ignore[arg-type]
-                if eta_b == eta:
-                    continue
-                y_a, _ = transform(value, 0.0)
-                y_b, _ = transform(value_b, 0.0)
-                slope = (y_b - y_a) / (eta_b - eta)
-                records.append(MetaRecord(0.5 * (eta + eta_b), 0.5 * (y_a + y_b), slope))
-            # Trials without gradient and without role (enqueued, or earlier samplers)
-            # carry no derivative: they are not records.
-        open_probes = [
-            tr
-            for tr in trials
-            if tr.system_attrs.get(_ROLE_ATTR) == "probe"
-            and tr.state in (TrialState.RUNNING, TrialState.COMPLETE)
-            and tr.number not in partners
-            and name in tr.params
-            and not (tr.state == TrialState.COMPLETE and GRADIENT_ATTR in tr.system_attrs)
-        ]
-        return records, open_probes, any_gradient
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -410,30 +370,33 @@ class MetaGradientSampler(BaseSampler):
                     dist = pdist
         if name is None or not isinstance(dist, FloatDistribution):
             raise ValueError(f"param {name!r} is not a float parameter of the study")
-        records, _, _ = self._records(study, name)
-        return self._optimizer(records, dist)
+        return self._optimizer(self._records(study, self._evaluations(study, name)), dist)
 
     def _sample_step_size(
         self, study: Study, trial: FrozenTrial, name: str, dist: FloatDistribution
     ) -> float:
-        records, open_probes, any_gradient = self._records(study, name)
+        evaluations = self._evaluations(study, name)
+        optimizer = self._optimizer(self._records(study, evaluations), dist)
+        proposal = propose(
+            optimizer,
+            evaluations,
+            fd_step=self.fd_step,
+            bounds=(dist.low, dist.high),
+            exclude=trial.number,
+        )
         storage = study._storage
-        others = [p for p in open_probes if p.number != trial.number]
-        if not any_gradient and others:
-            probe = min(others, key=lambda p: p.number)
-            eta_probe = float(probe.params[name])
-            eta = eta_probe * math.exp(self.fd_step)
-            if eta > dist.high:
-                eta = eta_probe * math.exp(-self.fd_step)
-            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, "partner")
-            storage.set_trial_system_attr(trial._trial_id, _PAIR_ATTR, probe.number)
-            return float(min(max(eta, dist.low), dist.high))
-        pending = [
-            float(tr.params[name])
-            for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if tr.number != trial.number and name in tr.params
-        ]
-        eta = self._optimizer(records, dist).ask(pending)
-        if not any_gradient:
-            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, "probe")
-        return float(min(max(eta, dist.low), dist.high))
+        if proposal.role is not None:
+            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, proposal.role)
+        if proposal.pair is not None:
+            storage.set_trial_system_attr(trial._trial_id, _PAIR_ATTR, int(proposal.pair))  # type: ignore[call-overload]
+        return float(proposal.eta)
+
+
+def _is_step_size_distribution(distribution: BaseDistribution) -> bool:
+    """A continuous float range that a step size can take: ``0 ≤ low < high``."""
+    return (
+        isinstance(distribution, FloatDistribution)
+        and distribution.step is None
+        and distribution.low >= 0.0
+        and distribution.high > 0.0
+    )

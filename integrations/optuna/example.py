@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import optuna
+from l2l_tune.integrations.optuna import MetaGradientSampler, report_meta_gradient
 
 from l2l_tune import Quadratic
-from l2l_tune.integrations.optuna import MetaGradientSampler, report_meta_gradient
 
 task = Quadratic.random(20, seed=0, variant="authors")  # the paper's Fig 1 instance
 T = 80

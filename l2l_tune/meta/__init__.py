@@ -16,17 +16,22 @@ from typing import Any
 from .._validation import check_choice
 from .base import MetaOptimizer, MetaRecord, NonFiniteMetaGradientWarning
 from .bracket import BracketingMetaOptimizer
+from .driver import Evaluation, Proposal, propose, records_from_evaluations
 from .gradient import LogAdamMetaOptimizer, ProjectedMetaGD
 
 __all__ = [
     "META_OPTIMIZERS",
     "BracketingMetaOptimizer",
+    "Evaluation",
     "LogAdamMetaOptimizer",
     "MetaOptimizer",
     "MetaRecord",
     "NonFiniteMetaGradientWarning",
     "ProjectedMetaGD",
+    "Proposal",
     "make_meta_optimizer",
+    "propose",
+    "records_from_evaluations",
 ]
 
 #: Registry of meta-optimizers by name.
