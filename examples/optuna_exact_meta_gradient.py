@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
-
 from l2l_tune.integrations.optuna import MetaGradientSampler, report_meta_gradient
-
 from optuna_one_line_swap import T, X_train, X_valid, y_train, y_valid  # noqa: E402  (same data)
 
 

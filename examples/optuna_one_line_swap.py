@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+from l2l_tune.integrations.optuna import MetaGradientSampler
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
-
-from l2l_tune.integrations.optuna import MetaGradientSampler
 
 T = 100
 X, y = load_diabetes(return_X_y=True)
@@ -49,5 +48,6 @@ if __name__ == "__main__":
     # The one-line swap:
     study = optuna.create_study(sampler=MetaGradientSampler(param="lr", seed=0))
     study.optimize(objective, n_trials=30)
-    print(f"TPE:                 best lr {baseline.best_params['lr']:.5g}, MSE {baseline.best_value:.6f}")
+    tpe_lr = baseline.best_params["lr"]
+    print(f"TPE:                 best lr {tpe_lr:.5g}, MSE {baseline.best_value:.6f}")
     print(f"MetaGradientSampler: best lr {study.best_params['lr']:.5g}, MSE {study.best_value:.6f}")

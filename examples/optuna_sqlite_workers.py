@@ -14,9 +14,9 @@ import multiprocessing as mp
 from pathlib import Path
 
 import optuna
+from l2l_tune.integrations.optuna import MetaGradientSampler, task_objective
 
 from l2l_tune import Quadratic
-from l2l_tune.integrations.optuna import MetaGradientSampler, task_objective
 
 STUDY = "l2l-quadratic"
 T = 80

@@ -263,6 +263,7 @@ class MetaGradientSearch(Searcher):
                     f"param {self.param!r} must be a tune.uniform or tune.loguniform domain "
                     f"with lower >= 0 in the search space, got {domain!r}"
                 )
+            assert isinstance(domain, Float)
             return self.param, domain
         floats = [k for k, v in self._space.items() if _is_step_size_domain(v)]
         if len(floats) != 1:
