@@ -55,6 +55,7 @@ __all__ = [
 GRADIENT_ATTR = "l2l_tune:meta_gradient"
 _ROLE_ATTR = "l2l_tune:role"
 _PAIR_ATTR = "l2l_tune:pair"
+_STEP_ATTR = "l2l_tune:fd_step"
 
 
 def report_meta_gradient(trial: Trial, grad: float) -> None:
@@ -140,8 +141,8 @@ class MetaGradientSampler(BaseSampler):
     1. :func:`report_meta_gradient` called in the objective (exact, fastest);
     2. :func:`task_objective` for the library's own tasks (which calls 1);
     3. otherwise a finite difference from paired trials: after each *probe* at
-       ``η`` the next trial evaluates its *partner* ``η·e^{h}`` (``h = fd_step``),
-       and the pair counts as one record at their midpoint. An objective that
+       ``η·e^{−h/2}`` the next trial evaluates its *partner* ``η·e^{h/2}``
+       (``h = fd_step``), and the pair counts as one record at ``η``. An objective that
        takes a seed from the trial should fix it per pair (common random numbers).
 
     With ``log_objective=True`` and positive values the sampler minimises
@@ -304,6 +305,7 @@ class MetaGradientSampler(BaseSampler):
                 continue
             grad = tr.system_attrs.get(GRADIENT_ATTR)
             pair = tr.system_attrs.get(_PAIR_ATTR)
+            h = tr.system_attrs.get(_STEP_ATTR)
             evaluations.append(
                 Evaluation(
                     key=tr.number,
@@ -315,6 +317,7 @@ class MetaGradientSampler(BaseSampler):
                     running=tr.state == TrialState.RUNNING,
                     role=tr.system_attrs.get(_ROLE_ATTR),
                     pair=None if pair is None else int(pair),
+                    fd_step=None if h is None else float(h),
                 )
             )
         return evaluations
@@ -387,6 +390,8 @@ class MetaGradientSampler(BaseSampler):
         storage = study._storage
         if proposal.role is not None:
             storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, proposal.role)
+        if proposal.fd_step is not None:
+            storage.set_trial_system_attr(trial._trial_id, _STEP_ATTR, float(proposal.fd_step))
         if proposal.pair is not None:
             storage.set_trial_system_attr(trial._trial_id, _PAIR_ATTR, int(proposal.pair))  # type: ignore[call-overload]
         return float(proposal.eta)

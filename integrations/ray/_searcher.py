@@ -49,6 +49,7 @@ class _MetaStep:
     role: str | None
     pair: int | None
     seeds_left: list[int]
+    fd_step: float | None = None
     trials: dict[str, int] = field(default_factory=dict)  # trial id -> task seed
     results: dict[int, tuple[float, float | None]] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
@@ -67,7 +68,9 @@ class _MetaStep:
             value = float(np.mean(values))
             if all(g is not None for g in grads):
                 grad = float(np.mean(grads))  # type: ignore[arg-type]
-        return Evaluation(self.key, self.eta, value, grad, running, self.role, self.pair)
+        return Evaluation(
+            self.key, self.eta, value, grad, running, self.role, self.pair, self.fd_step
+        )
 
 
 class MetaGradientSearch(Searcher):
@@ -77,7 +80,7 @@ class MetaGradientSearch(Searcher):
     metric with respect to the step size under ``grad_metric`` (default
     ``f"{metric}_grad"``; Ray flattens nested results, so ``{"grad": {"lr": g}}``
     is found as ``"grad/lr"``). Without it, a finite difference from paired
-    meta-steps (``η`` and ``η·e^h``) is used, as in the Optuna sampler.
+    meta-steps (``η·e^{−h/2}`` and ``η·e^{h/2}``) is used, as in the Optuna sampler.
 
     Args:
         param: The step-size key of the search space; ``None``: its only float domain.
@@ -312,6 +315,7 @@ class MetaGradientSearch(Searcher):
             role=proposal.role,
             pair=None if proposal.pair is None else int(proposal.pair),  # type: ignore[call-overload]
             seeds_left=list(range(self.tasks_per_step)),
+            fd_step=proposal.fd_step,
         )
         self._steps.append(step)
         return step

@@ -9,8 +9,9 @@ a list into :class:`~l2l_tune.meta.MetaRecord` s and the next step size:
   negated for maximisation) with the chain rule applied to the gradients;
 * non-finite values or gradients are skipped (reported through ``on_skip``);
 * without reported gradients, evaluations are paired as finite differences:
-  a *probe* at ``η`` and its *partner* at ``η·e^h`` make one record at their
-  midpoint;
+  a *probe* at ``η·e^{−h/2}`` and its *partner* at ``η·e^{h/2}`` make one record
+  at their geometric mean ``η`` (the step size the optimizer asked for), with
+  the secant slope as its meta-gradient;
 * the next step size avoids those of running evaluations.
 
 Everything is a pure function of the evaluation list, so any process that can
@@ -43,6 +44,7 @@ class Evaluation:
         running: Whether the evaluation is still in progress.
         role: ``"probe"``, ``"partner"`` (finite-difference pairs) or ``None``.
         pair: For a partner, the key of its probe.
+        fd_step: For a probe, the log-spacing ``h`` of its pair.
     """
 
     key: Hashable
@@ -52,6 +54,7 @@ class Evaluation:
     running: bool = False
     role: str | None = None
     pair: Hashable | None = None
+    fd_step: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,13 @@ class Proposal:
         eta: The step size.
         role: ``"probe"``, ``"partner"`` or ``None`` (gradients are reported).
         pair: For a partner, the key of its probe.
+        fd_step: For a probe, the log-spacing ``h`` of its pair (store it with the probe).
     """
 
     eta: float
     role: str | None = None
     pair: Hashable | None = None
+    fd_step: float | None = None
 
 
 def records_from_evaluations(
@@ -124,7 +129,7 @@ def records_from_evaluations(
             y_a, _ = transform(value, 0.0)
             y_b, _ = transform(float(partner.value), 0.0)  # type: ignore[arg-type]
             slope = (y_b - y_a) / (partner.eta - evaluation.eta)
-            midpoint = 0.5 * (evaluation.eta + partner.eta)
+            midpoint = math.sqrt(evaluation.eta * partner.eta)
             records.append(MetaRecord(midpoint, 0.5 * (y_a + y_b), slope))
     return records
 
@@ -163,13 +168,25 @@ def propose(
         ]
         if open_probes:
             probe = open_probes[0]
-            eta = probe.eta * math.exp(fd_step)
+            h = probe.fd_step if probe.fd_step is not None else fd_step
+            eta = probe.eta * math.exp(h)
             if eta > high:
-                eta = probe.eta * math.exp(-fd_step)
+                eta = probe.eta * math.exp(-h)
             return Proposal(min(max(eta, low), high), PARTNER, probe.key)
     pending = [e.eta for e in others if e.running]
     eta = min(max(optimizer.ask(pending), low), high)
-    return Proposal(eta, None if any_gradient else PROBE, None)
+    if any_gradient:
+        return Proposal(eta, None, None)
+    # Centre the pair on the proposal: probe at η·e^{−h/2}, partner at η·e^{h/2}, so
+    # that the pair's record (at their geometric mean) lands on the asked step size.
+    # The spacing shrinks with the distance to the nearest record (down to fd_step/1000)
+    # so the secant slope's O(h²) bias does not limit the final precision.
+    h = fd_step
+    known = [e.eta for e in others if e.eta > 0.0]
+    if known and eta > 0.0:
+        nearest = min(abs(math.log(eta / k)) for k in known)
+        h = min(fd_step, max(0.5 * nearest, 1e-3 * fd_step))
+    return Proposal(max(eta * math.exp(-0.5 * h), low), PROBE, None, h)
 
 
 def _failed(evaluation: Evaluation) -> bool:
