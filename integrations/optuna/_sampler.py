@@ -367,7 +367,7 @@ class MetaGradientSampler(BaseSampler):
         dist = None
         for tr in study.get_trials(deepcopy=False):
             for pname, pdist in tr.distributions.items():
-                if name is None and isinstance(pdist, FloatDistribution):
+                if name is None and _is_step_size_distribution(pdist):
                     name = pname
                 if pname == name:
                     dist = pdist
@@ -380,12 +380,20 @@ class MetaGradientSampler(BaseSampler):
     ) -> float:
         evaluations = self._evaluations(study, name)
         optimizer = self._optimizer(self._records(study, evaluations), dist)
+        # Earlier trials still sampling (RUNNING, no step size stored yet) will take
+        # the next proposals: leave those to them (trial-number order breaks ties).
+        claims_ahead = sum(
+            1
+            for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if tr.number < trial.number and name not in tr.params
+        )
         proposal = propose(
             optimizer,
             evaluations,
             fd_step=self.fd_step,
             bounds=(dist.low, dist.high),
             exclude=trial.number,
+            claims_ahead=claims_ahead,
         )
         storage = study._storage
         if proposal.role is not None:

@@ -14,7 +14,9 @@ so ``save``/``restore`` (and ``Tuner.restore``) continue exactly where a run sto
 
 from __future__ import annotations
 
+import copy
 import math
+import numbers
 import pickle
 import warnings
 from collections.abc import Callable, Mapping
@@ -181,7 +183,7 @@ class MetaGradientSearch(Searcher):
         if seed in step.results or seed in step.failed:
             return
         value = None if (error or result is None) else result.get(self.metric)
-        if value is None or not isinstance(value, (int, float)):
+        if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
             if not error and result is not None:
                 warnings.warn(
                     f"trial {trial_id} reported no numeric {self.metric!r}; counted as failed",
@@ -192,7 +194,7 @@ class MetaGradientSearch(Searcher):
             return
         grad_key = self.grad_metric or f"{self.metric}_grad"
         grad = result.get(grad_key) if result is not None else None
-        if grad is not None and not math.isfinite(float(grad)):
+        if math.isfinite(float(value)) and grad is not None and not math.isfinite(float(grad)):
             warnings.warn(
                 f"trial {trial_id} reported a non-finite meta-gradient {grad}; skipped",
                 NonFiniteMetaGradientWarning,
@@ -202,19 +204,20 @@ class MetaGradientSearch(Searcher):
             return
         if not math.isfinite(float(value)):
             warnings.warn(
-                f"trial {trial_id} reported {self.metric}={value}; skipped",
+                f"trial {trial_id} reported {self.metric}={value}; treated as a diverged run "
+                "(the step size is too large)",
                 NonFiniteMetaGradientWarning,
                 stacklevel=2,
             )
-            step.failed.add(seed)
+            step.results[seed] = (math.inf, None)
             return
         step.results[seed] = (float(value), None if grad is None else float(grad))
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue: meta-steps, trial map, RNG, metric and mode."""
         return {
-            "steps": self._steps,
-            "trial_step": self._trial_step,
+            "steps": copy.deepcopy(self._steps),
+            "trial_step": dict(self._trial_step),
             "rng": self._rng.get_state(),
             "metric": self._metric,
             "mode": self._mode,
@@ -223,8 +226,8 @@ class MetaGradientSearch(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s result."""
-        self._steps = state["steps"]
-        self._trial_step = state["trial_step"]
+        self._steps = copy.deepcopy(state["steps"])
+        self._trial_step = dict(state["trial_step"])
         self._rng.set_state(state["rng"])
         self._metric = state["metric"]
         self._mode = state["mode"]

@@ -30,15 +30,18 @@ class BracketingMetaOptimizer(MetaOptimizer):
        to starting far above the divergence threshold ``2/L``, where even the
        plain objective overflows.
     2. **Shrink.** Inside the bracket ``[a, b]`` the next point is the secant
-       root of the meta-gradient; when the same end of the bracket has been kept
-       for two evaluations the other end's gradient is halved (Illinois), and
-       after three the bracket is bisected, geometrically when ``b > 4a``.
+       root of the meta-gradient; when one end keeps moving while the bracket
+       barely shrinks, the other end's gradient is halved (Illinois), and after
+       two such moves the bracket is bisected,
+       geometrically when ``b > 4a`` (see :meth:`_creep`; a function of the
+       points, not of the order they were told in).
        Every step keeps the bracket, so the search cannot diverge.
 
     Where the sorted history has several ``−/+`` sign changes (objectives that
     break Claim 1), the one whose ends have the lowest meta-objective is
-    refined. The proposal depends only on the told history; told records without
-    a gradient are ignored.
+    refined. The proposal depends only on the *set* of told records, not on their
+    order (concurrent workers may report out of order); told records without a
+    gradient are ignored unless their value is non-finite (a diverged run).
 
     Args:
         eta0: First step size, ``> 0``.
@@ -77,7 +80,9 @@ class BracketingMetaOptimizer(MetaOptimizer):
     def _points(self) -> list[tuple[MetaRecord, float]]:
         """Sorted records (latest per step size) with their *effective* sign.
 
-        The effective sign is the gradient's sign, overruled by the values where
+        A non-finite value counts as "too large" (a diverged run) unless a larger
+        step size has a finite value, in which case it is ignored as a fault. The
+        effective sign is the gradient's sign, overruled by the values where
         they contradict a single minimum near the best point told so far: a point
         whose value is above the best one (by more than rounding) lies uphill of
         it, so its sign is "+" right of the best point and "−" left of it. This
@@ -85,6 +90,11 @@ class BracketingMetaOptimizer(MetaOptimizer):
         as the 40σ truncation of a least-squares run (whose derivative is 0).
         """
         usable = [r for r in self.history if r.grad is not None or not math.isfinite(r.value)]
+        # A non-finite value means "diverged: too large", unless a larger step size ran
+        # fine: then it was a fault of that run (not divergence) and is ignored.
+        finite_etas = [r.eta for r in usable if math.isfinite(r.value)]
+        largest_finite = max(finite_etas) if finite_etas else -math.inf
+        usable = [r for r in usable if math.isfinite(r.value) or r.eta > largest_finite]
         by_eta = {r.eta: r for r in usable}
         points = [by_eta[eta] for eta in sorted(by_eta)]
         values = [p.value if math.isfinite(p.value) else math.inf for p in points]
@@ -115,20 +125,6 @@ class BracketingMetaOptimizer(MetaOptimizer):
     def _stationary(self) -> MetaRecord | None:
         zeros = [r for r, s in self._points() if s == 0.0]
         return min(zeros, key=lambda r: r.value) if zeros else None
-
-    def _stale_count(self) -> int:
-        """How many of the latest told records in a row had the same gradient sign."""
-        count, sign = 0, None
-        for record in reversed(self.history):
-            if record.grad is None and math.isfinite(record.value):
-                continue
-            s = self._raw_sign(record)
-            if sign is None:
-                sign = s
-            if s != sign:
-                break
-            count += 1
-        return count
 
     # ------------------------------------------------------------------ proposal
     def _propose(self) -> float:
@@ -198,22 +194,50 @@ class BracketingMetaOptimizer(MetaOptimizer):
                 return eta
         return candidate
 
+    def _creep(self, a: MetaRecord, b: MetaRecord) -> tuple[int, int]:
+        """How lopsided the recent progress is, read from the geometry of the points.
+
+        With ``a = n1 > n2 > n3`` the points left of the bracket with sign "−" and
+        ``b = p1 < p2 < p3`` those right of it with sign "+", the left end is
+        *creeping* at level ``k`` when the bracket is still wider than 70 % of
+        ``[n_{k+1}, b]``: the last ``k`` moves of ``a`` hardly shrank it (regula
+        falsi's failure). Being a function of the set of points, not of their
+        order, this also works when concurrent workers tell results out of order.
+
+        Returns:
+            ``(left, right)`` creep levels, each 0, 1 or 2.
+        """
+        points = self._points()
+        lefts = sorted((p.eta for p, s in points if s < 0 and p.eta <= a.eta), reverse=True)
+        rights = sorted(p.eta for p, s in points if s > 0 and p.eta >= b.eta)
+        width = b.eta - a.eta
+
+        def level(far: list[float], near: float, left: bool) -> int:
+            out = 0
+            for k in (1, 2):
+                if len(far) > k:
+                    outer = (near - far[k]) if left else (far[k] - near)
+                    if width > 0.7 * outer:
+                        out = k
+            return out
+
+        return level(lefts, b.eta, True), level(rights, a.eta, False)
+
     def _inside(self, a: MetaRecord, b: MetaRecord) -> float:
-        stale = self._stale_count()
         midpoint = _midpoint(a.eta, b.eta)
-        if stale >= 3 or not (a.finite and b.finite):
+        if not (a.finite and b.finite):
             return midpoint
         assert a.grad is not None and b.grad is not None
         g_a, g_b = a.grad, b.grad
         if not (g_a < 0.0 < g_b):
             return midpoint  # the bracket comes from values (a jump), not from gradients
-        if stale == 2:
-            # Illinois: damp the end of the bracket that was not replaced lately.
-            last_sign = self._raw_sign(self.history[-1])
-            if last_sign < 0:
-                g_b *= 0.5
-            else:
-                g_a *= 0.5
+        left, right = self._creep(a, b)
+        if max(left, right) >= 2:
+            return midpoint
+        if left == 1:
+            g_b *= 0.5  # Illinois: a keeps moving, b does not; damp b's gradient
+        if right == 1:
+            g_a *= 0.5
         candidate = a.eta - g_a * (b.eta - a.eta) / (g_b - g_a)
         if not (a.eta < candidate < b.eta) or not math.isfinite(candidate):
             return midpoint

@@ -91,17 +91,23 @@ def records_from_evaluations(
             or gradient is skipped.
 
     Returns:
-        Records in evaluation order (gradient records, then finite-difference
-        pairs at the position of their probe).
+        Records in evaluation order (gradient records, and finite-difference
+        pairs at the position of their probe), then one ``(η, inf, None)``
+        record per non-finite value.
     """
     finished = [e for e in evaluations if not e.running and e.value is not None]
     finite: list[Evaluation] = []
+    diverged: list[MetaRecord] = []
     for evaluation in finished:
         assert evaluation.value is not None
         if math.isfinite(evaluation.value):
             finite.append(evaluation)
-        elif on_skip is not None:
-            on_skip(evaluation, f"non-finite value {evaluation.value}")
+            continue
+        # A non-finite value is a diverged inner run: it tells the optimizer that
+        # this step size is too large (never a NaN in its arithmetic).
+        diverged.append(MetaRecord(evaluation.eta, math.inf, None))
+        if on_skip is not None:
+            on_skip(evaluation, f"non-finite value {evaluation.value}, treated as diverged")
     use_log = log_objective and not maximize and all(e.value > 0 for e in finite)  # type: ignore[operator]
 
     def transform(value: float, grad: float) -> tuple[float, float]:
@@ -131,7 +137,7 @@ def records_from_evaluations(
             slope = (y_b - y_a) / (partner.eta - evaluation.eta)
             midpoint = math.sqrt(evaluation.eta * partner.eta)
             records.append(MetaRecord(midpoint, 0.5 * (y_a + y_b), slope))
-    return records
+    return records + diverged
 
 
 def propose(
@@ -141,6 +147,7 @@ def propose(
     fd_step: float,
     bounds: tuple[float, float],
     exclude: Hashable | None = None,
+    claims_ahead: int = 0,
 ) -> Proposal:
     """The next step size for a new evaluation.
 
@@ -157,6 +164,10 @@ def propose(
         fd_step: Relative spacing ``h`` of finite-difference pairs.
         bounds: ``(low, high)`` of the step size.
         exclude: Key of the evaluation being proposed for, if already listed.
+        claims_ahead: Evaluations created before this one that are about to be
+            proposed for but are not listed yet (concurrent sampling): their
+            proposals are computed first and avoided, so two workers sampling
+            at the same moment do not get the same step size.
     """
     low, high = bounds
     others = [e for e in evaluations if e.key != exclude]
@@ -174,13 +185,15 @@ def propose(
                 eta = probe.eta * math.exp(-h)
             return Proposal(min(max(eta, low), high), PARTNER, probe.key)
     pending = [e.eta for e in others if e.running]
+    for _ in range(claims_ahead):
+        pending.append(min(max(optimizer.ask(pending), low), high))
     eta = min(max(optimizer.ask(pending), low), high)
     if any_gradient:
         return Proposal(eta, None, None)
     # Centre the pair on the proposal: probe at η·e^{−h/2}, partner at η·e^{h/2}, so
     # that the pair's record (at their geometric mean) lands on the asked step size.
-    # The spacing shrinks with the distance to the nearest record (down to fd_step/1000)
-    # so the secant slope's O(h²) bias does not limit the final precision.
+    # The spacing shrinks with the distance to the nearest evaluated step size (down to
+    # fd_step/1000), so the secant slope's O(h²) bias does not limit the final precision.
     h = fd_step
     known = [e.eta for e in others if e.eta > 0.0]
     if known and eta > 0.0:

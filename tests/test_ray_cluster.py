@@ -1,0 +1,101 @@
+"""``MetaGradientSearch`` on a two-node Ray cluster (``ray.cluster_utils.Cluster``).
+
+The module starts its own cluster (head and worker node, one CPU each, no GPU) in a
+temporary ``RAY_TMPDIR`` and shuts it down at the end; it does not share the
+``ray.init`` of ``test_ray_tune.py``. Everything here is ``slow`` (about 20 s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _ray_helpers import (
+    OrderRecordingSearch,
+    T,
+    best_trial,
+    check_convergence,
+    fig1_quadratic,
+    finished_trials,
+    ray_environment,
+)
+from ray import tune
+
+pytestmark = pytest.mark.slow
+
+Q = fig1_quadratic()
+ETA_STAR = Q.optimal_step_size(T)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], Path]]:
+    """A head and a worker node with one CPU each; yields the node ids and the temp dir."""
+    with ray_environment(tmp_path_factory, "rc") as base:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        assert not ray.is_initialized(), "another test left Ray running"
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
+        )
+        try:
+            cluster.add_node(num_cpus=1, num_gpus=0)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address)
+            node_ids = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+            yield node_ids, base
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+def test_cluster_has_two_nodes_with_one_cpu_each(two_nodes: tuple[list[str], Path]) -> None:
+    """The fixture's cluster: two live nodes, two CPUs in all, no GPU."""
+    import ray
+
+    node_ids, _ = two_nodes
+    assert len(node_ids) == 2
+    resources = ray.cluster_resources()
+    assert resources["CPU"] == 2.0 and resources.get("GPU", 0.0) == 0.0
+
+
+def test_trials_run_on_both_nodes_and_converge(two_nodes: tuple[list[str], Path]) -> None:
+    """30 trials (2 concurrent, one CPU each) of the quadratic with meta-gradients, each
+    recording the id of the node it ran on: trials ran on both nodes, all on the cluster's
+    nodes, the searcher (on the driver) finished 30 meta-steps, and the best ``lr`` is within
+    1e-6 of η* (out-of-order runs: the known order-dependence bug, xfail)."""
+    node_ids, base = two_nodes
+
+    def trainable(config: dict[str, Any]) -> None:
+        import time as _time
+
+        import ray
+        from ray import tune as _tune
+
+        _time.sleep(0.3)  # long enough for the two trials in flight to overlap
+        value, grad = Q.value_and_gradient(float(config["lr"]), T, log=False)
+        _tune.report(
+            {"loss": value, "loss_grad": grad, "node_id": ray.get_runtime_context().get_node_id()}
+        )
+
+    search = OrderRecordingSearch(metric="loss", mode="min", eta0=0.1)
+    started = time.monotonic()
+    results = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.loguniform(1e-4, 1.0)},
+        tune_config=tune.TuneConfig(
+            search_alg=search, num_samples=30, max_concurrent_trials=2, reuse_actors=True
+        ),
+        run_config=tune.RunConfig(storage_path=str(base / "results"), name="two_nodes", verbose=0),
+    ).fit()
+    print(f"30 trials on 2 nodes in {time.monotonic() - started:.1f} s")
+    trials = finished_trials(results)
+    assert len(trials) == 30
+    used = [trial.metrics["node_id"] for trial in trials]
+    assert set(used) == set(node_ids), f"trials per node: {[used.count(n) for n in node_ids]}"
+    assert search.n_meta_steps == 30
+    check_convergence(best_trial(results).config["lr"], ETA_STAR, search)
