@@ -395,6 +395,28 @@ class MetaGradientSampler(BaseSampler):
             exclude=trial.number,
             claims_ahead=claims_ahead,
         )
+        # Another worker may have stored the same step size while we computed (its
+        # state differed by a record): re-read and step aside, narrowing the race.
+        for attempt in range(3):
+            if proposal.role is not None:
+                break
+            taken = [
+                float(tr.params[name])
+                for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if tr.number != trial.number and name in tr.params
+            ]
+            if not any(abs(proposal.eta - x) <= 1e-12 * max(x, 1e-300) for x in taken):
+                break
+            claimed = Evaluation(("claimed", attempt), proposal.eta, None, running=True)
+            evaluations = [*evaluations, claimed]
+            proposal = propose(
+                optimizer,
+                evaluations,
+                fd_step=self.fd_step,
+                bounds=(dist.low, dist.high),
+                exclude=trial.number,
+                claims_ahead=claims_ahead,
+            )
         storage = study._storage
         if proposal.role is not None:
             storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, proposal.role)
