@@ -1,0 +1,42 @@
+"""Assemble docs/benchmarks.md from the benchmark scripts' markdown results.
+
+Run after the benchmarks: ``python benchmarks/make_docs.py``. The headline section is kept
+in ``benchmarks/headline.md`` (written by hand from the results, since it interprets them);
+the detailed sections are copied from ``benchmarks/results/*.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SECTIONS = [
+    ("core.md", "Core engine (`python benchmarks/bench_core.py`)"),
+    ("least_squares.md", "Least squares, TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
+    ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
+    ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
+]
+
+
+def demote(markdown: str) -> str:
+    """Drop the file's title and push its headings one level down."""
+    lines = markdown.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+
+def main() -> None:
+    """Write docs/benchmarks.md."""
+    parts = [(ROOT / "headline.md").read_text().rstrip(), ""]
+    for name, title in SECTIONS:
+        path = ROOT / "results" / name
+        if path.exists():
+            parts += [f"## {title}", "", demote(path.read_text()).strip(), ""]
+    out = ROOT.parent / "docs" / "benchmarks.md"
+    out.write_text("\n".join(parts) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
