@@ -104,7 +104,11 @@ class BracketingMetaOptimizer(MetaOptimizer):
         for i, point in enumerate(points):
             sign = self._raw_sign(point)
             value = values[i]
-            if math.isfinite(best_value) and i != best_index:
+            best_eta = points[best_index].eta if points else 0.0
+            # Points within 1e-6 (relative) of the best one are the same point measured
+            # twice (e.g. finite-difference pairs of different spacing): keep their sign.
+            distinct = abs(point.eta - best_eta) > 1e-6 * max(best_eta, 1e-300)
+            if math.isfinite(best_value) and i != best_index and distinct:
                 margin = 1e-12 * (abs(value) + abs(best_value)) + 1e-300
                 if value > best_value + margin:
                     sign = 1.0 if i > best_index else -1.0

@@ -185,6 +185,15 @@ def propose(
                 eta = probe.eta * math.exp(-h)
             return Proposal(min(max(eta, low), high), PARTNER, probe.key)
     pending = [e.eta for e in others if e.running]
+    # A finite-difference pair stands for the step size at its centre: while either half
+    # is running, that centre is taken too (else the next worker would ask for it again).
+    by_key = {e.key: e for e in others}
+    for e in others:
+        probe = by_key.get(e.pair) if e.role == PARTNER else e if e.role == PROBE else None
+        if probe is None or not (e.running or probe.running):
+            continue
+        h = probe.fd_step if probe.fd_step is not None else fd_step
+        pending.append(probe.eta * math.exp(0.5 * h))
     for _ in range(claims_ahead):
         pending.append(min(max(optimizer.ask(pending), low), high))
     eta = min(max(optimizer.ask(pending), low), high)
