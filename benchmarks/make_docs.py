@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 SECTIONS = [
     ("core.md", "Core engine (`python benchmarks/bench_core.py`)"),
-    ("least_squares.md", "Least squares, TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
+    ("least_squares.md", "TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
     ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
 ]

@@ -189,7 +189,11 @@ def propose(
     # is running, that centre is taken too (else the next worker would ask for it again).
     by_key = {e.key: e for e in others}
     for e in others:
-        probe = by_key.get(e.pair) if e.role == PARTNER else e if e.role == PROBE else None
+        probe: Evaluation | None = None
+        if e.role == PARTNER:
+            probe = by_key.get(e.pair)
+        elif e.role == PROBE:
+            probe = e
         if probe is None or not (e.running or probe.running):
             continue
         h = probe.fd_step if probe.fd_step is not None else fd_step
