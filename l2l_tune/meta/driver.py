@@ -189,15 +189,15 @@ def propose(
     # is running, that centre is taken too (else the next worker would ask for it again).
     by_key = {e.key: e for e in others}
     for e in others:
-        probe: Evaluation | None = None
+        centre_of: Evaluation | None = None
         if e.role == PARTNER:
-            probe = by_key.get(e.pair)
+            centre_of = by_key.get(e.pair)
         elif e.role == PROBE:
-            probe = e
-        if probe is None or not (e.running or probe.running):
+            centre_of = e
+        if centre_of is None or not (e.running or centre_of.running):
             continue
-        h = probe.fd_step if probe.fd_step is not None else fd_step
-        pending.append(probe.eta * math.exp(0.5 * h))
+        spacing = centre_of.fd_step if centre_of.fd_step is not None else fd_step
+        pending.append(centre_of.eta * math.exp(0.5 * spacing))
     for _ in range(claims_ahead):
         pending.append(min(max(optimizer.ask(pending), low), high))
     eta = min(max(optimizer.ask(pending), low), high)
