@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from l2l_tune._validation import check_choice, check_positive
 from l2l_tune.meta import META_OPTIMIZERS, MetaOptimizer, MetaRecord, make_meta_optimizer
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
-from l2l_tune.meta.driver import Evaluation, propose, records_from_evaluations
+from l2l_tune.meta.driver import Evaluation, Proposal, propose, records_from_evaluations
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -387,14 +387,18 @@ class MetaGradientSampler(BaseSampler):
             for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if tr.number < trial.number and name not in tr.params
         )
-        proposal = propose(
-            optimizer,
-            evaluations,
-            fd_step=self.fd_step,
-            bounds=(dist.low, dist.high),
-            exclude=trial.number,
-            claims_ahead=claims_ahead,
-        )
+
+        def next_proposal(evaluations: list[Evaluation]) -> Proposal:
+            return propose(
+                optimizer,
+                evaluations,
+                fd_step=self.fd_step,
+                bounds=(dist.low, dist.high),
+                exclude=trial.number,
+                claims_ahead=claims_ahead,
+            )
+
+        proposal = next_proposal(evaluations)
         # Another worker may have stored the same step size while we computed (its
         # state differed by a record): re-read and step aside, narrowing the race.
         for attempt in range(3):
@@ -409,14 +413,7 @@ class MetaGradientSampler(BaseSampler):
                 break
             claimed = Evaluation(("claimed", attempt), proposal.eta, None, running=True)
             evaluations = [*evaluations, claimed]
-            proposal = propose(
-                optimizer,
-                evaluations,
-                fd_step=self.fd_step,
-                bounds=(dist.low, dist.high),
-                exclude=trial.number,
-                claims_ahead=claims_ahead,
-            )
+            proposal = next_proposal(evaluations)
         storage = study._storage
         if proposal.role is not None:
             storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, proposal.role)
