@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import mpmath as mp
 import pytest
 from _helpers import DPS
@@ -31,3 +33,17 @@ def fig1_quad() -> Quadratic:
 def ls_batch() -> LeastSquaresBatch:
     """A small batch with training and validation samples."""
     return LeastSquares(30, 1.0).sample(4, 20, 10, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna (when installed) logs only warnings during tests; failed trials still log."""
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - optuna is in the [test] extra
+        yield
+        return
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(previous)

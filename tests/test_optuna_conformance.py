@@ -11,7 +11,7 @@ floats compete for the step size); both warnings are expected here and filtered.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -36,15 +36,6 @@ _FILTERS = [
     pytest.mark.filterwarnings("ignore:The parameter .* is not the step size:UserWarning"),
     pytest.mark.filterwarnings("ignore:MetaGradientSampler.param=None. found several:UserWarning"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna logs only warnings."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(previous)
 
 
 class _Factory:

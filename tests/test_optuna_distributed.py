@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -125,13 +124,6 @@ print(json.dumps({"estimate": study.sampler.meta_optimizer_for(study).estimate()
 
 
 # ---------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna logs only warnings."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(previous)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,13 +39,6 @@ _INDEPENDENT = "ignore:The parameter .* is not the step size:UserWarning"
 
 
 # ---------------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(autouse=True)
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna logs only warnings (failed trials still log, as they should)."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(previous)
 
 
 @pytest.fixture(scope="module")
