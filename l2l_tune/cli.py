@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG plot")
     tune.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    # Sub-commands living in their own packages register themselves and set ``func``.
+    from .bench.cli import add_bench_parser
+    from .reproduce.cli import add_reproduce_parser
+
+    add_bench_parser(sub)
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -324,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tune":
             return _cmd_tune(args)
+        if hasattr(args, "func"):
+            return int(args.func(args))
     except ValueError as exc:
         parser.exit(2, f"l2l-tune: error: {exc}\n")
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
