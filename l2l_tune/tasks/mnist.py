@@ -1,0 +1,765 @@
+"""Tuning the SGD step size of a small network on MNIST (paper, Section 5, Figs 4–5).
+
+A task trains a 784-100-20-10 ReLU network (cross entropy, mini-batches of 32,
+pixels / 255) by ``t`` steps of SGD at step size ``η`` on a random subset of the
+MNIST training set; its meta-loss is the final loss on the task's training
+samples (train-by-train) or on held-out validation samples (train-by-validation),
+averaged over ``m`` tasks,
+
+    F̂(η) = (1/m) Σ_i ℓ_i(w_t(η)),
+
+the counterpart of the paper's Eqns (3)–(4). Each task fixes its initialisation,
+its sample and its mini-batch order, so ``F̂`` is a deterministic function of
+``η`` (common random numbers across step sizes).
+
+The meta-gradient is exact: forward mode carries ``∂w/∂η`` along the run with one
+Hessian-vector product per step (:mod:`l2l_tune.hypergrad.mlp`), so its memory
+does not grow with ``t``. Reverse mode through the unrolled run (``"backprop"``)
+and central finite differences are kept for comparison and tests.
+
+Divergence follows the paper's 40σ rule in spirit (Section 4): a task whose
+mini-batch loss reaches ``40·ln C`` (forty times the loss of a uniform guess over
+``C`` classes), or whose next weights would not be finite, is frozen there; its
+meta-loss is that bound and its meta-gradient 0, so a diverging run never yields
+NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._validation import check_choice, check_horizon, check_step_size
+from .base import SPLITS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from ..data import ImageDataset
+
+__all__ = [
+    "MNIST",
+    "MNISTBatch",
+    "MNISTEvaluation",
+    "META_GRADIENT_METHODS",
+    "TRUNCATION_FACTOR",
+]
+
+#: A task is frozen once its mini-batch loss reaches ``TRUNCATION_FACTOR · ln C``.
+TRUNCATION_FACTOR = 40.0
+
+#: How :meth:`MNISTBatch.meta_gradient` differentiates the meta-loss.
+META_GRADIENT_METHODS = ("forward", "backprop", "finite-difference")
+
+_DTYPES = ("float32", "float64")
+# Rows of the inputs gathered at once when a split's loss is measured.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is in the [torch] extra
+        raise ImportError(
+            "the MNIST task needs PyTorch: pip install 'l2l-tune[torch]' "
+            "(CPU build: pip install torch==2.13.0)"
+        ) from exc
+    return torch
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    torch = _torch()
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return getattr(torch, dtype)
+    if dtype in (torch.float32, torch.float64):
+        return dtype
+    raise ValueError(
+        f"dtype must be torch.float32 or torch.float64 (or their names); got {dtype!r}"
+    )
+
+
+def _resolve_device(device: Any) -> torch.device:
+    torch = _torch()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but no CUDA device is available")
+    return resolved
+
+
+@dataclass(frozen=True)
+class MNISTEvaluation:
+    """What ``t`` SGD steps at step size ``eta`` give on each task of a batch.
+
+    Attributes:
+        eta: The step size.
+        t: SGD steps.
+        test_accuracy: ``(m,)`` accuracy on the test set.
+        test_loss: ``(m,)`` cross entropy on the test set.
+        train_accuracy: ``(m,)`` accuracy on each task's training samples (their
+            labels, noisy ones included).
+        train_loss: ``(m,)`` cross entropy there.
+        truncated: ``(m,)`` tasks frozen by the divergence rule.
+        curve_steps: Steps at which the curves were measured (empty without
+            ``eval_every``).
+        test_accuracy_curve: ``(m, len(curve_steps))``.
+        train_accuracy_curve: ``(m, len(curve_steps))``.
+    """
+
+    eta: float
+    t: int
+    test_accuracy: np.ndarray
+    test_loss: np.ndarray
+    train_accuracy: np.ndarray
+    train_loss: np.ndarray
+    truncated: np.ndarray
+    curve_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    test_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    train_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def summary(self) -> dict[str, float]:
+        """Means over tasks (and the number truncated), JSON-friendly."""
+        return {
+            "test_accuracy": float(np.mean(self.test_accuracy)),
+            "test_accuracy_std": float(np.std(self.test_accuracy)),
+            "test_loss": float(np.mean(self.test_loss)),
+            "train_accuracy": float(np.mean(self.train_accuracy)),
+            "train_loss": float(np.mean(self.train_loss)),
+            "truncated": int(np.sum(self.truncated)),
+        }
+
+
+class MNIST:
+    """The distribution of MNIST tasks: random subsets of the training set.
+
+    Args:
+        dataset: ``"mnist"`` (the IDX files, see :mod:`l2l_tune.data`), ``"digits"``
+            (scikit-learn's bundled 8×8 digits: no download) or an
+            :class:`~l2l_tune.data.ImageDataset`.
+        data_dir: Directory with the MNIST IDX files (default: ``$L2L_TUNE_DATA``
+            or the user cache directory).
+        download: Download missing MNIST files (sha256-verified).
+        dtype: ``torch.float32`` or ``torch.float64`` (or their names).
+        device: ``"cpu"`` or ``"cuda"``/``"cuda:N"``.
+        hidden: Hidden-layer widths (the paper's ``(100, 20)``).
+        batch_size: Mini-batch size of SGD (the paper's 32).
+
+    Raises:
+        ValueError: for an unknown ``dataset``, ``dtype`` or ``device``, a CUDA
+            device when none is available, or bad ``hidden``/``batch_size``.
+        FileNotFoundError: when the MNIST files are missing and ``download`` is False.
+    """
+
+    def __init__(
+        self,
+        dataset: str | ImageDataset = "mnist",
+        data_dir: str | os.PathLike[str] | None = None,
+        download: bool = False,
+        dtype: Any = "float32",
+        device: Any = "cpu",
+        hidden: tuple[int, ...] = (100, 20),
+        batch_size: int = 32,
+    ) -> None:
+        torch = _torch()
+        self.dtype = _resolve_dtype(dtype)
+        self.device = _resolve_device(device)
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        if not isinstance(hidden, (tuple, list)) or not all(
+            isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden
+        ):
+            raise ValueError(f"hidden must be a tuple of positive integers; got {hidden!r}")
+        if isinstance(dataset, str):
+            from ..data import DATASETS, load_dataset
+
+            check_choice(dataset, "dataset", tuple(DATASETS))
+            data = load_dataset(dataset, data_dir, download=download)
+        else:
+            data = dataset
+        self.data = data
+        self.name = data.name
+        self.sizes = (data.n_features, *(int(h) for h in hidden), data.n_classes)
+        scale = 1.0 / float(data.max_pixel)
+        self._train_x = (
+            torch.as_tensor(data.train_images).to(device=self.device, dtype=self.dtype) * scale
+        )
+        self._train_y = torch.as_tensor(data.train_labels, dtype=torch.int64, device=self.device)
+        self._test_x = (
+            torch.as_tensor(data.test_images).to(device=self.device, dtype=self.dtype) * scale
+        )
+        self._test_y = torch.as_tensor(data.test_labels, dtype=torch.int64, device=self.device)
+
+    @property
+    def n_train_available(self) -> int:
+        """Size of the training set tasks are drawn from."""
+        return int(self._train_y.shape[0])
+
+    def sample(
+        self,
+        m: int,
+        n_train: int,
+        n_valid: int = 0,
+        label_noise: float = 0.0,
+        seed: int | None = None,
+    ) -> MNISTBatch:
+        """Draw ``m`` tasks: disjoint training and validation samples, an initialisation, an order.
+
+        Args:
+            m: Number of tasks, ``≥ 1``.
+            n_train: Training samples per task, ``≥ 1``.
+            n_valid: Validation samples per task (``0``: train-by-train only).
+            label_noise: Fraction ``p ∈ [0, 1]`` of each task's training and
+                validation labels replaced by uniformly random labels (Fig 4b).
+            seed: Seed of everything random in the batch.
+
+        Returns:
+            The :class:`MNISTBatch`.
+
+        Raises:
+            ValueError: for ``m < 1``, ``n_train < 1``, ``n_valid < 0``,
+                ``n_train + n_valid`` above the training set size, or ``label_noise``
+                outside ``[0, 1]``.
+        """
+        torch = _torch()
+        m = _check_int(m, "m", 1)
+        n_train = _check_int(n_train, "n_train", 1)
+        n_valid = _check_int(n_valid, "n_valid", 0)
+        if n_train + n_valid > self.n_train_available:
+            raise ValueError(
+                f"n_train + n_valid must be at most {self.n_train_available} (the {self.name} "
+                f"training set); got {n_train} + {n_valid}"
+            )
+        if (
+            isinstance(label_noise, bool)
+            or not isinstance(label_noise, (int, float))
+            or not (0.0 <= float(label_noise) <= 1.0)
+        ):
+            raise ValueError(f"label_noise must be a fraction in [0, 1]; got {label_noise!r}")
+        rng = np.random.default_rng(seed)
+        n = n_train + n_valid
+        n_classes = self.data.n_classes
+        indices = np.empty((m, n), dtype=np.int64)
+        labels = np.empty((m, n), dtype=np.int64)
+        order_seeds = rng.integers(0, 2**63 - 1, size=m)
+        init_seed = int(rng.integers(0, 2**63 - 1))
+        train_labels = np.asarray(self.data.train_labels, dtype=np.int64)
+        for i in range(m):
+            chosen = rng.choice(self.n_train_available, size=n, replace=False)
+            indices[i] = chosen
+            labels[i] = train_labels[chosen]
+            n_noisy = int(round(float(label_noise) * n))
+            if n_noisy:
+                noisy = rng.choice(n, size=n_noisy, replace=False)
+                labels[i, noisy] = rng.integers(0, n_classes, size=n_noisy)
+        from ..hypergrad.mlp import init_params
+
+        generator = torch.Generator().manual_seed(init_seed)
+        init = init_params(self.sizes, m, generator, dtype=self.dtype, device=self.device)
+        return MNISTBatch(
+            self,
+            indices=torch.as_tensor(indices, device=self.device),
+            labels=torch.as_tensor(labels, device=self.device),
+            n_train=n_train,
+            n_valid=n_valid,
+            label_noise=float(label_noise),
+            init=init,
+            order_seeds=[int(s) for s in order_seeds],
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"MNIST(dataset={self.name!r}, sizes={self.sizes}, batch_size={self.batch_size}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
+
+
+@dataclass
+class _RunResult:
+    params: list[Tensor]
+    tangent: list[Tensor] | None
+    alive: Tensor
+    tangent_finite: Tensor | None
+
+
+class MNISTBatch:
+    """``m`` MNIST tasks trained at once (batched matrix products, CPU or CUDA).
+
+    Built by :meth:`MNIST.sample`. Offers the :class:`~l2l_tune.tasks.MetaObjectiveTask`
+    interface, so :class:`~l2l_tune.StepSizeTuner`, the Optuna sampler and the Ray
+    searcher tune it like the closed-form tasks.
+
+    Attributes:
+        m: Number of tasks.
+        n_train: Training samples per task.
+        n_valid: Validation samples per task.
+        label_noise: Fraction of noisy labels.
+        truncation_loss: The divergence bound ``40·ln C``.
+    """
+
+    def __init__(
+        self,
+        distribution: MNIST,
+        *,
+        indices: Tensor,
+        labels: Tensor,
+        n_train: int,
+        n_valid: int,
+        label_noise: float,
+        init: list[Tensor],
+        order_seeds: list[int],
+    ) -> None:
+        self.distribution = distribution
+        self.m = int(indices.shape[0])
+        self.n_train = n_train
+        self.n_valid = n_valid
+        self.label_noise = label_noise
+        self.truncation_loss = TRUNCATION_FACTOR * math.log(distribution.data.n_classes)
+        self._indices = indices
+        self._labels = labels
+        self._init = init
+        self._order_seeds = order_seeds
+        self._order: Tensor | None = None
+        self._scale: float | None = None
+
+    # ------------------------------------------------------------------ data
+    def _batch_order(self, t: int) -> Tensor:
+        """``(m, t, B)`` positions within each task's training samples.
+
+        Epochs are fresh permutations from each task's own seed, so the first
+        ``t`` steps are the same whatever the longest run asked for.
+        """
+        torch = _torch()
+        if self._order is not None and self._order.shape[1] >= t:
+            return self._order[:, :t]
+        b = self.distribution.batch_size
+        needed = t * b
+        rows = []
+        for seed in self._order_seeds:
+            rng = np.random.default_rng(seed)
+            epochs = -(-needed // self.n_train)
+            flat = np.concatenate([rng.permutation(self.n_train) for _ in range(epochs)])
+            rows.append(flat[:needed].reshape(t, b))
+        self._order = torch.as_tensor(np.stack(rows), device=self.distribution.device)
+        return self._order
+
+    def _minibatch(self, order: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        torch = _torch()
+        positions = order[:, step]  # (m, B)
+        rows = torch.gather(self._indices, 1, positions)
+        return self.distribution._train_x[rows], torch.gather(self._labels, 1, positions)
+
+    def _split_rows(self, split: str) -> tuple[Tensor, Tensor]:
+        if split == "train":
+            return self._indices[:, : self.n_train], self._labels[:, : self.n_train]
+        return self._indices[:, self.n_train :], self._labels[:, self.n_train :]
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, eta: Any, t: Any, split: str) -> tuple[float, int]:
+        eta = check_step_size(eta)
+        t = check_horizon(t)
+        check_choice(split, "split", SPLITS)
+        if split == "valid" and not self.n_valid:
+            raise ValueError(
+                "split='valid' needs validation samples: sample the batch with n_valid > 0"
+            )
+        return eta, t
+
+    # ------------------------------------------------------------------ training
+    def _train(
+        self,
+        eta: float,
+        t: int,
+        *,
+        tangent: bool,
+        on_step: Callable[[int, list[Tensor]], None] | None = None,
+    ) -> _RunResult:
+        """``t`` SGD steps of every task, with the tangent ``∂w/∂η`` when asked."""
+        torch = _torch()
+        from ..hypergrad import mlp
+
+        order = self._batch_order(t)
+        params = [p.clone() for p in self._init]
+        tangents = [torch.zeros_like(p) for p in params] if tangent else None
+        alive = torch.ones(self.m, dtype=torch.bool, device=self.distribution.device)
+        cap = self.truncation_loss
+        with torch.no_grad():
+            for step in range(t):
+                x, y = self._minibatch(order, step)
+                if tangents is None:
+                    loss, grads = mlp.loss_and_gradient(params, x, y)
+                    hvps = None
+                else:
+                    loss, grads, hvps = mlp.loss_gradient_and_hvp(params, tangents, x, y)
+                new_params = [p - eta * g for p, g in zip(params, grads, strict=True)]
+                ok = alive & (loss < cap)  # False for NaN too
+                for p in new_params:
+                    ok &= torch.isfinite(p).flatten(1).all(dim=1)
+                alive = ok
+                params = [
+                    _where(alive, new, old) for new, old in zip(new_params, params, strict=True)
+                ]
+                if tangents is not None and hvps is not None:
+                    new_tangents = [
+                        v - g - eta * h for v, g, h in zip(tangents, grads, hvps, strict=True)
+                    ]
+                    tangents = [
+                        _where(alive, new, old)
+                        for new, old in zip(new_tangents, tangents, strict=True)
+                    ]
+                if on_step is not None:
+                    on_step(step + 1, params)
+        finite = None
+        if tangents is not None:
+            finite = torch.ones(self.m, dtype=torch.bool, device=alive.device)
+            for v in tangents:
+                finite &= torch.isfinite(v).flatten(1).all(dim=1)
+        return _RunResult(params, tangents, alive, finite)
+
+    def _split_loss(
+        self, params: list[Tensor], split: str, tangent: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-task mean loss on ``split`` (and its derivative along ``tangent``)."""
+        rows, labels = self._split_rows(split)
+        return self._loss_on(params, rows, labels, tangent)
+
+    def _loss_on(
+        self,
+        params: list[Tensor],
+        rows: Tensor | None,
+        labels: Tensor,
+        tangent: list[Tensor] | None = None,
+        *,
+        test: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        torch = _torch()
+        from ..hypergrad import mlp
+
+        n = int(labels.shape[-1])
+        features = self.distribution.sizes[0]
+        chunk = max(1, _CHUNK_ELEMENTS // (self.m * features))
+        total = torch.zeros(self.m, dtype=self.distribution.dtype, device=labels.device)
+        dtotal = torch.zeros_like(total) if tangent is not None else None
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            if test:
+                x = self.distribution._test_x[start:stop].expand(self.m, -1, -1)
+                y = labels[:, start:stop]
+            else:
+                assert rows is not None
+                x = self.distribution._train_x[rows[:, start:stop]]
+                y = labels[:, start:stop]
+            if tangent is None:
+                loss = mlp.loss(params, x, y)
+            else:
+                loss, dloss = mlp.loss_and_directional_derivative(params, tangent, x, y)
+                assert dtotal is not None
+                dtotal += dloss * (stop - start)
+            total += loss * (stop - start)
+        return total / n, (dtotal / n if dtotal is not None else None)
+
+    # ------------------------------------------------------------------ meta-objective
+    def _combine(
+        self, losses: Tensor, dlosses: Tensor | None, alive: Tensor, t: int, log: bool
+    ) -> tuple[float, float | None]:
+        torch = _torch()
+        losses = torch.where(alive, losses, torch.full_like(losses, self.truncation_loss))
+        mean = float(losses.double().mean())
+        dmean = None
+        if dlosses is not None:
+            dlosses = torch.where(alive, dlosses, torch.zeros_like(dlosses))
+            dmean = float(dlosses.double().mean())
+        if not log:
+            return mean, dmean
+        if mean <= 0.0:
+            return -math.inf, (0.0 if dmean is not None else None)
+        return math.log(mean) / t, (dmean / mean / t if dmean is not None else None)
+
+    def value_and_gradient(
+        self, eta: float, t: int, *, split: str = "train", log: bool = False
+    ) -> tuple[float, float]:
+        """The meta-loss ``F̂(η)`` and its exact derivative, by forward mode.
+
+        Args:
+            eta: SGD step size ``η ≥ 0``.
+            t: SGD steps, ``≥ 1``.
+            split: ``"train"`` (train-by-train) or ``"valid"`` (train-by-validation).
+            log: Return ``(1/t)·log F̂`` and its derivative (same minimiser).
+
+        Returns:
+            ``(value, derivative)``. The value is always finite; the derivative is
+            ``+inf`` (with a warning) when the tangent overflows the dtype, i.e.
+            the run is chaotic at this ``η`` (meta-gradient explosion).
+
+        Raises:
+            ValueError: for ``eta < 0`` or NaN, ``t < 1``, an unknown ``split``, or
+                ``split="valid"`` on a batch without validation samples.
+        """
+        eta, t = self._check(eta, t, split)
+        run = self._train(eta, t, tangent=True)
+        assert run.tangent is not None and run.tangent_finite is not None
+        losses, dlosses = self._split_loss(run.params, split, run.tangent)
+        value, grad = self._combine(losses, dlosses, run.alive, t, log)
+        assert grad is not None
+        exploded = bool((run.alive & ~run.tangent_finite).any()) or not math.isfinite(grad)
+        if exploded:
+            warnings.warn(
+                f"the meta-gradient at eta={eta:.6g} (t={t}) overflows "
+                f"{self.distribution.dtype}: the run is chaotic there; reported as +inf "
+                "(too large a step size)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            grad = math.inf
+        return value, grad
+
+    def meta_objective(
+        self, eta: float, t: int, *, split: str = "train", log: bool = False
+    ) -> float:
+        """``F̂(η)`` (or ``(1/t)·log F̂``) from plain SGD runs, without the tangent.
+
+        See :meth:`value_and_gradient` for the arguments and errors.
+        """
+        eta, t = self._check(eta, t, split)
+        run = self._train(eta, t, tangent=False)
+        losses, _ = self._split_loss(run.params, split)
+        return self._combine(losses, None, run.alive, t, log)[0]
+
+    def meta_gradient(
+        self,
+        eta: float,
+        t: int,
+        *,
+        split: str = "train",
+        log: bool = False,
+        method: str = "forward",
+        fd_step: float | None = None,
+    ) -> float:
+        """The derivative of :meth:`meta_objective` in ``η``.
+
+        Args:
+            eta, t, split, log: As in :meth:`value_and_gradient`.
+            method: ``"forward"`` (tangent carried along, memory independent of
+                ``t``), ``"backprop"`` (autograd through the unrolled run: memory
+                grows with ``t``) or ``"finite-difference"`` (central, for tests).
+            fd_step: Relative step ``h`` of the central difference at
+                ``η(1 ± h)``; default ``ε^{1/3}`` of the dtype.
+
+        Returns:
+            The derivative (``+inf`` in forward mode when the tangent overflows; in
+            backprop mode whatever autograd produces, NaN included: it is the
+            contrast that explodes).
+
+        Raises:
+            ValueError: for bad ``eta``/``t``/``split``, an unknown ``method``, a
+                non-positive ``fd_step``, or ``eta = 0`` with finite differences.
+        """
+        check_choice(method, "method", META_GRADIENT_METHODS)
+        if method == "forward":
+            return self.value_and_gradient(eta, t, split=split, log=log)[1]
+        eta, t = self._check(eta, t, split)
+        if method == "finite-difference":
+            torch = _torch()
+            if eta == 0.0:
+                raise ValueError("eta must be > 0 for method='finite-difference'")
+            h = float(torch.finfo(self.distribution.dtype).eps) ** (1 / 3)
+            if fd_step is not None:
+                if not (isinstance(fd_step, (int, float)) and fd_step > 0):
+                    raise ValueError(f"fd_step must be > 0; got {fd_step!r}")
+                h = float(fd_step)
+            plus = self.meta_objective(eta * (1 + h), t, split=split, log=log)
+            minus = self.meta_objective(eta * (1 - h), t, split=split, log=log)
+            return (plus - minus) / (2 * eta * h)
+        return self._backprop(eta, t, split, log)
+
+    def _backprop(self, eta: float, t: int, split: str, log: bool) -> float:
+        """Reverse mode through the unrolled run: memory O(t), the contrast that explodes."""
+        torch = _torch()
+        from ..hypergrad import mlp
+
+        order = self._batch_order(t)
+        eta_t = torch.tensor(eta, dtype=self.distribution.dtype, requires_grad=True)
+        eta_dev = eta_t.to(self.distribution.device)
+        params = [p.clone() for p in self._init]
+        alive = torch.ones(self.m, dtype=torch.bool, device=self.distribution.device)
+        for step in range(t):
+            x, y = self._minibatch(order, step)
+            loss, grads = mlp.loss_and_gradient(params, x, y)
+            new_params = [p - eta_dev * g for p, g in zip(params, grads, strict=True)]
+            with torch.no_grad():
+                ok = alive & (loss < self.truncation_loss)
+                for p in new_params:
+                    ok &= torch.isfinite(p).flatten(1).all(dim=1)
+                alive = ok
+            params = [_where(alive, new, old) for new, old in zip(new_params, params, strict=True)]
+        rows, labels = self._split_rows(split)
+        x = self.distribution._train_x[rows]
+        losses = mlp.loss(params, x, labels)
+        losses = torch.where(alive, losses, torch.full_like(losses, self.truncation_loss))
+        mean = losses.mean()
+        objective = torch.log(mean) / t if log else mean
+        (grad,) = torch.autograd.grad(objective, eta_t)
+        return float(grad)
+
+    def step_size_scale(self) -> float:
+        """``1/L``, ``L`` the largest Hessian eigenvalue of the training loss at initialisation.
+
+        Estimated by 30 power iterations with Hessian-vector products on up to
+        512 training samples of each task; the largest over tasks. Cached.
+        """
+        if self._scale is not None:
+            return self._scale
+        torch = _torch()
+        from ..hypergrad import mlp
+
+        n = min(self.n_train, 512)
+        rows, labels = self._split_rows("train")
+        x = self.distribution._train_x[rows[:, :n]]
+        y = labels[:, :n]
+        generator = torch.Generator().manual_seed(self._order_seeds[0] % (2**63))
+        v = [
+            torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p) for p in self._init
+        ]
+        top = torch.zeros(self.m, dtype=torch.float64)
+        with torch.no_grad():
+            for _ in range(30):
+                norm = torch.sqrt(sum((u.flatten(1) ** 2).sum(1) for u in v))
+                v = [u / _expand(norm, u) for u in v]
+                _, _, hv = mlp.loss_gradient_and_hvp(self._init, v, x, y)
+                top = (
+                    sum((a * b).flatten(1).sum(1) for a, b in zip(v, hv, strict=True))
+                    .double()
+                    .cpu()
+                )
+                v = hv
+        largest = float(top.abs().max())
+        self._scale = 1.0 / largest if largest > 0 else 1.0
+        return self._scale
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        eta: float,
+        t: int,
+        *,
+        eval_every: int | None = None,
+        test_label_noise: float = 0.0,
+        seed: int = 0,
+    ) -> MNISTEvaluation:
+        """Train every task ``t`` steps at ``eta`` (training samples only) and test it.
+
+        Args:
+            eta: Step size ``η ≥ 0``.
+            t: SGD steps, ``≥ 1``.
+            eval_every: Also record test and training accuracy every this many
+                steps (the curves of Figs 4–5); ``None`` records the end only.
+            test_label_noise: Fraction of test labels replaced by random labels
+                (default 0: the true labels).
+            seed: Seed of the test-label noise.
+
+        Returns:
+            The :class:`MNISTEvaluation`.
+
+        Raises:
+            ValueError: for bad ``eta``/``t``, ``eval_every < 1`` or
+                ``test_label_noise`` outside ``[0, 1]``.
+        """
+        torch = _torch()
+        eta, t = self._check(eta, t, "train")
+        if eval_every is not None:
+            eval_every = _check_int(eval_every, "eval_every", 1)
+        if not (isinstance(test_label_noise, (int, float)) and 0.0 <= test_label_noise <= 1.0):
+            raise ValueError(
+                f"test_label_noise must be a fraction in [0, 1]; got {test_label_noise!r}"
+            )
+        test_y = self.distribution._test_y.clone()
+        if test_label_noise:
+            rng = np.random.default_rng(seed)
+            n_test = int(test_y.shape[0])
+            n_noisy = int(round(test_label_noise * n_test))
+            noisy = torch.as_tensor(rng.choice(n_test, size=n_noisy, replace=False))
+            test_y[noisy.to(test_y.device)] = torch.as_tensor(
+                rng.integers(0, self.distribution.data.n_classes, size=n_noisy),
+                device=test_y.device,
+            )
+        test_labels = test_y.expand(self.m, -1)
+        steps: list[int] = []
+        test_curve: list[np.ndarray] = []
+        train_curve: list[np.ndarray] = []
+
+        def record(step: int, params: list[Tensor]) -> None:
+            if eval_every is not None and (step % eval_every == 0 or step == t):
+                steps.append(step)
+                test_curve.append(self._accuracy(params, None, test_labels, test=True))
+                rows, labels = self._split_rows("train")
+                train_curve.append(self._accuracy(params, rows, labels))
+
+        run = self._train(eta, t, tangent=False, on_step=record)
+        with torch.no_grad():
+            test_loss, _ = self._loss_on(run.params, None, test_labels, test=True)
+            train_loss, _ = self._split_loss(run.params, "train")
+        rows, labels = self._split_rows("train")
+        empty = np.zeros((self.m, 0))
+        return MNISTEvaluation(
+            eta=eta,
+            t=t,
+            test_accuracy=self._accuracy(run.params, None, test_labels, test=True),
+            test_loss=test_loss.double().cpu().numpy(),
+            train_accuracy=self._accuracy(run.params, rows, labels),
+            train_loss=train_loss.double().cpu().numpy(),
+            truncated=(~run.alive).cpu().numpy(),
+            curve_steps=np.asarray(steps, dtype=int),
+            test_accuracy_curve=np.stack(test_curve, axis=1) if steps else empty,
+            train_accuracy_curve=np.stack(train_curve, axis=1) if steps else empty,
+        )
+
+    def _accuracy(
+        self, params: list[Tensor], rows: Tensor | None, labels: Tensor, *, test: bool = False
+    ) -> np.ndarray:
+        torch = _torch()
+        from ..hypergrad import mlp
+
+        n = int(labels.shape[-1])
+        chunk = max(1, _CHUNK_ELEMENTS // (self.m * self.distribution.sizes[0]))
+        correct = torch.zeros(self.m, dtype=torch.float64, device=labels.device)
+        with torch.no_grad():
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
+                if test:
+                    x = self.distribution._test_x[start:stop].expand(self.m, -1, -1)
+                else:
+                    assert rows is not None
+                    x = self.distribution._train_x[rows[:, start:stop]]
+                predicted = mlp.logits(params, x).argmax(dim=-1)
+                correct += (predicted == labels[:, start:stop]).double().sum(dim=1)
+        return (correct / n).cpu().numpy()
+
+    def __repr__(self) -> str:
+        return (
+            f"MNISTBatch(dataset={self.distribution.name!r}, m={self.m}, n_train={self.n_train}, "
+            f"n_valid={self.n_valid}, label_noise={self.label_noise:g})"
+        )
+
+
+def _expand(per_task: Tensor, like: Tensor) -> Tensor:
+    return per_task.to(like).reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def _where(alive: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    torch = _torch()
+    return torch.where(alive.reshape((-1,) + (1,) * (new.dim() - 1)), new, old)
