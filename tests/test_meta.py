@@ -277,6 +277,22 @@ def test_bracket_keeps_the_bracket_with_the_lowest_value() -> None:
     assert 1.0 < opt.ask() < 2.5
 
 
+def test_bracket_never_takes_a_chaotic_point_as_the_best() -> None:
+    """A finite value with an overflowed meta-gradient (a chaotic SGD run) cannot win on value.
+
+    The history is the start of a train-by-validation MNIST run (1000 + 1000 samples, 20%
+    label noise, t = 1000): near the edge of stability the network barely learns and its
+    validation loss sits below that of an overfitted one, while the minimum lies far
+    lower, at small step sizes. The next step size must go below 0.36, not above it.
+    """
+    opt = BracketingMetaOptimizer(eta0=1.43)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        opt.tell(1.43, 0.000761, math.inf)
+    opt.tell(0.357, 0.00103, 2.8e4)
+    assert opt.ask() < 0.357
+
+
 # ---------------------------------------------------------------------- constructor checks
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),

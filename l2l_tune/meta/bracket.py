@@ -85,7 +85,8 @@ class BracketingMetaOptimizer(MetaOptimizer):
         effective sign is the gradient's sign, overruled by the values where
         they contradict a single minimum near the best point told so far: a point
         whose value is above the best one (by more than rounding) lies uphill of
-        it, so its sign is "+" right of the best point and "−" left of it. This
+        it, so its sign is "+" right of the best point and "−" left of it (a point
+        with a non-finite meta-gradient is never the best one). This
         catches jumps of the meta-objective that its derivative cannot see, such
         as the 40σ truncation of a least-squares run (whose derivative is 0).
         """
@@ -97,7 +98,9 @@ class BracketingMetaOptimizer(MetaOptimizer):
         usable = [r for r in usable if math.isfinite(r.value) or r.eta > largest_finite]
         by_eta = {r.eta: r for r in usable}
         points = [by_eta[eta] for eta in sorted(by_eta)]
-        values = [p.value if math.isfinite(p.value) else math.inf for p in points]
+        # A point whose meta-gradient overflowed (a chaotic run) cannot be the best one:
+        # its value says little, and its gradient already says "too large".
+        values = [p.value if p.finite else math.inf for p in points]
         best_index = min(range(len(points)), key=lambda i: values[i]) if points else -1
         best_value = values[best_index] if points else math.inf
         out: list[tuple[MetaRecord, float]] = []
@@ -158,7 +161,7 @@ class BracketingMetaOptimizer(MetaOptimizer):
         # No −/+ change but mixed signs (Claim 1 does not hold): move downhill
         # from the best point, towards its nearest evaluated neighbour.
         records = [p for p, _ in points]
-        finite = [i for i, p in enumerate(records) if math.isfinite(p.value)]
+        finite = [i for i, p in enumerate(records) if p.finite]
         index = min(finite, key=lambda i: records[i].value) if finite else 0
         best = records[index]
         if signs[index] < 0:
