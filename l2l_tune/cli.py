@@ -27,7 +27,7 @@ from .tuner import EvalRecord, StepSizeTuner
 
 __all__ = ["build_parser", "main"]
 
-_TASKS = ("quadratic", "least-squares")
+_TASKS = ("quadratic", "least-squares", "mnist")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class _Run:
 
     label: str
     split: str
-    task: Quadratic | LeastSquaresBatch
+    task: Any
     tuner: StepSizeTuner
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--t",
         type=int,
         default=None,
-        help="inner GD steps (default: 80 quadratic, 40 least squares)",
+        help="inner GD/SGD steps (default: 80 quadratic, 40 least squares, 1000 mnist)",
     )
     tune.add_argument(
         "--d", type=int, default=None, help="dimension (default: 20 quadratic, 1000 least squares)"
@@ -82,10 +82,51 @@ def build_parser() -> argparse.ArgumentParser:
         "(X in R^{d x d}, Gaussian w0; the Fig 1 instance)",
     )
     tune.add_argument("--sigma", type=float, default=1.0, help="least-squares label noise")
-    tune.add_argument("--n-train", type=int, default=250, help="training samples per task")
-    tune.add_argument("--n-valid", type=int, default=250, help="validation samples per task (TbV)")
-    tune.add_argument("--m", type=int, default=300, help="least-squares training tasks")
-    tune.add_argument("--m-test", type=int, default=10, help="new tasks for the test RMSE")
+    tune.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="training samples per task (default: 250 least squares, 1000 mnist)",
+    )
+    tune.add_argument(
+        "--n-valid",
+        type=int,
+        default=None,
+        help="validation samples per task, for TbV (default: 250 least squares, 1000 mnist)",
+    )
+    tune.add_argument(
+        "--m", type=int, default=None, help="training tasks (default: 300 least squares, 4 mnist)"
+    )
+    tune.add_argument(
+        "--m-test",
+        type=int,
+        default=None,
+        help="new tasks for the test metric (default: 10 least squares, 5 mnist)",
+    )
+    mnist = tune.add_argument_group("mnist task (paper Section 5)")
+    mnist.add_argument(
+        "--dataset",
+        choices=("mnist", "digits"),
+        default="mnist",
+        help="MNIST IDX files, or scikit-learn's bundled 8x8 digits (no download)",
+    )
+    mnist.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory with the MNIST IDX files (default: $L2L_TUNE_DATA or the user cache)",
+    )
+    mnist.add_argument(
+        "--download", action="store_true", help="download missing MNIST files (sha256-checked)"
+    )
+    mnist.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="fraction of training and validation labels replaced by random labels",
+    )
+    mnist.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    mnist.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     tune.add_argument(
         "--split",
         choices=("train", "valid", "both"),
@@ -107,9 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-evals",
         type=int,
         default=None,
-        help="meta-gradient evaluations (default: 200; 1000 for paper)",
+        help="meta-gradient evaluations (default: 200; 1000 for paper; 30 for mnist)",
     )
-    tune.add_argument("--tol", type=float, default=1e-10, help="meta-optimizer tolerance")
+    tune.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="meta-optimizer tolerance (default: 1e-10; 1e-3 for mnist, whose meta-objective "
+        "is only piecewise smooth)",
+    )
     tune.add_argument("--seed", type=int, default=0, help="random seed")
     tune.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="write results as JSON"
@@ -126,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tune(
-    task: Quadratic | LeastSquaresBatch,
+    task: Any,
     args: argparse.Namespace,
     t: int,
     split: str,
@@ -134,7 +181,10 @@ def _tune(
 ) -> _Run:
     from tqdm.auto import tqdm
 
-    max_evals = args.max_evals or (1000 if args.meta_optimizer == "paper" else 200)
+    max_evals = args.max_evals or (
+        1000 if args.meta_optimizer == "paper" else 30 if args.task == "mnist" else 200
+    )
+    tol = args.tol if args.tol is not None else (1e-3 if args.task == "mnist" else 1e-10)
     bar = tqdm(total=max_evals, desc=f"{label}", unit="eval", disable=args.no_progress, leave=False)
 
     def update(record: EvalRecord) -> None:
@@ -145,7 +195,7 @@ def _tune(
         meta_optimizer=args.meta_optimizer,
         eta0=args.eta0,
         max_evals=max_evals,
-        tol=args.tol,
+        tol=tol,
         callback=update,
     )
     start = time.perf_counter()
@@ -199,11 +249,53 @@ def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
     return runs
 
 
+def _run_mnist(args: argparse.Namespace, t: int) -> list[_Run]:
+    from .tasks.mnist import MNIST
+
+    split = args.split or "both"
+    distribution = MNIST(
+        args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        dtype=args.dtype,
+        device=args.device,
+    )
+    plan: list[tuple[str, str, int]] = []  # label, split, n_valid
+    if split in ("train", "both"):
+        plan.append((f"TbT({args.n_train})", "train", 0))
+    if split in ("valid", "both"):
+        if args.n_valid < 1:
+            raise ValueError("--n-valid must be >= 1 for train-by-validation")
+        plan.append((f"TbV({args.n_train}+{args.n_valid})", "valid", args.n_valid))
+    noise = args.label_noise
+    # The chosen step size trains new tasks on n_train samples (the paper's Fig 4 setting).
+    test_batch = distribution.sample(args.m_test, args.n_train, 0, noise, seed=args.seed + 10_000)
+    runs: list[_Run] = []
+    for label, which, n_valid in plan:
+        batch = distribution.sample(args.m, args.n_train, n_valid, noise, seed=args.seed)
+        run = _tune(batch, args, t, which, label)
+        evaluation = test_batch.evaluate(run.tuner.step_size_, t)
+        summary = evaluation.summary()
+        run.extra = {
+            "test": summary,
+            "test_accuracy": summary["test_accuracy"],
+            "test_loss": summary["test_loss"],
+            "n_train": args.n_train,
+            "n_valid": n_valid,
+            "label_noise": noise,
+            "dataset": distribution.name,
+        }
+        runs.append(run)
+    return runs
+
+
 def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
     headers = ["run", "step size", "x L", "meta-objective", "evals", "converged", "seconds"]
     quadratic = args.task == "quadratic"
     if quadratic:
         headers += ["eta*", "rel. error"]
+    elif args.task == "mnist":
+        headers += ["train acc.", "test acc.", "test loss"]
     else:
         headers += ["train RMSE", "test RMSE", "test RMSE range"]
     rows = []
@@ -220,6 +312,13 @@ def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
         ]
         if quadratic:
             row += [f"{run.extra['optimal_step_size']:.12g}", f"{run.extra['relative_error']:.2e}"]
+        elif args.task == "mnist":
+            test = run.extra["test"]
+            row += [
+                f"{test['train_accuracy']:.4f}",
+                f"{test['test_accuracy']:.4f} ± {test['test_accuracy_std']:.4f}",
+                f"{test['test_loss']:.4f}",
+            ]
         else:
             test = run.extra["test"]
             row += [
@@ -250,7 +349,7 @@ def _to_json(args: argparse.Namespace, runs: list[_Run], t: int) -> dict[str, An
         entry = {"label": run.label, "split": run.split, "seconds": run.seconds}
         entry.update(run.tuner.result_dict())
         entry.update(run.extra)
-        if "test" in run.extra:
+        if "test_rmse" in run.extra.get("test", {}):
             entry["test_rmse"] = run.extra["test"]["test_rmse"]
         results.append(entry)
     return {"version": __version__, "task": args.task, "settings": settings, "results": results}
@@ -268,7 +367,9 @@ def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> Non
         etas = [r.eta for r in run.tuner.history_]
         (line,) = ax_iter.plot(range(1, len(etas) + 1), etas, marker=".", label=run.label)
         scale = run.task.step_size_scale()
-        grid = np.geomspace(scale * 1e-3, scale * 10.0, 120)
+        # Each MNIST point is a full training run: a coarser grid.
+        n_grid = 13 if args.task == "mnist" else 120
+        grid = np.geomspace(scale * 1e-3, scale * 10.0, n_grid)
         values = [run.task.meta_objective(float(e), t, split=run.split, log=log) for e in grid]
         ax_obj.plot(grid, values, color=line.get_color(), label=run.label)
         ax_obj.axvline(run.tuner.step_size_, color=line.get_color(), linestyle="--", linewidth=1)
@@ -292,10 +393,33 @@ def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> Non
     plt.close(fig)
 
 
+_DEFAULTS = {
+    # task: (t, n_train, n_valid, m, m_test)
+    "quadratic": (80, 250, 250, 300, 10),
+    "least-squares": (40, 250, 250, 300, 10),
+    "mnist": (1000, 1000, 1000, 4, 5),
+}
+
+
+def _resolve_defaults(args: argparse.Namespace) -> int:
+    """Fill the task-dependent defaults in ``args`` and return ``t``."""
+    t, n_train, n_valid, m, m_test = _DEFAULTS[args.task]
+    for name, value in (("n_train", n_train), ("n_valid", n_valid), ("m", m), ("m_test", m_test)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if not 0.0 <= args.label_noise <= 1.0:
+        raise ValueError(f"--label-noise must be a fraction in [0, 1]; got {args.label_noise}")
+    if args.label_noise and args.task != "mnist":
+        raise ValueError("--label-noise applies to --task mnist only")
+    return args.t if args.t is not None else t
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
-    t = args.t if args.t is not None else (80 if args.task == "quadratic" else 40)
+    t = _resolve_defaults(args)
     if args.task == "quadratic":
         runs = _run_quadratic(args, t)
+    elif args.task == "mnist":
+        runs = _run_mnist(args, t)
     else:
         runs = _run_least_squares(args, t)
     print(_summary(args, runs, t))

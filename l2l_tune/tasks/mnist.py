@@ -197,11 +197,11 @@ class MNIST:
         self.sizes = (data.n_features, *(int(h) for h in hidden), data.n_classes)
         scale = 1.0 / float(data.max_pixel)
         self._train_x = (
-            torch.as_tensor(data.train_images).to(device=self.device, dtype=self.dtype) * scale
+            torch.tensor(np.asarray(data.train_images)).to(device=self.device, dtype=self.dtype) * scale
         )
         self._train_y = torch.as_tensor(data.train_labels, dtype=torch.int64, device=self.device)
         self._test_x = (
-            torch.as_tensor(data.test_images).to(device=self.device, dtype=self.dtype) * scale
+            torch.tensor(np.asarray(data.test_images)).to(device=self.device, dtype=self.dtype) * scale
         )
         self._test_y = torch.as_tensor(data.test_labels, dtype=torch.int64, device=self.device)
 
