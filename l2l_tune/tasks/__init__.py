@@ -9,6 +9,7 @@ from .least_squares import (
     LeastSquaresBatch,
     LeastSquaresEvaluation,
 )
+from .mnist import MNIST, MNISTBatch, MNISTEvaluation
 from .quadratic import Quadratic
 
 __all__ = [
@@ -17,6 +18,9 @@ __all__ = [
     "LeastSquares",
     "LeastSquaresBatch",
     "LeastSquaresEvaluation",
+    "MNIST",
+    "MNISTBatch",
+    "MNISTEvaluation",
     "MetaObjectiveTask",
     "Quadratic",
 ]
