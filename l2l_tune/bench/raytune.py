@@ -1,0 +1,262 @@
+"""The Ray Tune tuners of the benchmark: ``ray-random``, ``ray-tpe`` and ``ray-l2l``.
+
+One :class:`RaySession` serves a whole benchmark run: it points Ray at a private
+temporary directory (``RAY_TMPDIR``, unless already set), turns off token
+authentication, usage stats and Tune's console tables, starts one local Ray
+instance (``num_cpus``, no dashboard) unless one is running, and keeps every
+experiment's files in a temporary ``storage_path`` that it removes at the end.
+
+Each tuner is one ``tune.Tuner`` run of ``n`` trials with ``reuse_actors=True`` and
+``max_concurrent_trials`` workers (default 1, so that trials finish in the order
+they were suggested). A trial evaluates the task's objective (the task is
+shipped once through ``tune.with_parameters``) and reports ``objective``, its
+meta-gradient ``objective_grad`` (``ray-l2l`` only), ``log_loss`` and its
+``end_time``; the run's evaluations are ordered by that time.
+
+* ``ray-random``: ``BasicVariantGenerator(random_state=seed)``, log-uniform draws;
+* ``ray-tpe``: ``OptunaSearch(sampler=TPESampler(seed=seed))``;
+* ``ray-l2l``: :class:`~l2l_tune.integrations.ray.MetaGradientSearch` with the exact
+  meta-gradient (``log_objective=False``: the objective is already the chosen one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .recording import EvalPoint, TunerRun, clamp
+from .tasks import BenchTask
+
+__all__ = ["RaySession", "run_ray_tuner"]
+
+_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+
+class RaySession:
+    """A local Ray instance and a temporary experiment storage for one benchmark run.
+
+    Args:
+        num_cpus: CPUs of the local Ray instance (ignored when Ray is already running).
+        workers: Concurrent trials of each Tuner run.
+
+    Attributes:
+        storage: Absolute path of the temporary ``storage_path`` (while entered).
+    """
+
+    def __init__(self, num_cpus: int = 2, workers: int = 1) -> None:
+        self.num_cpus = num_cpus
+        self.workers = workers
+        self.storage = ""
+        self._saved: dict[str, str | None] = {}
+        self._own_tmp: str | None = None
+        self._started = False
+
+    def __enter__(self) -> RaySession:
+        keys = [*_ENV, "RAY_TMPDIR"]
+        self._saved = {key: os.environ.get(key) for key in keys}
+        for key, value in _ENV.items():
+            os.environ[key] = value
+        if not os.environ.get("RAY_TMPDIR"):
+            # Short path: Ray's unix sockets must stay under 107 bytes.
+            base = "/tmp" if os.path.isdir("/tmp") else None
+            self._own_tmp = tempfile.mkdtemp(prefix="l2lray", dir=base)
+            os.environ["RAY_TMPDIR"] = self._own_tmp
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(
+                num_cpus=self.num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+            self._started = True
+        self.storage = tempfile.mkdtemp(prefix="l2lbench", dir=os.environ["RAY_TMPDIR"])
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        shutil.rmtree(self.storage, ignore_errors=True)
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if self._own_tmp is not None:
+            shutil.rmtree(self._own_tmp, ignore_errors=True)
+            self._own_tmp = None
+
+
+@dataclass(frozen=True)
+class _TrialObjective:
+    """What a Ray trial needs: the task instance and how to evaluate it (picklable)."""
+
+    task: Any
+    t: int
+    split: str
+    log: bool
+    log_factor: float
+    gradient: bool
+
+    def log_loss(self, value: float) -> float:
+        if self.log:
+            return self.log_factor * value
+        if math.isnan(value):
+            return math.nan
+        return math.log(value) if value > 0.0 else -math.inf
+
+
+def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None) -> None:
+    """Ray function trainable: one evaluation of the objective at ``config["lr"]``."""
+    from ray import tune
+
+    assert objective is not None
+    eta = float(config["lr"])
+    start = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    if objective.gradient:
+        value, grad = objective.task.value_and_gradient(
+            eta, objective.t, split=objective.split, log=objective.log
+        )
+        metrics["objective"] = float(value)
+        metrics["objective_grad"] = float(grad)
+    else:
+        value = objective.task.meta_objective(
+            eta, objective.t, split=objective.split, log=objective.log
+        )
+        metrics["objective"] = clamp(float(value))
+    metrics["raw_objective"] = float(value)
+    metrics["log_loss"] = objective.log_loss(float(value))
+    metrics["eval_s"] = time.perf_counter() - start
+    metrics["end_time"] = time.time()
+    tune.report(metrics)
+
+
+def _search(tuner: str, seed: int, workers: int) -> Any:
+    if tuner == "ray-random":
+        from ray.tune.search import BasicVariantGenerator
+
+        # Ray ignores max_concurrent_trials for a BasicVariantGenerator (not a Searcher).
+        return BasicVariantGenerator(random_state=seed, max_concurrent=workers)
+    if tuner == "ray-tpe":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=TPESampler(seed=seed), metric="objective", mode="min")
+    if tuner == "ray-l2l":
+        from ..integrations.ray import MetaGradientSearch
+
+        return MetaGradientSearch(
+            param="lr",
+            metric="objective",
+            mode="min",
+            grad_metric="objective_grad",
+            log_objective=False,
+            seed=seed,
+        )
+    raise ValueError(f"tuner must be one of 'ray-random', 'ray-tpe', 'ray-l2l'; got {tuner!r}")
+
+
+def run_ray_tuner(
+    tuner: str,
+    task: BenchTask,
+    n: int,
+    gradient_cost: float,
+    *,
+    seed: int,
+    session: RaySession,
+) -> TunerRun:
+    """One Ray Tune run of ``n`` trials of ``tuner`` on ``task``.
+
+    Args:
+        tuner: ``"ray-random"``, ``"ray-tpe"`` or ``"ray-l2l"``.
+        task: The benchmark instance.
+        n: Trials.
+        gradient_cost: Inner-run equivalents of a meta-gradient trial (``ray-l2l``).
+        seed: Seed of the searcher.
+        session: The entered :class:`RaySession` (its ``workers``: concurrent trials).
+    """
+    from ray import tune
+
+    workers = session.workers
+    gradient = tuner == "ray-l2l"
+    objective = _TrialObjective(
+        task=task.task,
+        t=task.t,
+        split=task.split,
+        log=task.log,
+        log_factor=task.log_factor,
+        gradient=gradient,
+    )
+    search = _search(tuner, seed, workers)
+    tune_config: dict[str, Any] = {
+        "search_alg": search,
+        "metric": "objective",
+        "mode": "min",
+        "num_samples": n,
+        "reuse_actors": True,
+    }
+    if tuner != "ray-random":
+        tune_config["max_concurrent_trials"] = workers
+    runner = tune.Tuner(
+        tune.with_parameters(_trainable, objective=objective),
+        param_space={"lr": tune.loguniform(task.low, task.high)},
+        tune_config=tune.TuneConfig(**tune_config),
+        run_config=tune.RunConfig(
+            name=f"{tuner}-seed{seed}-{time.time_ns()}",
+            storage_path=session.storage,
+            verbose=0,
+        ),
+    )
+    start_wall = time.time()
+    start = time.perf_counter()
+    grid = runner.fit()
+    wall = time.perf_counter() - start
+    rows: list[tuple[float, float, float, float]] = []
+    errors = 0
+    for i in range(len(grid)):
+        result = grid[i]
+        metrics = result.metrics or {}
+        if result.error is not None or "end_time" not in metrics:
+            errors += 1
+            continue
+        rows.append(
+            (
+                float(metrics["end_time"]),
+                float((result.config or {})["lr"]),
+                float(metrics["raw_objective"]),
+                float(metrics["log_loss"]),
+            )
+        )
+    rows.sort()
+    cost = gradient_cost if gradient else 1.0
+    points = [
+        EvalPoint(eta, value, log_loss, cost, end - start_wall, gradient)
+        for end, eta, value, log_loss in rows
+    ]
+    extra: dict[str, Any] = {"trials": len(grid), "errored_trials": errors, "workers": workers}
+    if gradient:
+        optimizer = search.meta_optimizer_state()
+        extra["estimate"] = float(optimizer.estimate())
+        extra["converged"] = bool(optimizer.converged)
+    return TunerRun(tuner, seed, points, wall, extra)

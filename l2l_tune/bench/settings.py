@@ -1,0 +1,258 @@
+"""Settings of one ``l2l-tune bench`` run, with per-task defaults and validation."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GRADIENT_TUNERS",
+    "L2L_TUNERS",
+    "OPTUNA_TUNERS",
+    "RAY_TUNERS",
+    "TASKS",
+    "TUNER_NAMES",
+    "BenchSettings",
+    "parse_tuners",
+]
+
+#: Tasks of the benchmark (``--task``).
+TASKS: tuple[str, ...] = ("quadratic", "least-squares", "mnist")
+
+#: Every tuner, in report order (``--tuners``).
+TUNER_NAMES: tuple[str, ...] = (
+    "l2l",
+    "l2l-paper",
+    "l2l-blackbox",
+    "grid",
+    "random",
+    "optuna-grid",
+    "optuna-random",
+    "optuna-tpe",
+    "optuna-cmaes",
+    "optuna-gp",
+    "ray-random",
+    "ray-tpe",
+    "ray-l2l",
+)
+
+#: Tuners that evaluate exact meta-gradients (each evaluation costs the measured
+#: gradient cost in inner-run equivalents).
+GRADIENT_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "ray-l2l"})
+
+#: Tuners built on this library's meta-optimizers (excluded from "best other tuner").
+L2L_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "l2l-blackbox", "ray-l2l"})
+
+#: Tuners that need Optuna (``ray-tpe`` needs both Optuna and Ray).
+OPTUNA_TUNERS: frozenset[str] = frozenset(
+    {"optuna-grid", "optuna-random", "optuna-tpe", "optuna-cmaes", "optuna-gp", "ray-tpe"}
+)
+
+#: Tuners that run through Ray Tune.
+RAY_TUNERS: frozenset[str] = frozenset({"ray-random", "ray-tpe", "ray-l2l"})
+
+#: Per-task defaults of the options left as ``None`` on the command line.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quadratic": {"t": 80, "d": 20, "split": "train", "budget": 60, "seeds": 5},
+    "least-squares": {
+        "t": 40,
+        "d": 1000,
+        "m": 50,
+        "n_train": 250,
+        "n_valid": 250,
+        "split": "valid",
+        "budget": 60,
+        "seeds": 5,
+    },
+    "mnist": {
+        "t": 100,
+        "m": 2,
+        "n_train": 200,
+        "n_valid": 200,
+        "split": "valid",
+        "budget": 24,
+        "seeds": 2,
+    },
+}
+
+
+def parse_tuners(text: str | None) -> tuple[str, ...]:
+    """The tuner names of a comma-separated ``--tuners`` value (``None``: all of them).
+
+    Raises:
+        ValueError: naming ``--tuners`` and the valid names, for an unknown or empty name.
+    """
+    if text is None:
+        return TUNER_NAMES
+    names = [part.strip() for part in str(text).split(",")]
+    valid = ", ".join(TUNER_NAMES)
+    chosen: list[str] = []
+    for name in names:
+        if name not in TUNER_NAMES:
+            raise ValueError(f"--tuners: unknown tuner {name!r}; valid names are {valid}")
+        if name not in chosen:
+            chosen.append(name)
+    return tuple(n for n in TUNER_NAMES if n in chosen)
+
+
+def _check_int(value: Any, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_float(value: Any, option: str, *, low: float = 0.0, inclusive: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    out = float(value) if ok else math.nan
+    if not (math.isfinite(out) and (out >= low if inclusive else out > low)):
+        sign = ">=" if inclusive else ">"
+        raise ValueError(f"{option} must be a finite number {sign} {low:g}, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything that defines a benchmark run (the ``l2l-tune bench`` options).
+
+    ``None`` fields take the task's default in :meth:`resolved`. Step-size bounds
+    ``eta_range`` are in units of the task's ``step_size_scale()`` (``1/L``).
+
+    Attributes:
+        task: ``"quadratic"``, ``"least-squares"`` or ``"mnist"``.
+        budget: Inner-run equivalents per tuner and seed.
+        seeds: Number of seeds (each changes the task instance and the tuners' seeds).
+        seed0: First seed; seeds are ``seed0, …, seed0 + seeds − 1``.
+        tuners: Tuner names to run.
+        objective: ``"log"`` (``(1/t)·log`` of the meta-loss) or ``"last"`` (the meta-loss).
+        eta_range: ``(low, high)`` of the step size in units of ``1/L``.
+        t: Inner steps.
+        d: Dimension (quadratic, least squares).
+        variant: Quadratic instance (``"authors"`` or ``"paper"``).
+        m: Tasks per batch (least squares, MNIST).
+        n_train: Training samples per task.
+        n_valid: Validation samples per task.
+        sigma: Least-squares label noise.
+        split: ``"train"`` (train-by-train) or ``"valid"`` (train-by-validation).
+        m_test: New least-squares tasks for the test RMSE.
+        dataset: MNIST data set, ``"digits"`` or ``"mnist"``.
+        data_dir: MNIST data directory.
+        download: Allow downloading MNIST.
+        label_noise: Fraction of MNIST labels replaced by random ones.
+        grad_cost: Inner-run equivalents of one meta-gradient evaluation; ``None``: measure it.
+        ray_workers: Concurrent Ray trials.
+        progress: Show a progress bar.
+        out: Output directory (``None``: ``./bench-<task>``).
+    """
+
+    task: str = "quadratic"
+    budget: int | None = None
+    seeds: int | None = None
+    seed0: int = 0
+    tuners: tuple[str, ...] = TUNER_NAMES
+    objective: str = "log"
+    eta_range: tuple[float, float] = (1e-3, 10.0)
+    t: int | None = None
+    d: int | None = None
+    variant: str = "authors"
+    m: int | None = None
+    n_train: int | None = None
+    n_valid: int | None = None
+    sigma: float = 1.0
+    split: str | None = None
+    m_test: int = 10
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    label_noise: float = 0.0
+    grad_cost: float | None = None
+    ray_workers: int = 1
+    progress: bool = True
+    out: Path | None = None
+
+    def resolved(self) -> BenchSettings:
+        """A copy with the task's defaults filled in and every field validated.
+
+        Raises:
+            ValueError: naming the option (``--budget``, ``--seeds``, ``--tuners``, …).
+        """
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        defaults = _DEFAULTS[self.task]
+        values: dict[str, Any] = {}
+        for name, default in defaults.items():
+            current = getattr(self, name)
+            values[name] = default if current is None else current
+        out = replace(self, **values)
+        _check_int(out.budget, "--budget", 1)
+        _check_int(out.seeds, "--seeds", 1)
+        _check_int(out.seed0, "--seed0", 0)
+        _check_int(out.t, "--t", 1)
+        for name in ("d", "m", "n_train"):
+            value = getattr(out, name)
+            if value is not None:
+                _check_int(value, f"--{name.replace('_', '-')}", 1)
+        if out.n_valid is not None:
+            _check_int(out.n_valid, "--n-valid", 0)
+        _check_int(out.m_test, "--m-test", 1)
+        _check_int(out.ray_workers, "--ray-workers", 1)
+        _check_float(out.sigma, "--sigma")
+        _check_float(out.label_noise, "--label-noise", inclusive=True)
+        if out.label_noise > 1.0:
+            raise ValueError(f"--label-noise must be in [0, 1], got {out.label_noise!r}")
+        if out.objective not in ("log", "last"):
+            raise ValueError(f"--objective must be 'log' or 'last'; got {out.objective!r}")
+        if out.split not in ("train", "valid"):
+            raise ValueError(f"--split must be 'train' or 'valid'; got {out.split!r}")
+        if out.task == "quadratic" and out.split != "train":
+            raise ValueError("--split must be 'train' for the quadratic task (no validation set)")
+        if out.split == "valid" and not out.n_valid:
+            raise ValueError("--n-valid must be >= 1 with --split valid")
+        if out.variant not in ("authors", "paper"):
+            raise ValueError(f"--variant must be 'authors' or 'paper'; got {out.variant!r}")
+        if out.dataset not in ("digits", "mnist"):
+            raise ValueError(f"--dataset must be 'digits' or 'mnist'; got {out.dataset!r}")
+        try:
+            low, high = (float(x) for x in out.eta_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"--eta-range must be two numbers, got {out.eta_range!r}") from None
+        _check_float(low, "--eta-range low")
+        _check_float(high, "--eta-range high")
+        if not low < high:
+            raise ValueError(f"--eta-range must satisfy low < high, got {out.eta_range!r}")
+        if out.grad_cost is not None:
+            _check_float(out.grad_cost, "--grad-cost")
+            if out.grad_cost < 1.0:
+                raise ValueError(f"--grad-cost must be >= 1 (inner runs), got {out.grad_cost!r}")
+        if not out.tuners:
+            raise ValueError("--tuners must name at least one tuner")
+        for name in out.tuners:
+            if name not in TUNER_NAMES:
+                raise ValueError(
+                    f"--tuners: unknown tuner {name!r}; valid names are {', '.join(TUNER_NAMES)}"
+                )
+        return replace(out, eta_range=(low, high))
+
+    @property
+    def seed_values(self) -> list[int]:
+        """The seeds of the run."""
+        return list(range(self.seed0, self.seed0 + int(self.seeds or 0)))
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory."""
+        return Path(self.out) if self.out is not None else Path(f"bench-{self.task}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict of the settings."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        out["out"] = str(self.out_dir)
+        return out
