@@ -1,5 +1,43 @@
-"""``l2l-tune reproduce``."""
+"""``l2l-tune reproduce``: the paper's figures and theorems, measured and checked.
+
+Each target (``fig1``, ``fig2``, ``fig3``, ``thm3`` … ``thm6``) reruns one
+experiment or theorem of Wang, Yuan, Wu and Ge (ICML 2021), writes its PNG
+figure(s), ``<target>.json`` with the numbers and ``<target>.txt`` with the
+paper's claim, the measured result and a ``SUPPORTED`` / ``NOT SUPPORTED``
+verdict decided by explicit checks on the measured numbers.
+
+Targets live in the modules of this package and register themselves with
+:func:`~l2l_tune.reproduce.base.register`; every public module here is imported
+below, so adding a target (the MNIST figures 4–5, say) is adding one module.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+import pkgutil
+
+from .base import TARGETS, Check, Outcome, RunContext, Target, TargetReport, register, run_target
+
+__all__ = [
+    "TARGETS",
+    "Check",
+    "Outcome",
+    "RunContext",
+    "Target",
+    "TargetReport",
+    "register",
+    "run_target",
+]
+
+_NOT_TARGET_MODULES = frozenset({"base", "cli"})
+
+
+def _import_target_modules() -> None:
+    """Import every module of this package that may register targets."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name in _NOT_TARGET_MODULES:
+            continue
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_target_modules()

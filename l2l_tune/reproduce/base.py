@@ -1,0 +1,309 @@
+"""The registry of reproduction targets and what every target writes.
+
+A *target* reproduces one figure or theorem of Wang, Yuan, Wu and Ge, "Guarantees
+for Tuning the Step Size using a Learning-to-Learn Approach" (ICML 2021). It is a
+function ``run(ctx) -> TargetReport`` registered under a name with :func:`register`:
+
+.. code-block:: python
+
+    @register(
+        "fig4",
+        title="...",
+        reference="Fig 4, Section 5",
+        claim="...",
+    )
+    def fig4(ctx: RunContext) -> TargetReport:
+        ...  # measure, plot into ctx.out_dir, return the numbers and the checks
+
+Every module of :mod:`l2l_tune.reproduce` whose name does not start with ``_``
+(besides ``base`` and ``cli``) is imported when the package is, so a new target
+is one more module; heavy dependencies (PyTorch, data sets) should be imported
+inside the target function so that ``l2l-tune reproduce --list`` stays fast.
+
+:func:`run_target` times a target, decides its verdict from the report's
+explicit :class:`Check` results (``SUPPORTED`` when every check passed, never
+hard-coded), and writes ``<name>.json`` and ``<name>.txt`` beside the target's
+figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TARGETS",
+    "Check",
+    "Outcome",
+    "RunContext",
+    "Target",
+    "TargetReport",
+    "register",
+    "run_target",
+    "to_jsonable",
+]
+
+#: Verdict strings of the text and JSON outputs.
+SUPPORTED = "SUPPORTED"
+NOT_SUPPORTED = "NOT SUPPORTED"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One explicit test of a paper's claim on measured numbers.
+
+    Attributes:
+        name: What is checked, in words (including the threshold used).
+        passed: Whether the measured numbers satisfy it.
+        detail: The measured numbers the decision was made on.
+    """
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class TargetReport:
+    """What a target measured.
+
+    Attributes:
+        setting: One paragraph: the instance, sizes and protocol actually run.
+        measured: Short lines stating the measured result.
+        checks: The explicit checks that decide the verdict.
+        settings: The parameters of the run (JSON-friendly).
+        results: The measured numbers (JSON-friendly; NumPy values are converted).
+        figures: Paths of the PNG files the target wrote.
+        notes: Caveats (skipped references, deviations from the paper's protocol).
+    """
+
+    setting: str
+    measured: list[str]
+    checks: list[Check]
+    settings: dict[str, Any]
+    results: dict[str, Any]
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def supported(self) -> bool:
+        """True when there is at least one check and every check passed."""
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How a target is run.
+
+    Attributes:
+        out_dir: Folder for the target's PNG, JSON and TXT files (created if needed).
+        quick: Small sizes (seconds) instead of the paper's settings.
+        seed: Random seed of the instances (test tasks use ``seed + 10_000``).
+        progress: Show tqdm progress bars on stderr.
+        options: Target-specific options from the command line (e.g. ``variant``);
+            a missing key means "the target's default".
+    """
+
+    out_dir: Path
+    quick: bool = False
+    seed: int = 0
+    progress: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any) -> Any:
+        """The option ``name``, or ``default`` when it was not given."""
+        value = self.options.get(name)
+        return default if value is None else value
+
+    def bar(self, total: int, desc: str) -> Any:
+        """A tqdm progress bar (disabled with ``progress=False``); close it when done."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
+    def figure_path(self, stem: str) -> Path:
+        """``out_dir / f"{stem}.png"``, with ``out_dir`` created."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return self.out_dir / f"{stem}.png"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registered reproduction target.
+
+    Attributes:
+        name: Command-line name (``fig1``, ``thm3``, ...).
+        title: One line describing the experiment.
+        reference: Where the claim is in the paper (figure, theorem, section).
+        claim: The paper's claim, in a sentence or two.
+        run: ``run(ctx) -> TargetReport``.
+        options: Names of the :attr:`RunContext.options` the target reads.
+    """
+
+    name: str
+    title: str
+    reference: str
+    claim: str
+    run: Callable[[RunContext], TargetReport]
+    options: tuple[str, ...] = ()
+
+
+#: Every registered target, by name (filled by importing :mod:`l2l_tune.reproduce`).
+TARGETS: dict[str, Target] = {}
+
+
+def register(
+    name: str,
+    *,
+    title: str,
+    reference: str,
+    claim: str,
+    options: Iterable[str] = (),
+) -> Callable[[Callable[[RunContext], TargetReport]], Callable[[RunContext], TargetReport]]:
+    """Decorator registering ``run(ctx) -> TargetReport`` as the target ``name``.
+
+    Raises:
+        ValueError: if ``name`` is empty, is ``"all"``, or is already registered.
+    """
+    if not name or not name.isidentifier() or name == "all":
+        raise ValueError(f"target name must be an identifier other than 'all', got {name!r}")
+
+    def decorate(
+        run: Callable[[RunContext], TargetReport],
+    ) -> Callable[[RunContext], TargetReport]:
+        if name in TARGETS:
+            raise ValueError(f"target {name!r} is already registered")
+        TARGETS[name] = Target(name, title, reference, claim, run, tuple(options))
+        return run
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of :func:`run_target`.
+
+    Attributes:
+        target: The target run.
+        report: Its report.
+        seconds: Wall time of the run (measurement and plots).
+        text: The text written to ``<name>.txt`` (and printed by the CLI).
+        files: The files written (figures, JSON, TXT).
+    """
+
+    target: Target
+    report: TargetReport
+    seconds: float
+    text: str
+    files: list[Path]
+
+    @property
+    def supported(self) -> bool:
+        """The verdict (see :attr:`TargetReport.supported`)."""
+        return self.report.supported
+
+
+def _command(target: Target, ctx: RunContext) -> str:
+    parts = ["l2l-tune", "reproduce", target.name]
+    if ctx.quick:
+        parts.append("--quick")
+    if ctx.seed:
+        parts += ["--seed", str(ctx.seed)]
+    for key in target.options:
+        if ctx.options.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(ctx.options[key])]
+    parts += ["--out", str(ctx.out_dir)]
+    return " ".join(parts)
+
+
+def format_text(target: Target, report: TargetReport, seconds: float, files: list[Path]) -> str:
+    """The human-readable summary: claim, setting, measured result, checks, verdict."""
+    verdict = SUPPORTED if report.supported else NOT_SUPPORTED
+    lines = [
+        f"{target.name}: {target.title}",
+        f"Paper ({target.reference}): {target.claim}",
+        f"Setting: {report.setting}",
+        "Measured:",
+        *(f"  - {line}" for line in report.measured),
+        "Checks:",
+        *(f"  [{'pass' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in report.checks),
+    ]
+    if report.notes:
+        lines += ["Notes:", *(f"  - {note}" for note in report.notes)]
+    lines.append(f"Verdict: {verdict}")
+    names = ", ".join(str(f) for f in files)
+    lines.append(f"({seconds:.1f} s; files: {names})")
+    return "\n".join(lines)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert to JSON types; non-finite floats become ``"inf"``, ``"nan"``..."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else str(value)
+    return obj
+
+
+def run_target(target: Target, ctx: RunContext) -> Outcome:
+    """Run ``target``, write ``<name>.json`` and ``<name>.txt`` into ``ctx.out_dir``.
+
+    The verdict is ``SUPPORTED`` exactly when every :class:`Check` of the report
+    passed; it is written to the text and as ``"supported"`` to the JSON.
+
+    Returns:
+        The :class:`Outcome` (the report, the text, the files written).
+    """
+    from .. import __version__
+
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    report = target.run(ctx)
+    seconds = time.perf_counter() - start
+    json_path = ctx.out_dir / f"{target.name}.json"
+    txt_path = ctx.out_dir / f"{target.name}.txt"
+    files = [*report.figures, json_path, txt_path]
+    text = format_text(target, report, seconds, files)
+    payload = {
+        "target": target.name,
+        "title": target.title,
+        "reference": target.reference,
+        "claim": target.claim,
+        "command": _command(target, ctx),
+        "quick": ctx.quick,
+        "seed": ctx.seed,
+        "version": __version__,
+        "seconds": seconds,
+        "setting": report.setting,
+        "settings": report.settings,
+        "measured": report.measured,
+        "checks": [asdict(c) for c in report.checks],
+        "notes": report.notes,
+        "supported": report.supported,
+        "verdict": SUPPORTED if report.supported else NOT_SUPPORTED,
+        "figures": [f.name for f in report.figures],
+        "results": report.results,
+    }
+    json_path.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=False) + "\n")
+    txt_path.write_text(text + "\n")
+    return Outcome(target, report, seconds, text, files)

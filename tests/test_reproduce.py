@@ -1,0 +1,157 @@
+"""``l2l-tune reproduce``: every quick target reproduces its claim; registry and CLI behaviour.
+
+The quick runs are the CI check of the paper's qualitative claims: each writes its
+PNG, JSON and TXT and must come out ``SUPPORTED``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import l2l_tune.reproduce as reproduce
+from l2l_tune import Quadratic
+from l2l_tune.cli import main
+from l2l_tune.reproduce import TARGETS, Check, RunContext, Target, TargetReport, register
+from l2l_tune.reproduce.base import to_jsonable
+from l2l_tune.reproduce.quadratic import numpy_backprop_meta_gradient, steps_to_stay
+
+EXPECTED = ("fig1", "fig2", "fig3", "thm3", "thm4", "thm5", "thm6")
+
+
+def test_registry_lists_every_target() -> None:
+    """The registry holds the seven targets, each with a claim and a paper reference."""
+    for name in EXPECTED:
+        assert name in TARGETS
+        target = TARGETS[name]
+        assert target.claim and target.reference and target.title
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_quick_target_is_supported(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``reproduce NAME --quick`` writes PNG/JSON/TXT and its checks support the paper."""
+    out = tmp_path / name
+    code = main(["reproduce", name, "--quick", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    payload = json.loads((out / f"{name}.json").read_text())
+    text = (out / f"{name}.txt").read_text()
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+    assert payload["target"] == name and payload["quick"] is True
+    assert payload["checks"], "a verdict needs explicit checks"
+    failed = [c for c in payload["checks"] if not c["passed"]]
+    assert payload["supported"] is True, failed
+    assert "Verdict: SUPPORTED" in text and "Verdict: SUPPORTED" in printed
+    assert payload["claim"] in text
+
+
+def test_unknown_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad target name is a usage error naming the accepted targets."""
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "fig9", "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "TARGET" in err and "fig1" in err and "all" in err and "'fig9'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["reproduce"], "TARGET is required"),
+        (["reproduce", "fig2", "--variant", "paper"], "--variant applies to"),
+        (["reproduce", "thm3", "--variant", "other"], "--variant must be one of"),
+        (["reproduce", "thm3", "--seed", "-1"], "--seed must be"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Bad arguments exit with status 2 and say what is accepted."""
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path), "--no-progress"])
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_list_shows_targets_and_claims(capsys: pytest.CaptureFixture[str]) -> None:
+    """``reproduce --list`` names every target with its claim."""
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in EXPECTED:
+        assert name in out
+    assert "within ~300" in out
+
+
+def _fake_target(name: str, passed: bool) -> Target:
+    def run(ctx: RunContext) -> TargetReport:
+        return TargetReport(
+            setting="a fake",
+            measured=[f"seed {ctx.seed}"],
+            checks=[Check("always", passed, "by construction")],
+            settings={"quick": ctx.quick},
+            results={"values": np.array([1.0, math.inf, math.nan])},
+        )
+
+    return Target(name, f"fake {name}", "nowhere", "a claim", run)
+
+
+def test_all_runs_every_target_and_reports_unsupported_honestly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``reproduce all`` runs each registered target into DIR/<name>; NOT SUPPORTED exits 0."""
+    fake = {"good": _fake_target("good", True), "bad": _fake_target("bad", False)}
+    monkeypatch.setattr(reproduce, "TARGETS", fake)
+    code = main(["reproduce", "all", "--quick", "--seed", "3", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Verdict: NOT SUPPORTED" in out and "Verdict: SUPPORTED" in out
+    good = json.loads((tmp_path / "good" / "good.json").read_text())
+    bad = json.loads((tmp_path / "bad" / "bad.json").read_text())
+    assert good["supported"] is True and bad["supported"] is False
+    assert bad["verdict"] == "NOT SUPPORTED"
+    assert good["seed"] == 3 and good["results"]["values"] == [1.0, "inf", "nan"]
+    assert "--seed 3" in good["command"]
+
+
+def test_register_rejects_duplicates_and_reserved_names() -> None:
+    """Names are unique identifiers; 'all' is reserved."""
+    with pytest.raises(ValueError, match="already registered"):
+        register("fig1", title="x", reference="x", claim="x")(lambda ctx: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match="identifier other than 'all'"):
+        register("all", title="x", reference="x", claim="x")
+
+
+def test_numpy_backprop_matches_torch_and_fails_in_float32() -> None:
+    """The NumPy reverse-mode fallback is the same computation as PyTorch's autodiff."""
+    pytest.importorskip("torch")
+    task = Quadratic.random(20, seed=0, variant="authors")
+    for eta, t in ((0.01, 10), (0.02, 80), (0.1, 20)):
+        for log in (True, False):
+            ours = numpy_backprop_meta_gradient(task.H, task.w0, eta, t, log=log, dtype="float64")
+            torch_value = task.meta_gradient(eta, t, log=log, method="backprop")
+            assert ours == pytest.approx(torch_value, rel=1e-10)
+    # Fig 1's setting: float32 overflows, as in the authors' TensorFlow baseline.
+    assert not math.isfinite(numpy_backprop_meta_gradient(task.H, task.w0, 0.1, 80))
+
+
+def test_steps_to_stay() -> None:
+    """The first index after which every error stays within the tolerance."""
+    errors = np.array([1.0, 0.05, 0.5, 0.05, 0.01])
+    assert steps_to_stay(errors, 0.1) == 3
+    assert steps_to_stay(errors, 1.0) == 0
+    assert steps_to_stay(errors, 1e-3) is None
+    assert steps_to_stay(np.array([0.5, math.nan, 0.01]), 0.1) == 2
+
+
+def test_to_jsonable_converts_numpy_and_non_finite() -> None:
+    """NumPy scalars and arrays become JSON types; inf/nan become strings."""
+    data = {"a": np.float64(1.5), "b": np.int64(2), "c": np.array([math.inf]), "d": (np.bool_(1),)}
+    assert to_jsonable(data) == {"a": 1.5, "b": 2, "c": ["inf"], "d": [True]}
+    json.dumps(to_jsonable(data), allow_nan=False)
