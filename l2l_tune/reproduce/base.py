@@ -45,6 +45,7 @@ __all__ = [
     "RunContext",
     "Target",
     "TargetReport",
+    "dump_json",
     "register",
     "run_target",
     "to_jsonable",
@@ -265,6 +266,24 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def dump_json(obj: Any, level: int = 0) -> str:
+    """JSON text with one key per line, but each list of numbers on one line (compact files).
+
+    Raises:
+        ValueError: for NaN or infinite floats (convert with :func:`to_jsonable` first).
+    """
+    pad, inner = " " * level, " " * (level + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {dump_json(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list, str)) for v in obj):
+        items = [f"{inner}{dump_json(v, level + 1)}" for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False)
+
+
 def run_target(target: Target, ctx: RunContext) -> Outcome:
     """Run ``target``, write ``<name>.json`` and ``<name>.txt`` into ``ctx.out_dir``.
 
@@ -304,6 +323,6 @@ def run_target(target: Target, ctx: RunContext) -> Outcome:
         "figures": [f.name for f in report.figures],
         "results": report.results,
     }
-    json_path.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=False) + "\n")
+    json_path.write_text(dump_json(to_jsonable(payload)) + "\n")
     txt_path.write_text(text + "\n")
     return Outcome(target, report, seconds, text, files)

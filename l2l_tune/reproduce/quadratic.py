@@ -239,6 +239,10 @@ def _status(value: float, reference: float, rtol: float) -> str:
     return "ok" if _rel_err(value, reference) <= rtol else "wrong"
 
 
+def _rounded(values: FloatArray, digits: int = 9) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
 def _fmt_steps(value: int | None, steps: int) -> str:
     return f"from k = {value}" if value is not None else f"not by k = {steps}"
 
@@ -451,9 +455,10 @@ def fig1(ctx: RunContext) -> TargetReport:
             "eta_star": eta_star,
             "steps_to_stay_within": {str(tol): stay[tol] for tol in tols},
             "final_rel_error": float(err[-1]),
-            "eta_stable": etas,
-            "eta_backprop_float32": etas32,
-            "eta_backprop_float64": etas64,
+            # Trajectories to 9 significant digits, to keep the JSON small.
+            "eta_stable": _rounded(etas),
+            "eta_backprop_float32": _rounded(etas32),
+            "eta_backprop_float64": _rounded(etas64),
             "grad_stable_first": grads[:50],
             "grad_backprop_float32_first": grads32[:50],
             "backprop_float32_nonfinite": n_bad32,
