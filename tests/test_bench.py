@@ -159,11 +159,15 @@ def test_plain_objective_nothing_crashes(tmp_path: Path) -> None:
     """--objective last: huge and underflowing values (GP included) are handled."""
     results = run_cli(
         "--objective last --budget 12 --seeds 1 --tuners l2l,optuna-gp,optuna-cmaes,random "
-        "--grad-cost 1 --eta-range 1e-3 100 --no-progress".split()
+        "--grad-cost 1 --eta-range 1e-3 100 --eta0 1 --no-progress".split()
         + ["--out", str(tmp_path / "last")]
     )
     assert all(e["status"] == "ok" for e in results["tuners"].values())
     assert results["objective"] == "last"
+    # --eta0 1: the meta-gradient tuners start at 1/L.
+    inst = results["instances"][0]
+    assert inst["eta0"] == pytest.approx(inst["step_size_scale"])
+    assert results["tuners"]["l2l"]["per_seed"][0]["points"]["eta"][0] == inst["eta0"]
     assert results["tuners"]["optuna-gp"]["evaluations"] == 12
 
 
@@ -190,6 +194,7 @@ def test_cli_import_stays_light() -> None:
         (["--tuners", ""], "--tuners"),
         (["--eta-range", "10", "1"], "--eta-range"),
         (["--grad-cost", "0.5"], "--grad-cost"),
+        (["--eta0", "100"], "--eta0"),
         (["--task", "least-squares", "--split", "valid", "--n-valid", "0"], "--n-valid"),
         (["--task", "quadratic", "--split", "valid"], "--split"),
         (["--budget", "1", "--grad-cost", "2", "--tuners", "l2l"], "--budget"),

@@ -77,6 +77,14 @@ def add_bench_parser(sub: Any) -> None:
         help="step-size range searched (log scale), in units of the task's 1/L",
     )
     parser.add_argument(
+        "--eta0",
+        type=float,
+        default=None,
+        metavar="X",
+        help="first step size of the meta-gradient tuners (l2l, l2l-paper, l2l-blackbox, "
+        "ray-l2l), in units of 1/L (default: the geometric mean of --eta-range)",
+    )
+    parser.add_argument(
         "--grad-cost",
         type=float,
         default=None,
@@ -156,6 +164,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         tuners=parse_tuners(args.tuners),
         objective=args.objective,
         eta_range=(float(args.eta_range[0]), float(args.eta_range[1])),
+        eta0=args.eta0,
         t=args.t,
         d=args.d,
         variant=args.variant,
@@ -187,6 +196,7 @@ def _command(args: argparse.Namespace) -> str:
         "tuners": None,
         "out": None,
         "objective": "log",
+        "eta0": None,
         "grad_cost": None,
         "t": None,
         "d": None,

@@ -152,7 +152,7 @@ def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None)
     tune.report(metrics)
 
 
-def _search(tuner: str, seed: int, workers: int) -> Any:
+def _search(tuner: str, seed: int, workers: int, eta0: float) -> Any:
     if tuner == "ray-random":
         from ray.tune.search import BasicVariantGenerator
 
@@ -171,6 +171,7 @@ def _search(tuner: str, seed: int, workers: int) -> Any:
             metric="objective",
             mode="min",
             grad_metric="objective_grad",
+            eta0=eta0,
             log_objective=False,
             seed=seed,
         )
@@ -208,7 +209,7 @@ def run_ray_tuner(
         log_factor=task.log_factor,
         gradient=gradient,
     )
-    search = _search(tuner, seed, workers)
+    search = _search(tuner, seed, workers, task.eta0)
     tune_config: dict[str, Any] = {
         "search_alg": search,
         "metric": "objective",

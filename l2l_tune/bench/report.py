@@ -289,7 +289,8 @@ def write_plots(
     }
     styles = ["--", "-.", ":"]
     for key, (field_name, ylabel) in labels.items():
-        fig, ax = plt.subplots(figsize=(9, 5.5))
+        fig, ax = plt.subplots(figsize=(10.5, 5.5))
+        lowest = math.inf
         for i, (name, data) in enumerate(series.items()):
             values = np.maximum(data[field_name], PLOT_FLOOR)
             median = np.median(values, axis=0)
@@ -300,6 +301,8 @@ def write_plots(
             width = 2.4 if name == "l2l" else 1.4
             shown = np.where(np.isfinite(median), median, np.nan)
             ax.plot(data["x"], shown, style, color=color, linewidth=width, label=name)
+            if np.isfinite(low).any():
+                lowest = min(lowest, float(low[np.isfinite(low)].min()))
             band = np.isfinite(low) & np.isfinite(high)
             if band.any():
                 top = np.where(np.isfinite(high), high, np.nan)
@@ -311,10 +314,15 @@ def write_plots(
                 ax.axhline(level, color="k", linestyle=":", linewidth=0.8)
                 ax.annotate(text, (1.0, level), fontsize=8, va="bottom")
         ax.set_yscale("log")
+        # The first evaluations of a diverging step size reach 1e100 and more: cut the
+        # axis at 1e3 (ratios) or 10 (step-size errors) so the approach to F* stays visible.
+        top = 1e3 if key == "meta_loss_ratio" else 10.0
+        bottom = max(PLOT_FLOOR, lowest) / 3 if math.isfinite(lowest) else PLOT_FLOOR
+        ax.set_ylim(bottom, top)
         ax.set_xlabel("inner-run equivalents")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, ncol=2, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(True, which="major", alpha=0.3)
         fig.tight_layout()
         fig.savefig(out_dir / files[key], dpi=110)
@@ -359,7 +367,13 @@ def markdown_report(payload: dict[str, Any], plot_prefix: str = "") -> str:
         f"* Task: {payload['task_description']}",
         f"* Objective seen by every tuner: {payload['objective_description']}; step size searched "
         f"log-uniformly in [{s['eta_range'][0]:g}, {s['eta_range'][1]:g}]·(1/L), 1/L = the "
-        "task's `step_size_scale()`; meta-gradient tuners start at the range's geometric mean.",
+        "task's `step_size_scale()`; the meta-gradient tuners start at "
+        + (
+            "the range's geometric mean"
+            if s.get("eta0") is None
+            else f"η0 = {s['eta0']:g}/L (`--eta0`)"
+        )
+        + ".",
         f"* Budget: {payload['budget']} inner-run equivalents per tuner and seed; seeds "
         f"{payload['seed_values']} (each seed changes the task instance and the tuners' seeds).",
         f"* Cost of one meta-gradient evaluation: {cost['cost']:.3g} inner-run equivalents "

@@ -128,6 +128,8 @@ class BenchSettings:
         tuners: Tuner names to run.
         objective: ``"log"`` (``(1/t)·log`` of the meta-loss) or ``"last"`` (the meta-loss).
         eta_range: ``(low, high)`` of the step size in units of ``1/L``.
+        eta0: First step size of the meta-gradient tuners in units of ``1/L``
+            (``None``: the geometric mean of ``eta_range``).
         t: Inner steps.
         d: Dimension (quadratic, least squares).
         variant: Quadratic instance (``"authors"`` or ``"paper"``).
@@ -154,6 +156,7 @@ class BenchSettings:
     tuners: tuple[str, ...] = TUNER_NAMES
     objective: str = "log"
     eta_range: tuple[float, float] = (1e-3, 10.0)
+    eta0: float | None = None
     t: int | None = None
     d: int | None = None
     variant: str = "authors"
@@ -222,6 +225,12 @@ class BenchSettings:
         _check_float(high, "--eta-range high")
         if not low < high:
             raise ValueError(f"--eta-range must satisfy low < high, got {out.eta_range!r}")
+        if out.eta0 is not None:
+            _check_float(out.eta0, "--eta0")
+            if not low <= out.eta0 <= high:
+                raise ValueError(
+                    f"--eta0 must lie in --eta-range [{low:g}, {high:g}], got {out.eta0!r}"
+                )
         if out.grad_cost is not None:
             _check_float(out.grad_cost, "--grad-cost")
             if out.grad_cost < 1.0:

@@ -61,6 +61,8 @@ class BenchTask:
         info: Facts about the instance and how ``η*`` was found.
         log_factor: ``log F = log_factor · objective`` for ``objective="log"``
             (checked on the task: ``t`` for the package's tasks).
+        start: First step size of the meta-gradient tuners (``None``: the range's
+            geometric mean).
     """
 
     name: str
@@ -78,6 +80,7 @@ class BenchTask:
     test_metric: Callable[[float], float] = field(repr=False)
     info: dict[str, Any] = field(default_factory=dict)
     log_factor: float = 1.0
+    start: float | None = None
 
     @property
     def log(self) -> bool:
@@ -86,8 +89,8 @@ class BenchTask:
 
     @property
     def eta0(self) -> float:
-        """The geometric mean of the range: where the meta-gradient tuners start."""
-        return math.sqrt(self.low * self.high)
+        """Where the meta-gradient tuners start: ``start`` or the range's geometric mean."""
+        return self.start if self.start is not None else math.sqrt(self.low * self.high)
 
     def value(self, eta: float) -> float:
         """The objective at ``eta`` (one inner run)."""
@@ -117,6 +120,7 @@ class BenchTask:
             "objective": self.objective,
             "low": self.low,
             "high": self.high,
+            "eta0": self.eta0,
             "step_size_scale": self.task.step_size_scale(),
             "eta_star": self.eta_star,
             "log_f_star": self.log_f_star,
@@ -424,4 +428,7 @@ TASK_FACTORIES: dict[str, Callable[[BenchSettings, int], BenchTask]] = {
 
 def make_task(settings: BenchSettings, seed: int) -> BenchTask:
     """The benchmark instance of ``settings.task`` for ``seed`` (settings already resolved)."""
-    return TASK_FACTORIES[settings.task](settings, seed)
+    task = TASK_FACTORIES[settings.task](settings, seed)
+    if settings.eta0 is not None:
+        task.start = settings.eta0 * float(task.task.step_size_scale())
+    return task

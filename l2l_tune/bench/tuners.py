@@ -8,7 +8,8 @@ on the same objective.
 
 * ``l2l``: :class:`~l2l_tune.StepSizeTuner` with the default ``"bracket"``
   meta-optimizer and exact meta-gradients; ``l2l-paper``: the paper's projected
-  meta-GD (``μ_k = 0.01/√k``); both start at the range's geometric mean.
+  meta-GD (``μ_k = 0.01/√k``); both start at the range's geometric mean
+  (or ``--eta0``).
 * ``l2l-blackbox``: the bracketing meta-optimizer on finite-difference pairs of
   values only (:mod:`l2l_tune.meta.driver`, as the Optuna and Ray adapters do).
 * ``grid``, ``random``: :class:`~l2l_tune.GridSearch` (``N`` log-spaced points,
