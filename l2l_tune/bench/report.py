@@ -316,9 +316,9 @@ def write_plots(
         ax.set_yscale("log")
         # The first evaluations of a diverging step size reach 1e100 and more: cut the
         # axis at 1e3 (ratios) or 10 (step-size errors) so the approach to F* stays visible.
-        top = 1e3 if key == "meta_loss_ratio" else 10.0
+        y_top = 1e3 if key == "meta_loss_ratio" else 10.0
         bottom = max(PLOT_FLOOR, lowest) / 3 if math.isfinite(lowest) else PLOT_FLOOR
-        ax.set_ylim(bottom, top)
+        ax.set_ylim(bottom, y_top)
         ax.set_xlabel("inner-run equivalents")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
