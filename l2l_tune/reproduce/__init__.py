@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 
 from .base import TARGETS, Check, Outcome, RunContext, Target, TargetReport, register, run_target
 
@@ -38,6 +39,14 @@ def _import_target_modules() -> None:
         if info.name.startswith("_") or info.name in _NOT_TARGET_MODULES:
             continue
         importlib.import_module(f"{__name__}.{info.name}")
+    # Natural order (fig1, fig2, …, fig10, thm3, …), whatever the order of the modules.
+    ordered = sorted(TARGETS.items(), key=lambda item: _natural_key(item[0]))
+    TARGETS.clear()
+    TARGETS.update(ordered)
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    return [(1, int(p)) if p.isdigit() else (0, p) for p in re.split(r"(\d+)", name) if p]
 
 
 _import_target_modules()

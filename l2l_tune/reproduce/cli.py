@@ -30,14 +30,15 @@ def add_reproduce_parser(sub: Any) -> None:
             "checks on the measured numbers. The exit status is 0 whenever the run "
             "completes, whatever the verdict."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    from . import TARGETS
+
     parser.add_argument(
         "target",
         nargs="?",
         default=None,
         metavar="TARGET",
-        help="a target name (see --list) or 'all'",
+        help=f"one of {', '.join(TARGETS)}, or 'all' (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument(
@@ -50,7 +51,9 @@ def add_reproduce_parser(sub: Any) -> None:
         metavar="DIR",
         help="output folder (default: ./reproduction/<target>; with 'all', DIR/<target>)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the instances")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the instances (default: 0)"
+    )
     parser.add_argument(
         "--variant",
         default=None,
