@@ -20,6 +20,7 @@ __all__ = [
     "check_choice",
     "check_horizon",
     "check_positive",
+    "check_relative_step",
     "check_step_size",
 ]
 
@@ -36,6 +37,20 @@ def check_step_size(eta: Any, name: str = "eta") -> float:
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
+
+
+def check_relative_step(value: Any, name: str = "fd_step") -> float:
+    """Return a relative finite-difference step ``h ∈ (0, 1)`` as a float.
+
+    Raises:
+        ValueError: if ``value`` is not a real number strictly between 0 and 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number in (0, 1), got {value!r}")
+    step = float(value)
+    if not 0.0 < step < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {step!r}")
+    return step
 
 
 def check_positive(value: Any, name: str, *, allow_inf: bool = False) -> float:

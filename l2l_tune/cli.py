@@ -22,7 +22,7 @@ import numpy as np
 
 from . import __version__
 from .meta import META_OPTIMIZERS
-from .tasks import LeastSquares, LeastSquaresBatch, Quadratic
+from .tasks import LeastSquares, Quadratic
 from .tuner import EvalRecord, StepSizeTuner
 
 __all__ = ["build_parser", "main"]
@@ -447,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 2 on bad arguments (the message names the
-        argument and what is accepted).
+        argument and what is accepted), 1 when data files are missing or cannot be
+        downloaded (the message says where they were looked for and how to fix it).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -458,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except ValueError as exc:
         parser.exit(2, f"l2l-tune: error: {exc}\n")
+    except OSError as exc:  # missing data files, failed downloads
+        parser.exit(1, f"l2l-tune: error: {exc}\n")
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

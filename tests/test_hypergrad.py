@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -742,3 +743,55 @@ def test_cuda_forward_matches_backprop_float64() -> None:
     assert _relative(back.gradient, fwd.gradient) <= 1e-10
     assert _relative(back.value, fwd.value) <= 1e-12
     assert all(p.device.type == "cuda" for p in fwd.params)
+
+
+# ---------------------------------------------------------------------- regressions
+def test_constant_gradient_of_one_parameter_is_not_mistaken_for_plain_backward() -> None:
+    """A loss linear in one parameter (a last bias under a linear loss): its gradient has no
+    graph, its Hessian rows are 0, and the step must go through."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    init = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = HypergradSGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(3):
+            opt.zero_grad()
+            (-(model(x) * y).mean()).backward(create_graph=True)
+            opt.step()
+    hg = opt.hypergradient((model(x) ** 2).mean())
+
+    def loss_fn(p: Any, batch: Any) -> Tensor:
+        return -(torch.func.functional_call(model, p, (x,)) * y).mean()
+
+    def meta_fn(p: Any) -> Tensor:
+        return (torch.func.functional_call(model, p, (x,)) ** 2).mean()
+
+    ref = sgd_hypergradient(loss_fn, init, [None] * 3, 0.1, meta_fn, method="backprop")
+    assert hg == pytest.approx(ref.gradient, rel=1e-10)
+
+
+def test_backprop_allows_parameters_the_loss_does_not_use() -> None:
+    p0 = {"w": torch.ones(3, dtype=torch.float64), "unused": torch.ones(2, dtype=torch.float64)}
+
+    def loss_fn(p: Any, b: Tensor) -> Tensor:
+        return 0.5 * ((p["w"] - b) ** 2).sum()
+
+    def meta_fn(p: Any) -> Tensor:
+        return 0.5 * (p["w"] ** 2).sum()
+
+    batches = [torch.zeros(3, dtype=torch.float64)] * 3
+    forward = sgd_hypergradient(loss_fn, p0, batches, 0.1, meta_fn, method="forward")
+    backprop = sgd_hypergradient(loss_fn, p0, batches, 0.1, meta_fn, method="backprop")
+    assert backprop.gradient == pytest.approx(forward.gradient, rel=1e-14)
+
+
+@pytest.mark.parametrize("fd_step", [0.0, -1.0, 1.0, math.inf, True])
+def test_fd_step_is_checked_for_every_method(fd_step: Any) -> None:
+    p0 = (torch.ones(2, dtype=torch.float64),)
+    with pytest.raises(ValueError, match="fd_step"):
+        sgd_hypergradient(
+            lambda p, b: (p[0] ** 2).sum(), p0, [None], 0.1, lambda p: p[0].sum(),
+            method="forward", fd_step=fd_step,
+        )  # fmt: skip

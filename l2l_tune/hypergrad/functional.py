@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .._validation import check_choice, check_step_size
+from .._validation import check_choice, check_relative_step, check_step_size
 
 __all__ = ["HYPERGRADIENT_METHODS", "Hypergradient", "sgd_hypergradient"]
 
@@ -96,11 +96,13 @@ def sgd_hypergradient(
 
     Raises:
         ValueError: for an unknown ``method``, ``lr < 0`` or NaN, no batches,
-            parameters that are not floating tensors, a non-positive ``fd_step``,
+            parameters that are not floating tensors, an ``fd_step`` outside ``(0, 1)``,
             or ``lr = 0`` with finite differences.
     """
     check_choice(method, "method", HYPERGRADIENT_METHODS)
     lr = check_step_size(lr, "lr")
+    if fd_step is not None:
+        fd_step = check_relative_step(fd_step)
     batch_list = list(batches)
     if not batch_list:
         raise ValueError("batches must hold at least one mini-batch (t >= 1); got none")
@@ -115,8 +117,6 @@ def sgd_hypergradient(
     if lr == 0.0:
         raise ValueError("lr must be > 0 for method='finite-difference'")
     h = float(torch.finfo(leaves[0].dtype).eps) ** 0.5 if fd_step is None else fd_step
-    if not (isinstance(h, (int, float)) and h > 0):
-        raise ValueError(f"fd_step must be > 0; got {fd_step!r}")
     with torch.no_grad():
         final = _sgd_run(loss_fn, params, batch_list, lr)
         plus = float(meta_loss_fn(_sgd_run(loss_fn, params, batch_list, lr * (1 + h))))
@@ -157,8 +157,8 @@ def _backprop(
     current = [p.clone().requires_grad_(True) for p in leaves]
     for batch in batches:
         loss = loss_fn(tree_unflatten(current, spec), batch)
-        grads = torch.autograd.grad(loss, current, create_graph=True)
-        current = [p - eta * g for p, g in zip(current, grads, strict=True)]
+        grads = torch.autograd.grad(loss, current, create_graph=True, allow_unused=True)
+        current = [p if g is None else p - eta * g for p, g in zip(current, grads, strict=True)]
     meta = meta_loss_fn(tree_unflatten(current, spec))
     (derivative,) = torch.autograd.grad(meta, eta)
     final = tree_unflatten([p.detach() for p in current], spec)

@@ -93,28 +93,28 @@ class HypergradSGD(torch.optim.Optimizer):
         params = [p for p in self._params() if p.grad is not None]
         if not params:
             return loss
-        for p in params:
-            if p.grad is not None and p.grad.grad_fn is None and not p.grad.requires_grad:
-                raise RuntimeError(
-                    "HypergradSGD needs the graph of the gradient: call "
-                    "loss.backward(create_graph=True) instead of loss.backward()"
-                )
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # A gradient without a graph is constant in the parameters (its Hessian rows are 0)
+        # when others have one; when none has, backward ran without create_graph=True.
+        with_graph = [i for i, g in enumerate(grads) if g.requires_grad]
+        if not with_graph:
+            raise RuntimeError(
+                "HypergradSGD needs the graph of the gradient: call "
+                "loss.backward(create_graph=True) instead of loss.backward()"
+            )
         tangents = [self._tangent(p) for p in params]
-        grads = [p.grad for p in params]
-        assert all(g is not None for g in grads)
-        active = [i for i, v in enumerate(tangents) if bool(v.any())]
+        active = [i for i in with_graph if bool(tangents[i].any())]
         hvps: list[Tensor | None] = [None] * len(params)
         if active:
             with torch.enable_grad():
                 products = torch.autograd.grad(
-                    [g for i, g in enumerate(grads) if i in active and g is not None],
+                    [grads[i] for i in active],
                     params,
                     grad_outputs=[tangents[i] for i in active],
                     allow_unused=True,
                 )
             hvps = list(products)
         for p, g, v, hv in zip(params, grads, tangents, hvps, strict=True):
-            assert g is not None
             g_value = g.detach()
             v.sub_(g_value)
             if hv is not None:
