@@ -7,6 +7,7 @@ the detailed sections are copied from ``benchmarks/results/*.md``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -15,6 +16,7 @@ SECTIONS = [
     ("least_squares.md", "TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
     ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
+    ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
 
@@ -26,13 +28,25 @@ def demote(markdown: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in lines)
 
 
+def relink(markdown: str) -> str:
+    """Point links to files under benchmarks/results/ (e.g. plots) at them from docs/."""
+
+    def fix(match: re.Match[str]) -> str:
+        target = match.group(1)
+        if (ROOT / "results" / target).is_file():
+            return f"](../benchmarks/results/{target})"
+        return match.group(0)
+
+    return re.sub(r"\]\(([^):#]+)\)", fix, markdown)
+
+
 def main() -> None:
     """Write docs/benchmarks.md."""
     parts = [(ROOT / "headline.md").read_text().rstrip(), ""]
     for name, title in SECTIONS:
         path = ROOT / "results" / name
         if path.exists():
-            parts += [f"## {title}", "", demote(path.read_text()).strip(), ""]
+            parts += [f"## {title}", "", relink(demote(path.read_text())).strip(), ""]
     out = ROOT.parent / "docs" / "benchmarks.md"
     out.write_text("\n".join(parts) + "\n")
     print(f"wrote {out}")

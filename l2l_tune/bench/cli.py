@@ -43,10 +43,10 @@ def add_bench_parser(sub: Any) -> None:
         "--budget",
         type=int,
         default=None,
-        help="inner-run equivalents per tuner and seed (default: 60; 24 for mnist)",
+        help="inner-run equivalents per tuner and seed (default: 60; 40 for mnist)",
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default: 5; 2 for mnist)"
+        "--seeds", type=int, default=None, help="number of seeds (default: 5; 3 for mnist)"
     )
     parser.add_argument("--seed0", type=int, default=0, help="first seed")
     parser.add_argument(
@@ -95,7 +95,7 @@ def add_bench_parser(sub: Any) -> None:
         "--t",
         type=int,
         default=None,
-        help="inner steps (default: 80 quadratic, 40 least squares, 100 mnist)",
+        help="inner steps (default: 80 quadratic, 40 least squares, 200 mnist)",
     )
     parser.add_argument(
         "--d", type=int, default=None, help="dimension (default: 20 quadratic, 1000 least squares)"
@@ -107,19 +107,19 @@ def add_bench_parser(sub: Any) -> None:
         help="quadratic instance: the authors' code's (Fig 1) or the text's",
     )
     parser.add_argument(
-        "--m", type=int, default=None, help="tasks per batch (default: 50 least squares, 2 mnist)"
+        "--m", type=int, default=None, help="tasks per batch (default: 50 least squares, 4 mnist)"
     )
     parser.add_argument(
         "--n-train",
         type=int,
         default=None,
-        help="training samples per task (default: 250 least squares, 200 mnist)",
+        help="training samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument(
         "--n-valid",
         type=int,
         default=None,
-        help="validation samples per task (default: 250 least squares, 200 mnist)",
+        help="validation samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument("--sigma", type=float, default=1.0, help="least-squares label noise")
     parser.add_argument(
@@ -140,7 +140,16 @@ def add_bench_parser(sub: Any) -> None:
         "--download", action="store_true", help="mnist task: allow downloading MNIST"
     )
     parser.add_argument(
-        "--label-noise", type=float, default=0.0, help="mnist task: fraction of random labels"
+        "--label-noise",
+        type=float,
+        default=None,
+        help="mnist task: fraction of training and validation labels made random (default 0.2)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="mnist task: PyTorch CPU threads (tiny networks: more threads mostly contend)",
     )
     parser.add_argument(
         "--ray-workers", type=int, default=1, help="concurrent trials of the ray-* tuners"
@@ -178,6 +187,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         data_dir=args.data_dir,
         download=args.download,
         label_noise=args.label_noise,
+        torch_threads=args.torch_threads,
         grad_cost=args.grad_cost,
         ray_workers=args.ray_workers,
         progress=not args.no_progress,
@@ -209,7 +219,8 @@ def _command(args: argparse.Namespace) -> str:
         "m_test": 10,
         "dataset": "digits",
         "data_dir": None,
-        "label_noise": 0.0,
+        "label_noise": None,
+        "torch_threads": 1,
         "ray_workers": 1,
     }
     for option, default in defaults.items():

@@ -49,14 +49,16 @@ class RaySession:
     Args:
         num_cpus: CPUs of the local Ray instance (ignored when Ray is already running).
         workers: Concurrent trials of each Tuner run.
+        torch_threads: PyTorch threads in the trials of the MNIST task.
 
     Attributes:
         storage: Absolute path of the temporary ``storage_path`` (while entered).
     """
 
-    def __init__(self, num_cpus: int = 2, workers: int = 1) -> None:
+    def __init__(self, num_cpus: int = 2, workers: int = 1, torch_threads: int = 1) -> None:
         self.num_cpus = num_cpus
         self.workers = workers
+        self.torch_threads = torch_threads
         self.storage = ""
         self._saved: dict[str, str | None] = {}
         self._own_tmp: str | None = None
@@ -117,6 +119,7 @@ class _TrialObjective:
     log: bool
     log_factor: float
     gradient: bool
+    torch_threads: int | None = None
 
     def log_loss(self, value: float) -> float:
         if self.log:
@@ -131,6 +134,10 @@ def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None)
     from ray import tune
 
     assert objective is not None
+    if objective.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(objective.torch_threads)
     eta = float(config["lr"])
     start = time.perf_counter()
     metrics: dict[str, Any] = {}
@@ -208,6 +215,7 @@ def run_ray_tuner(
         log=task.log,
         log_factor=task.log_factor,
         gradient=gradient,
+        torch_threads=session.torch_threads if task.name == "mnist" else None,
     )
     search = _search(tuner, seed, workers, task.eta0)
     tune_config: dict[str, Any] = {

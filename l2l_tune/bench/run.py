@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +133,6 @@ def run_bench(
         ValueError: for bad settings (naming the option), or a budget below the cost
             of one meta-gradient evaluation.
     """
-    from tqdm.auto import tqdm
-
     s = settings.resolved()
 
     def say(message: str) -> None:
@@ -145,6 +143,35 @@ def run_bench(
 
     start = time.perf_counter()
     out_dir = s.out_dir
+    with _torch_threads(s.torch_threads if s.task == "mnist" else None):
+        return _run(s, start, out_dir, command, say)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``n`` inside (``None``: untouched)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(
+    s: BenchSettings,
+    start: float,
+    out_dir: Path,
+    command: str | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     assert s.budget is not None
     budget = s.budget
     skipped: dict[str, str] = {}
@@ -172,14 +199,10 @@ def run_bench(
             bar.update()
         if s.grad_cost is None:
             first = tasks[0]
-            repeats = 2 if s.task == "mnist" else 7
+            repeats = 3 if s.task == "mnist" else 7
             etas = [float(e) for e in np.geomspace(first.low, first.high, 7)[1:-1]]
             cost_info = measure_gradient_cost(
-                first.task,
-                first.t,
-                first.split,
-                etas[::2] if s.task == "mnist" else etas,
-                repeats=repeats,
+                first.task, first.t, first.split, etas, repeats=repeats
             )
             cost_info["method"] = (
                 f"measured on seed {first.seed}: fastest of {repeats} timings of "
@@ -201,7 +224,11 @@ def run_bench(
         if need_ray:
             from .raytune import RaySession
 
-            session = RaySession(num_cpus=max(2, s.ray_workers), workers=s.ray_workers)
+            session = RaySession(
+                num_cpus=max(2, s.ray_workers),
+                workers=s.ray_workers,
+                torch_threads=s.torch_threads,
+            )
         with session as ray_session:
             for name in runnable:
                 runs[name] = []
