@@ -248,7 +248,11 @@ class BracketingMetaOptimizer(MetaOptimizer):
         candidate = a.eta - g_a * (b.eta - a.eta) / (g_b - g_a)
         if not (a.eta < candidate < b.eta) or not math.isfinite(candidate):
             return midpoint
-        return candidate
+        # Never (almost) repeat an end point: a secant step dwarfed by a huge gradient at
+        # the other end (a chaotic run) would re-evaluate it. A step of at least 1e-3 of
+        # the bracket shrinks it 1000-fold when the root really is that close.
+        margin = 1e-3 * (b.eta - a.eta)
+        return min(max(candidate, a.eta + margin), b.eta - margin)
 
     def _root_estimate(self, a: MetaRecord, b: MetaRecord) -> float:
         if a.finite and b.finite:
