@@ -28,6 +28,7 @@ __all__ = [
     "headline_text",
     "markdown_report",
     "run_record",
+    "task_section",
     "write_plots",
 ]
 
@@ -471,6 +472,20 @@ def markdown_report(payload: dict[str, Any], plot_prefix: str = "") -> str:
     if notes:
         lines += ["", "## Notes", "", *[f"* {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def task_section(payload: dict[str, Any], plot_prefix: str, title: str | None = None) -> str:
+    """:func:`markdown_report` one heading level down, for a page that gathers several tasks.
+
+    Args:
+        payload: The ``results.json`` content.
+        plot_prefix: Path of the results directory as seen from the page (``"bench_quadratic/"``).
+        title: Section title (default: the report's).
+    """
+    lines = markdown_report(payload, plot_prefix).splitlines()
+    if title is not None:
+        lines[0] = f"# {title}"
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines) + "\n"
 
 
 def headline_text(head: dict[str, Any], budget: int) -> str:

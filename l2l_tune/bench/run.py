@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -88,6 +89,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    """Indented JSON with flat lists (numbers, strings) kept on one line each."""
+    text = json.dumps(payload, indent=1, ensure_ascii=False)
+    return re.sub(
+        r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
+    )
 
 
 def _console_table(payload: dict[str, Any]) -> str:
@@ -297,7 +306,7 @@ def _run(
     }
     payload["total_wall_s"] = time.perf_counter() - start
     payload = _jsonable(payload)
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out_dir / "results.json").write_text(_dumps(payload) + "\n")
     (out_dir / "report.md").write_text(markdown_report(payload))
     print(_console_table(payload))
     print(payload["headline_text"])
