@@ -80,6 +80,16 @@ def test_bad_arguments_exit_2(
     assert needle in capsys.readouterr().err
 
 
+def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out`` naming an existing file is a usage error, not a traceback."""
+    path = tmp_path / "file.txt"
+    path.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "thm3", "--quick", "--out", str(path), "--no-progress"])
+    assert exc.value.code == 2
+    assert "--out must be a folder" in capsys.readouterr().err
+
+
 def test_list_shows_targets_and_claims(capsys: pytest.CaptureFixture[str]) -> None:
     """``reproduce --list`` names every target with its claim."""
     assert main(["reproduce", "--list"]) == 0

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["add_reproduce_parser", "resolve_targets"]
 
-_OPTIONS = ("variant",)
+_OPTIONS = ("variant", "dataset", "data_dir", "device")
 
 
 def add_reproduce_parser(sub: Any) -> None:
@@ -60,6 +60,20 @@ def add_reproduce_parser(sub: Any) -> None:
         help="quadratic instance for fig1/thm3/thm4: 'authors' (X in R^{d x d}, Gaussian w0; "
         "fig1's default) or 'paper' (X in R^{d x 2d}, unit w0; thm3/thm4's default)",
     )
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist", "digits"),
+        default=None,
+        help="fig4/fig5: MNIST IDX files (default) or scikit-learn's 8x8 digits (--quick's)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="fig4/fig5: directory with the MNIST IDX files (default: $L2L_TUNE_DATA or the "
+        "user cache)",
+    )
+    parser.add_argument("--device", default=None, help="fig4/fig5: cpu (default), cuda, cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run)
 
@@ -118,6 +132,8 @@ def _run(args: argparse.Namespace) -> int:
             out_dir = Path("reproduction") / name
         else:
             out_dir = args.out / name if args.target == "all" else args.out
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out must be a folder; {str(out_dir)!r} is a file")
         ctx = RunContext(
             out_dir=out_dir,
             quick=args.quick,
