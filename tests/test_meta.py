@@ -253,11 +253,12 @@ def test_bracket_expands_and_shrinks_geometrically() -> None:
     assert wide.ask() == pytest.approx(10.0, rel=1e-15)  # geometric midpoint when b > 4a
 
 
-def test_bracket_secant_inside_bracket() -> None:
-    """Inside a −/+ bracket the proposal is the secant root (exact for a linear gradient)."""
+def test_bracket_interpolation_inside_bracket() -> None:
+    """Inside a −/+ bracket the proposal minimises the cubic through both ends' values and
+    slopes: exact for a quadratic meta-objective."""
     opt = BracketingMetaOptimizer(eta0=1.0)
-    opt.tell(1.0, 1.0, -2.0)  # g(η) = 2η − 4: root at 2
-    opt.tell(4.0, 1.0, 4.0)
+    opt.tell(1.0, 1.0, -2.0)  # f(η) = (η − 2)², g(η) = 2η − 4: minimum at 2
+    opt.tell(4.0, 4.0, 4.0)
     assert opt.ask() == pytest.approx(2.0, rel=1e-15)
     opt.tell(2.0, 0.0, 0.0)
     assert opt.converged and opt.ask() == 2.0 and opt.estimate() == 2.0
