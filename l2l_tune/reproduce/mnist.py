@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,20 @@ class MNISTSettings:
         }
         return cls("mnist", 2000, 4, 2, 5, 100, 20, 1e-2, (1e-3, 3.0, 15),
                    tuple(table[k] for k in keys))  # fmt: skip
+
+
+@contextmanager
+def _torch_threads(dataset: str) -> Iterator[None]:
+    """One PyTorch thread for the 8×8 digits (a 64-wide network: threads only add overhead)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if dataset == "digits":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _distribution(ctx: RunContext, dataset: str) -> Any:
@@ -274,10 +289,11 @@ def fig4(ctx: RunContext) -> TargetReport:
     distribution = _distribution(ctx, s.dataset)
     bar = ctx.bar(3 * len(s.settings), "fig4 (setting, method)")
     try:
-        results = {
-            st.key: compare_on_mnist(distribution, st, s, seed=ctx.seed, bar=bar)
-            for st in s.settings
-        }
+        with _torch_threads(s.dataset):
+            results = {
+                st.key: compare_on_mnist(distribution, st, s, seed=ctx.seed, bar=bar)
+                for st in s.settings
+            }
     finally:
         bar.close()
     figure = plot_accuracy_curves(results, ctx.figure_path("fig4"), kind="test", runs=s.runs)
@@ -331,25 +347,26 @@ def fig5(ctx: RunContext) -> TargetReport:
     distribution = _distribution(ctx, s.dataset)
     bar = ctx.bar(3, "fig5 (method)")
     try:
-        results = {"noisy": compare_on_mnist(distribution, s.settings[0], s, seed=ctx.seed,
-                                             bar=bar)}  # fmt: skip
+        with _torch_threads(s.dataset):
+            results = {"noisy": compare_on_mnist(distribution, s.settings[0], s, seed=ctx.seed,
+                                                 bar=bar)}  # fmt: skip
     finally:
         bar.close()
     figure = plot_accuracy_curves(results, ctx.figure_path("fig5"), kind="train", runs=s.runs)
     noisy = results["noisy"]
     train_tbt, train_tbv = _accuracy(noisy, "TbT", "train"), _accuracy(noisy, "TbV", "train")
     test_tbt, test_tbv = _accuracy(noisy, "TbT"), _accuracy(noisy, "TbV")
-    clean_share = 1 - 0.9 * s.settings[0].label_noise  # labels still equal to the true one
+    gap_tbt, gap_tbv = train_tbt - test_tbt, train_tbv - test_tbv
     checks = [
         Check(
-            f"TbT fits the noise: training accuracy > {clean_share:.2f} (the clean share)",
-            train_tbt > clean_share,
-            f"TbT training accuracy {train_tbt:.4f}",
+            "TbT fits more of the noisy training labels than TbV",
+            train_tbt > train_tbv,
+            f"training accuracy TbT {train_tbt:.4f} vs TbV {train_tbv:.4f}",
         ),
         Check(
-            "TbV does not: its training accuracy is below TbT's by ≥ 0.05",
-            train_tbv <= train_tbt - 0.05,
-            f"TbV {train_tbv:.4f} vs TbT {train_tbt:.4f}",
+            "TbT overfits: its train − test accuracy gap exceeds TbV's by ≥ 0.05",
+            gap_tbt >= gap_tbv + 0.05,
+            f"gap TbT {gap_tbt:+.4f} vs TbV {gap_tbv:+.4f}",
         ),
         Check(
             "and TbV's test accuracy is higher",
