@@ -107,7 +107,7 @@ class MNISTSettings:
             "noisy": MNISTSetting("noisy", "1000 samples, 20% label noise", 1000, 1000, 1000, 0.2),
             "all": MNISTSetting("all", "all 60000 samples", 60000, 50000, 10000, 0.0),
         }
-        return cls("mnist", 2000, 4, 2, 5, 100, 20, 1e-2, (1e-3, 3.0, 15),
+        return cls("mnist", 1000, 4, 2, 5, 100, 20, 1e-2, (1e-3, 3.0, 15),
                    tuple(table[k] for k in keys))  # fmt: skip
 
 
