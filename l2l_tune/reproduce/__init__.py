@@ -17,9 +17,21 @@ import importlib
 import pkgutil
 import re
 
-from .base import TARGETS, Check, Outcome, RunContext, Target, TargetReport, register, run_target
+from .base import (
+    OPTION_SPECS,
+    TARGETS,
+    Check,
+    Outcome,
+    RunContext,
+    Target,
+    TargetReport,
+    register,
+    register_option,
+    run_target,
+)
 
 __all__ = [
+    "OPTION_SPECS",
     "TARGETS",
     "Check",
     "Outcome",
@@ -27,6 +39,7 @@ __all__ = [
     "Target",
     "TargetReport",
     "register",
+    "register_option",
     "run_target",
 ]
 

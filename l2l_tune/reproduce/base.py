@@ -39,14 +39,17 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "OPTION_SPECS",
     "TARGETS",
     "Check",
+    "OptionSpec",
     "Outcome",
     "RunContext",
     "Target",
     "TargetReport",
     "dump_json",
     "register",
+    "register_option",
     "run_target",
     "to_jsonable",
 ]
@@ -158,6 +161,37 @@ class Target:
 
 #: Every registered target, by name (filled by importing :mod:`l2l_tune.reproduce`).
 TARGETS: dict[str, Target] = {}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How a target option appears on the command line (see :func:`register_option`).
+
+    Attributes:
+        name: The :attr:`RunContext.options` key; the flag is ``--name`` with ``_`` → ``-``.
+        help: Help text.
+        choices: Accepted values (``None``: any string).
+    """
+
+    name: str
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+#: Command-line descriptions of target options, by name. An option that a target
+#: declares without a spec still becomes a plain string flag.
+OPTION_SPECS: dict[str, OptionSpec] = {}
+
+
+def register_option(name: str, *, help: str, choices: Iterable[str] | None = None) -> None:
+    """Describe the target option ``name`` for ``l2l-tune reproduce --<name>``.
+
+    Raises:
+        ValueError: if ``name`` is not an identifier.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"option name must be an identifier, got {name!r}")
+    OPTION_SPECS[name] = OptionSpec(name, help, None if choices is None else tuple(choices))
 
 
 def register(

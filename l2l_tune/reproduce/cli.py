@@ -13,9 +13,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_reproduce_parser", "resolve_targets"]
+from .base import OptionSpec
 
-_OPTIONS = ("variant", "dataset", "data_dir", "device")
+__all__ = ["add_reproduce_parser", "resolve_targets"]
 
 
 def add_reproduce_parser(sub: Any) -> None:
@@ -54,28 +54,38 @@ def add_reproduce_parser(sub: Any) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed of the instances (default: 0)"
     )
-    parser.add_argument(
-        "--variant",
-        default=None,
-        help="quadratic instance for fig1/thm3/thm4: 'authors' (X in R^{d x d}, Gaussian w0; "
-        "fig1's default) or 'paper' (X in R^{d x 2d}, unit w0; thm3/thm4's default)",
-    )
-    parser.add_argument(
-        "--dataset",
-        choices=("mnist", "digits"),
-        default=None,
-        help="fig4/fig5: MNIST IDX files (default) or scikit-learn's 8x8 digits (--quick's)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="fig4/fig5: directory with the MNIST IDX files (default: $L2L_TUNE_DATA or the "
-        "user cache)",
-    )
-    parser.add_argument("--device", default=None, help="fig4/fig5: cpu (default), cuda, cuda:N")
+    for name, spec in _option_specs().items():
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=spec.help,
+        )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_specs() -> dict[str, OptionSpec]:
+    """Every option some target declares (plus described ones), with its description.
+
+    An option a target declares without a :func:`~l2l_tune.reproduce.register_option`
+    description becomes a plain string flag.
+    """
+    from . import OPTION_SPECS, TARGETS
+
+    specs: dict[str, OptionSpec] = {}
+    for target in TARGETS.values():
+        for name in target.options:
+            takers = ", ".join(t.name for t in TARGETS.values() if name in t.options)
+            spec = OPTION_SPECS.get(name, OptionSpec(name, f"option of {takers}"))
+            choices = f" (one of {', '.join(spec.choices)})" if spec.choices else ""
+            specs.setdefault(name, OptionSpec(name, f"{spec.help}{choices}", spec.choices))
+    return specs
 
 
 def resolve_targets(name: str | None) -> list[str]:
@@ -117,14 +127,18 @@ def _run(args: argparse.Namespace) -> int:
     names = resolve_targets(args.target)
     if args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
-    options = {key: getattr(args, key) for key in _OPTIONS}
-    if args.variant is not None and args.variant not in ("paper", "authors"):
-        raise ValueError(f"--variant must be one of 'paper', 'authors'; got {args.variant!r}")
+    specs = _option_specs()
+    options = {name: getattr(args, name, None) for name in specs}
+    for name, value in options.items():
+        choices = specs[name].choices
+        if value is not None and choices is not None and value not in choices:
+            accepted = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"{_flag(name)} must be one of {accepted}; got {value!r}")
     if args.target != "all":
-        for key, value in options.items():
-            if value is not None and key not in TARGETS[names[0]].options:
-                takes = [t.name for t in TARGETS.values() if key in t.options]
-                raise ValueError(f"--{key} applies to {', '.join(takes)} only, not to {names[0]!r}")
+        for name, value in options.items():
+            if value is not None and name not in TARGETS[names[0]].options:
+                takers = ", ".join(t.name for t in TARGETS.values() if name in t.options)
+                raise ValueError(f"{_flag(name)} applies to {takers} only, not to {names[0]!r}")
     outcomes = []
     for name in names:
         target = TARGETS[name]

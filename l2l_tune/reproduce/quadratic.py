@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from ..meta import NonFiniteMetaGradientWarning, ProjectedMetaGD
 from ..tasks import Quadratic
 from ._plotting import pyplot, save_figure
-from .base import Check, RunContext, TargetReport, register
+from .base import Check, RunContext, TargetReport, register, register_option
 
 __all__ = [
     "Fig1Settings",
@@ -55,6 +55,13 @@ _F32_LOG10_MAX = math.log10(float(np.finfo(np.float32).max))
 _F32_LOG10_TINY = math.log10(float(np.finfo(np.float32).smallest_subnormal))
 
 Variant = Literal["paper", "authors"]
+
+register_option(
+    "variant",
+    help="quadratic instance of fig1/thm3/thm4: 'authors' (X in R^{d x d}, Gaussian w0; "
+    "fig1's default) or 'paper' (X in R^{d x 2d}, unit-norm w0; thm3/thm4's default)",
+    choices=("paper", "authors"),
+)
 
 
 def _variant(ctx: RunContext, default: Variant) -> Variant:
