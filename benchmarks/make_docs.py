@@ -16,6 +16,7 @@ SECTIONS = [
     ("least_squares.md", "TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
     ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
+    ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
