@@ -18,7 +18,6 @@ labels, noisy ones included) along the way.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -260,10 +259,10 @@ def _table(settings: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
-    where = ctx.option("data_dir", None) or os.environ.get("L2L_TUNE_DATA", "the default cache")
     network = "784-100-20-10" if s.dataset == "mnist" else "64-100-20-10"
+    source = "IDX files" if s.dataset == "mnist" else "scikit-learn, bundled"
     return (
-        f"{s.dataset} ({where if s.dataset == 'mnist' else 'scikit-learn, bundled'}), "
+        f"{s.dataset} ({source}), "
         f"{network} ReLU, cross entropy, batch 32; t = {s.t} SGD steps; meta-objective "
         f"(1/t)·log of the final loss over m = {s.m} tasks ({s.m_large} with > 5000 samples), "
         f"StepSizeTuner (bracket, ≤ {s.max_evals} forward-mode meta-gradients, tol {s.tol}); "
