@@ -218,7 +218,10 @@ def _markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Target forward ÷ plain ≤ 2.5×. The arithmetic floor is ≈ 2× (the Hessian-vector product doubles the products with the 784-wide input); the measured ratio is lower because the mini-batch gather, the update and Python's per-step overhead are paid once for both.",
+        "Target forward ÷ plain ≤ 2.5×. The arithmetic floor is ≈ 2× (the Hessian-vector "
+        "product doubles the products with the 784-wide input); the measured ratio is lower "
+        "because the mini-batch gather, the update and Python's per-step overhead are paid "
+        "once for both.",
         "",
         "## Peak memory of one hypergradient against t (m = 1; fresh process each)",
         "",
@@ -270,7 +273,8 @@ def main() -> None:
     memory_ts = [int(x) for x in args.memory_t.split(",")]
     result: dict[str, Any] = {
         "command": "python benchmarks/bench_mnist.py " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("child", "out")},
+        "settings": {k: (os.path.relpath(v) if k == "data_dir" else v)
+                     for k, v in vars(args).items() if k not in ("child", "out")},  # fmt: skip
         "machine": {
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores",
