@@ -32,11 +32,23 @@ from ..baselines import GridSearch
 from ..meta import NonFiniteMetaGradientWarning
 from ..tuner import EvalRecord, StepSizeTuner
 from ._plotting import pyplot, save_figure
-from .base import Check, RunContext, TargetReport, register
+from .base import Check, RunContext, TargetReport, register, register_option
 
 __all__ = ["MNISTSetting", "MNISTSettings", "compare_on_mnist", "plot_accuracy_curves"]
 
 _OPTIONS = ("dataset", "data_dir", "device")
+register_option(
+    "dataset",
+    help="data of fig4/fig5: the MNIST IDX files (default) or scikit-learn's bundled 8x8 "
+    "digits (the --quick default)",
+    choices=("mnist", "digits"),
+)
+register_option(
+    "data_dir",
+    help="fig4/fig5: directory with the MNIST IDX files (default: $L2L_TUNE_DATA or the "
+    "user cache; see docs/data.md)",
+)
+register_option("device", help="fig4/fig5: cpu (default), cuda or cuda:N")
 
 
 @dataclass(frozen=True)
