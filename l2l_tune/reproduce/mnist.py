@@ -283,6 +283,25 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
     )
 
 
+def _run_settings(
+    ctx: RunContext, keys: tuple[str, ...], name: str
+) -> tuple[MNISTSettings, dict[str, dict[str, Any]]]:
+    """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``."""
+    s = MNISTSettings.for_run(ctx.quick, keys=keys)
+    s = replace(s, dataset=ctx.option("dataset", s.dataset))
+    distribution = _distribution(ctx, s.dataset)
+    bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
+    try:
+        with _torch_threads(s.dataset):
+            results = {
+                st.key: compare_on_mnist(distribution, st, s, seed=ctx.seed, bar=bar)
+                for st in s.settings
+            }
+    finally:
+        bar.close()
+    return s, results
+
+
 @register(
     "fig4",
     title="MNIST: test accuracy of the step size learned TbT vs TbV (3 settings)",
@@ -295,18 +314,7 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
 )
 def fig4(ctx: RunContext) -> TargetReport:
     """Fig 4: test accuracy curves of TbT, TbV and grid-searched SGD in three settings."""
-    s = MNISTSettings.for_run(ctx.quick)
-    s = replace(s, dataset=ctx.option("dataset", s.dataset))
-    distribution = _distribution(ctx, s.dataset)
-    bar = ctx.bar(3 * len(s.settings), "fig4 (setting, method)")
-    try:
-        with _torch_threads(s.dataset):
-            results = {
-                st.key: compare_on_mnist(distribution, st, s, seed=ctx.seed, bar=bar)
-                for st in s.settings
-            }
-    finally:
-        bar.close()
+    s, results = _run_settings(ctx, ("small", "noisy", "all"), "fig4")
     figure = plot_accuracy_curves(results, ctx.figure_path("fig4"), kind="test", runs=s.runs)
     noisy_gap = _accuracy(results["noisy"], "TbV") - _accuracy(results["noisy"], "TbT")
     all_gap = _accuracy(results["all"], "TbV") - _accuracy(results["all"], "TbT")
@@ -353,16 +361,7 @@ def fig4(ctx: RunContext) -> TargetReport:
 )
 def fig5(ctx: RunContext) -> TargetReport:
     """Fig 5: training-accuracy curves in the noisy setting."""
-    s = MNISTSettings.for_run(ctx.quick, keys=("noisy",))
-    s = replace(s, dataset=ctx.option("dataset", s.dataset))
-    distribution = _distribution(ctx, s.dataset)
-    bar = ctx.bar(3, "fig5 (method)")
-    try:
-        with _torch_threads(s.dataset):
-            results = {"noisy": compare_on_mnist(distribution, s.settings[0], s, seed=ctx.seed,
-                                                 bar=bar)}  # fmt: skip
-    finally:
-        bar.close()
+    s, results = _run_settings(ctx, ("noisy",), "fig5")
     figure = plot_accuracy_curves(results, ctx.figure_path("fig5"), kind="train", runs=s.runs)
     noisy = results["noisy"]
     train_tbt, train_tbv = _accuracy(noisy, "TbT", "train"), _accuracy(noisy, "TbV", "train")
