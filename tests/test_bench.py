@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from l2l_tune.bench import tuners as bench_tuners
 from l2l_tune.bench.recording import EvalPoint, TunerRun
 from l2l_tune.bench.report import headline, run_record
 from l2l_tune.bench.settings import parse_tuners
+from l2l_tune.bench.tuners import TUNER_PACKAGES
 from l2l_tune.bench.tasks import make_task
 from l2l_tune.cli import main
 
@@ -154,6 +157,49 @@ def test_all_tuners_listed_and_ray_skipped_without_ray(
     assert results["tuners"]["l2l"]["max_evaluations"] == 4
     assert results["tuners"]["l2l"]["inner_run_equivalents"] <= 8
     assert results["tuners"]["grid"]["evaluations"] == 8
+
+
+@pytest.mark.parametrize("package", ["optuna", "cmaes", "torch", "ray"])
+def test_each_missing_package_skips_exactly_its_tuners(
+    package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hiding one optional package skips the tuners that import it, naming the package
+    and the extra to install; the others still run."""
+    real = bench_tuners.importlib.util.find_spec
+
+    def hidden(name: str, *args: Any) -> Any:
+        return None if name == package else real(name, *args)
+
+    monkeypatch.setattr(bench_tuners.importlib.util, "find_spec", hidden)
+    needing = [
+        name for name, packages in TUNER_PACKAGES.items() if any(p == package for p, _ in packages)
+    ]
+    assert needing
+    out = tmp_path / "b"
+    results = run_cli(
+        "--budget 6 --seeds 1 --d 8 --t 20 --no-progress".split()
+        + ["--tuners", ",".join([*needing, "grid"]), "--out", str(out)]
+    )
+    for name in needing:
+        status = results["tuners"][name]["status"]
+        assert f"needs {package} (pip install 'l2l-tune[" in status, status
+    assert results["tuners"]["grid"]["status"] == "ok"
+
+
+def test_every_tuner_dependency_is_in_its_extra_and_in_all() -> None:
+    """The extra named in a skip message installs the package (and so does [all])."""
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = {
+        extra: {re.split(r"[<>=\[ ]", line.strip())[0] for line in spec.splitlines() if line}
+        for extra, spec in parser["options.extras_require"].items()
+    }
+    for tuner, packages in TUNER_PACKAGES.items():
+        assert tuner in ALL_TUNERS
+        for package, extra in packages:
+            assert package in extras[extra], (tuner, package, extra)
+            assert package in extras["all"], (tuner, package)
+            assert package in extras["test"], (tuner, package)
 
 
 def test_plain_objective_nothing_crashes(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from .tasks import BenchTask
 __all__ = [
     "FD_STEP",
     "GP_CLAMP",
+    "TUNER_PACKAGES",
     "evaluations_allowed",
     "missing_dependency",
     "run_tuner",
@@ -66,13 +67,29 @@ def evaluations_allowed(tuner: str, budget: int, gradient_cost: float) -> int:
     return int(budget)
 
 
+#: The packages each tuner imports beyond the core, with the extra that installs them.
+#: Optuna's CMA-ES sampler imports ``cmaes`` and its GP sampler ``torch``; ``ray-tpe`` is
+#: Ray's ``OptunaSearch``.
+TUNER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "optuna-grid": (("optuna", "optuna"),),
+    "optuna-random": (("optuna", "optuna"),),
+    "optuna-tpe": (("optuna", "optuna"),),
+    "optuna-cmaes": (("optuna", "optuna"), ("cmaes", "optuna")),
+    "optuna-gp": (("optuna", "optuna"), ("torch", "torch")),
+    "ray-random": (("ray", "ray"),),
+    "ray-tpe": (("ray", "ray"), ("optuna", "optuna")),
+    "ray-l2l": (("ray", "ray"),),
+}
+
+
 def missing_dependency(tuner: str) -> str | None:
-    """Why ``tuner`` cannot run here (a missing package), or ``None``."""
-    missing = []
-    if tuner in OPTUNA_TUNERS and importlib.util.find_spec("optuna") is None:
-        missing.append("optuna (pip install 'l2l-tune[optuna]')")
-    if tuner in RAY_TUNERS and importlib.util.find_spec("ray") is None:
-        missing.append("ray[tune] (pip install 'l2l-tune[ray]')")
+    """Why ``tuner`` cannot run here (its missing packages and the extra to install), or
+    ``None`` when every package it imports is importable."""
+    missing = [
+        f"{package} (pip install 'l2l-tune[{extra}]')"
+        for package, extra in TUNER_PACKAGES.get(tuner, ())
+        if importlib.util.find_spec(package) is None
+    ]
     if not missing:
         return None
     return f"{tuner} skipped: needs " + " and ".join(missing)
