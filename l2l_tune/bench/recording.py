@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..tasks.base import is_exact_task
 from .tasks import BenchTask
 
 __all__ = ["CLAMP", "EvalPoint", "GradientView", "Recorder", "TunerRun", "ValueView", "clamp"]
@@ -133,6 +134,11 @@ class ValueView:
     def step_size_scale(self) -> float:
         """The task's ``1/L``."""
         return float(self._recorder.task.task.step_size_scale())
+
+    @property
+    def exact_meta_objective(self) -> bool:
+        """The wrapped task's declaration (``meta_optimizer="auto"`` reads it)."""
+        return is_exact_task(self._recorder.task.task)
 
 
 class GradientView(ValueView):

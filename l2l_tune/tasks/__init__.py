@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import SPLITS, MetaObjectiveTask
+from .base import SPLITS, MetaObjectiveTask, is_exact_task
 from .least_squares import (
     TRUNCATION_RADIUS,
     LeastSquares,
@@ -23,4 +23,5 @@ __all__ = [
     "MNISTEvaluation",
     "MetaObjectiveTask",
     "Quadratic",
+    "is_exact_task",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MetaObjectiveTask", "SPLITS"]
+__all__ = ["MetaObjectiveTask", "SPLITS", "is_exact_task"]
 
 #: Where a meta-loss is measured: the training set (train-by-train, TbT) or a
 #: held-out validation set (train-by-validation, TbV); paper, Section 4.
@@ -18,6 +18,14 @@ class MetaObjectiveTask(Protocol):
     A task runs ``t`` steps of an inner optimizer at step size ``η`` and measures
     a meta-loss on ``split``; the meta-objective is that loss (``log=False``) or
     ``(1/t)·log`` of it (``log=True``, paper Theorem 4).
+
+    A task may also declare a class attribute ``exact_meta_objective: bool`` (read by
+    :func:`is_exact_task`; not part of the protocol, so a task without it still
+    qualifies): ``True`` when its meta-objective and meta-gradient are deterministic,
+    exact and smooth enough for Claim 1's single sign change to be trusted (the
+    closed forms), ``False`` or absent for training runs (noisy, rugged at the kinks
+    of a ReLU network, chaotic at large ``η``: Theorem 3). ``meta_optimizer="auto"``
+    uses it to pick the bracketing search or the model-based one.
     """
 
     def meta_objective(
@@ -35,3 +43,13 @@ class MetaObjectiveTask(Protocol):
     def step_size_scale(self) -> float:
         """A natural scale for ``eta``: ``1/L``, with ``L`` the largest curvature."""
         ...
+
+
+def is_exact_task(task: object) -> bool:
+    """Whether ``task`` declares an exact, deterministic, smooth meta-objective.
+
+    Reads the optional ``exact_meta_objective`` attribute (see
+    :class:`MetaObjectiveTask`); a task that does not declare it is treated as a
+    training run (noisy or rugged), the safe assumption.
+    """
+    return getattr(task, "exact_meta_objective", False) is True

@@ -58,7 +58,10 @@ class Quadratic:
         eigenvalues: ``λ_1 ≤ … ≤ λ_d`` of ``H`` (ascending).
         eigenvectors: The matching orthonormal eigenvectors, as columns.
         coefficients: ``c_i = ⟨w0, u_i⟩``.
+        exact_meta_objective: ``True``: deterministic closed form, Claim 1 holds.
     """
+
+    exact_meta_objective = True
 
     def __init__(self, H: ArrayLike, w0: ArrayLike) -> None:
         H_arr = check_array(H, "H", ndim=(2,))
