@@ -25,7 +25,7 @@ from l2l_tune.integrations.optuna import (
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from l2l_tune import GridSearch, LeastSquares, Quadratic
-from l2l_tune.meta import NonFiniteMetaGradientWarning
+from l2l_tune.meta import MetaRecord, NonFiniteMetaGradientWarning
 
 T = 80
 LOW, HIGH = 1e-4, 1.0
@@ -208,10 +208,13 @@ def test_bounds_excluding_eta_star_converge_to_the_bound(
 
 # ---------------------------------------------------------------------- 4. robustness
 @pytest.mark.parametrize("kind", ["gradient", "black_box"])
-def test_failing_trials_are_ignored(quad: Quadratic, eta_star: float, kind: str) -> None:
+def test_failing_trials_do_not_break_the_search(
+    quad: Quadratic, eta_star: float, kind: str
+) -> None:
     """Objectives that raise on every third trial (FAIL, caught by ``catch``) do not break
-    sampling: the failed trials never enter the state and the search converges (1e-6 with
-    gradients; 1% for the black-box search)."""
+    sampling: the failed trials are told as failed runs ``(η, inf, None)``, which the
+    bracketing optimizer ignores as faults where a larger step size ran fine, and the search
+    converges (1e-6 with gradients; 1% for the black-box search)."""
     base = gradient_objective(quad) if kind == "gradient" else black_box_objective(quad)
 
     def objective(trial: Trial) -> float:
@@ -233,9 +236,9 @@ def test_failing_trials_are_ignored(quad: Quadratic, eta_star: float, kind: str)
 
 
 @pytest.mark.parametrize("kind", ["gradient", "black_box"])
-def test_pruned_trials_are_ignored(quad: Quadratic, eta_star: float, kind: str) -> None:
+def test_pruned_trials_do_not_break_the_search(quad: Quadratic, eta_star: float, kind: str) -> None:
     """Trials pruned after reporting an intermediate value (``raise optuna.TrialPruned``)
-    are ignored; the search still converges."""
+    are told as partial value-only records; the search still converges."""
     base = gradient_objective(quad) if kind == "gradient" else black_box_objective(quad)
 
     def objective(trial: Trial) -> float:
@@ -255,10 +258,13 @@ def test_pruned_trials_are_ignored(quad: Quadratic, eta_star: float, kind: str) 
         assert rel(study.best_params["lr"], eta_star) < 1e-2
 
 
-def test_nan_value_is_recorded_as_fail_and_ignored(quad: Quadratic, eta_star: float) -> None:
-    """Optuna 5 records a trial whose objective returns NaN as FAIL (value ``None``), so the
-    sampler never sees the NaN: no warning, the state is unchanged (the next trial
-    re-proposes the same step size) and the search converges."""
+def test_nan_value_is_a_failed_run_and_never_proposed_again(
+    quad: Quadratic, eta_star: float
+) -> None:
+    """Optuna 5 records a trial whose objective returns NaN as FAIL (value ``None``). The
+    sampler tells it as a failed run ``(η, inf, None)`` without a warning of its own
+    (Optuna has logged it), never proposes that step size again (the next trial moves),
+    and the search converges."""
     base = gradient_objective(quad)
 
     def objective(trial: Trial) -> float:
@@ -271,7 +277,10 @@ def test_nan_value_is_recorded_as_fail_and_ignored(quad: Quadratic, eta_star: fl
         study.optimize(objective, n_trials=30)
     assert study.trials[2].state == TrialState.FAIL
     assert study.trials[2].value is None
-    assert study.trials[3].params["lr"] == study.trials[2].params["lr"]
+    failed = study.trials[2].params["lr"]
+    assert all(tr.params["lr"] != failed for tr in study.trials[3:])
+    history = study.sampler.meta_optimizer_for(study).history
+    assert MetaRecord(failed, math.inf, None) in history
     assert rel(estimate(study), eta_star) <= 1e-6
 
 
@@ -297,12 +306,10 @@ def test_infinite_value_warns_and_counts_as_diverged(quad: Quadratic, eta_star: 
     assert rel(estimate(study), eta_star) <= 1e-6
 
 
-def test_nan_gradient_warns_is_skipped_and_study_converges(
-    quad: Quadratic, eta_star: float
-) -> None:
-    """A NaN meta-gradient reported with :func:`report_meta_gradient` is stored, then skipped
-    with a :class:`NonFiniteMetaGradientWarning`: it never enters the state (the next
-    trial re-proposes the same step size) and the study converges to ``η*``."""
+def test_nan_gradient_keeps_the_value_and_study_converges(quad: Quadratic, eta_star: float) -> None:
+    """A NaN meta-gradient reported with :func:`report_meta_gradient` is stored, then dropped
+    with a :class:`NonFiniteMetaGradientWarning`; the value is kept as a value-only record,
+    the step size is not proposed again, and the study converges to ``η*``."""
 
     def objective(trial: Trial) -> float:
         lr = trial.suggest_float("lr", LOW, HIGH, log=True)
@@ -314,7 +321,10 @@ def test_nan_gradient_warns_is_skipped_and_study_converges(
     with pytest.warns(NonFiniteMetaGradientWarning, match="trial 2"):
         study.optimize(objective, n_trials=30)
     assert math.isnan(float(study.trials[2].system_attrs[GRADIENT_ATTR]))
-    assert study.trials[3].params["lr"] == study.trials[2].params["lr"]
+    lr2 = study.trials[2].params["lr"]
+    assert study.trials[3].params["lr"] != lr2
+    history = study.sampler.meta_optimizer_for(study).history
+    assert MetaRecord(lr2, math.log(study.trials[2].value), None) in history
     assert rel(estimate(study), eta_star) <= 1e-6
 
 

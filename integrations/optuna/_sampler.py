@@ -1,23 +1,29 @@
 """``MetaGradientSampler``: Optuna trials <-> the ask/tell meta-optimizers of l2l-tune.
 
 The sampler keeps no state of its own. Every time a trial needs a step size it
-reads the study's trials from storage, turns the finished ones into
-:class:`~l2l_tune.meta.MetaRecord` s (step size, meta-objective, meta-gradient),
-rebuilds the meta-optimizer from them (:meth:`MetaOptimizer.from_history`) and asks
-it, avoiding the step sizes of trials still running. Workers sharing a storage,
-a study resumed after a crash and ``n_jobs > 1`` therefore all see one state.
+reads the study's trials from storage, turns them into
+:class:`~l2l_tune.meta.MetaRecord` s (step size, meta-objective, meta-gradient)
+with :func:`l2l_tune.meta.driver.records_from_evaluations`, rebuilds the
+meta-optimizer from them and asks it, avoiding the step sizes of trials still
+running and of trials that failed, were pruned or gave no usable gradient
+(``docs/trial_outcomes.md``). Workers sharing a storage, a study resumed after a
+crash and ``n_jobs > 1`` therefore all see one state.
 
 Per-trial bookkeeping lives in the trials' system attributes:
 
 * ``l2l_tune:meta_gradient``: the reported derivative of the objective value with
   respect to the step size (:func:`report_meta_gradient`);
 * ``l2l_tune:role`` and ``l2l_tune:pair``: for black-box objectives, which trial
-  is the finite-difference partner of which probe.
+  is the finite-difference partner of which probe;
+* ``l2l_tune:eta``: the step size claimed by a trial, written as soon as it is
+  proposed (before Optuna stores the parameter), so that workers sampling at
+  the same moment see each other's claims.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,6 +62,9 @@ GRADIENT_ATTR = "l2l_tune:meta_gradient"
 _ROLE_ATTR = "l2l_tune:role"
 _PAIR_ATTR = "l2l_tune:pair"
 _STEP_ATTR = "l2l_tune:fd_step"
+_ETA_ATTR = "l2l_tune:eta"
+_SETTLED_ATTR = "l2l_tune:eta_settled"
+_FAILED_ATTR = "l2l_tune:failed_run"
 
 
 def report_meta_gradient(trial: Trial, grad: float) -> None:
@@ -151,10 +160,24 @@ class MetaGradientSampler(BaseSampler):
     goes to ``independent_sampler`` (default: :class:`optuna.samplers.RandomSampler`
     with ``seed``), with one warning per parameter.
 
-    Trials that FAIL or are PRUNED are ignored; values or gradients that are NaN
-    or infinite are skipped with a warning and never enter the state. Proposals
-    are clipped to the parameter's distribution bounds. Concurrent workers get
-    distinct step sizes: those of RUNNING trials are avoided.
+    Every outcome of a trial is information (``docs/trial_outcomes.md``; the
+    same policy as the Ray searcher's and the library's tuner):
+
+    * a FAIL trial (the objective raised under ``catch=...`` or returned NaN) and a
+      COMPLETE trial with an infinite value are failed runs, told as diverged
+      ``(η, inf, None)`` ("too large" unless a larger step size ran fine); a trial
+      that Optuna failed because its worker died (heartbeat) was never evaluated and
+      tells nothing;
+    * a PRUNED trial's last intermediate value is told as a partial value-only
+      record (a PRUNED trial without intermediate value counts as failed);
+    * a finite value with a NaN or infinite meta-gradient is told as a value-only
+      record (the gradient is dropped, with a warning);
+    * none of these step sizes is proposed again, so one failed, pruned or NaN
+      trial never freezes the search.
+
+    Proposals are clipped to the parameter's distribution bounds. Concurrent
+    workers get distinct step sizes: those of RUNNING trials (and the step sizes
+    other workers have just claimed) are avoided.
 
     Args:
         param: Name of the step-size parameter. ``None``: the study's only float
@@ -256,7 +279,15 @@ class MetaGradientSampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        """Forward to the independent sampler."""
+        """Mark a FAIL as a failed run (see below); forward to the independent sampler.
+
+        Optuna calls this in the worker when the objective raised or returned NaN,
+        not when it fails a stale trial of a killed worker (heartbeat): only marked
+        FAIL trials are failed runs, an unmarked one was never evaluated (no record;
+        its step size may be proposed again).
+        """
+        if state == TrialState.FAIL:
+            study._storage.set_trial_system_attr(trial._trial_id, _FAILED_ATTR, True)
         self._independent_sampler.after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ which parameter
@@ -298,33 +329,18 @@ class MetaGradientSampler(BaseSampler):
 
     # ------------------------------------------------------------------ the state, from storage
     def _evaluations(self, study: Study, name: str) -> list[Evaluation]:
-        """The study's trials that have the step size, as engine evaluations."""
-        evaluations = []
-        for tr in study.get_trials(deepcopy=False):
-            if name not in tr.params or tr.state == TrialState.WAITING:
-                continue
-            grad = tr.system_attrs.get(GRADIENT_ATTR)
-            pair = tr.system_attrs.get(_PAIR_ATTR)
-            h = tr.system_attrs.get(_STEP_ATTR)
-            evaluations.append(
-                Evaluation(
-                    key=tr.number,
-                    eta=float(tr.params[name]),
-                    value=float(tr.value)
-                    if tr.state == TrialState.COMPLETE and tr.value is not None
-                    else None,
-                    grad=None if grad is None else float(grad),
-                    running=tr.state == TrialState.RUNNING,
-                    role=tr.system_attrs.get(_ROLE_ATTR),
-                    pair=None if pair is None else int(pair),
-                    fd_step=None if h is None else float(h),
-                )
-            )
-        return evaluations
+        """The study's trials that have (or have claimed) the step size, as engine evaluations."""
+        return [
+            evaluation
+            for tr in study.get_trials(deepcopy=False)
+            if (evaluation := _evaluation(tr, name)) is not None
+        ]
 
     def _records(self, study: Study, evaluations: list[Evaluation]) -> list[MetaRecord]:
         def skip(evaluation: Evaluation, reason: str) -> None:
-            self._warn_once(f"skip-{evaluation.key}", f"trial {evaluation.key}: {reason}; skipped")
+            if evaluation.value is None:
+                return  # a FAIL or a PRUNED trial without value: Optuna has logged it
+            self._warn_once(f"skip-{evaluation.key}", f"trial {evaluation.key}: {reason}")
 
         return records_from_evaluations(
             evaluations,
@@ -351,7 +367,7 @@ class MetaGradientSampler(BaseSampler):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
             for record in records:
-                optimizer.tell(record.eta, record.value, record.grad)
+                optimizer.tell(record.eta, record.value, record.grad, partial=record.partial)
         return optimizer
 
     def meta_optimizer_for(self, study: Study, param: str | None = None) -> MetaOptimizer:
@@ -378,50 +394,169 @@ class MetaGradientSampler(BaseSampler):
     def _sample_step_size(
         self, study: Study, trial: FrozenTrial, name: str, dist: FloatDistribution
     ) -> float:
-        evaluations = self._evaluations(study, name)
-        optimizer = self._optimizer(self._records(study, evaluations), dist)
-        # Earlier trials still sampling (RUNNING, no step size stored yet) will take
-        # the next proposals: leave those to them (trial-number order breaks ties).
-        claims_ahead = sum(
-            1
-            for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if tr.number < trial.number and name not in tr.params
-        )
+        """Propose, claim, re-read, and step aside on a conflict.
 
-        def next_proposal(evaluations: list[Evaluation]) -> Proposal:
-            return propose(
-                optimizer,
-                evaluations,
-                fd_step=self.fd_step,
-                bounds=(dist.low, dist.high),
-                exclude=trial.number,
-                claims_ahead=claims_ahead,
-            )
-
-        proposal = next_proposal(evaluations)
-        # Another worker may have stored the same step size while we computed (its
-        # state differed by a record): re-read and step aside, narrowing the race.
-        for attempt in range(3):
-            if proposal.role is not None:
-                break
-            taken = [
-                float(tr.params[name])
-                for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if tr.number != trial.number and name in tr.params
-            ]
-            if not any(abs(proposal.eta - x) <= 1e-12 * max(x, 1e-300) for x in taken):
-                break
-            claimed = Evaluation(("claimed", attempt), proposal.eta, None, running=True)
-            evaluations = [*evaluations, claimed]
-            proposal = next_proposal(evaluations)
+        Two workers that sample at the same moment may compute from different
+        states (a trial finished in between) and propose the same step size or
+        the same finite-difference partner. Each one writes its claim
+        (``l2l_tune:eta``, role, pair) first, then re-reads the RUNNING trials
+        (write-then-read: of two conflicting claims, at least one worker sees
+        the other's). On a conflict with a lower-numbered trial, or with one
+        that has already settled (stored the parameter, or the
+        ``l2l_tune:eta_settled`` mark written after a clean check), it proposes
+        again with that claim included. On a conflict with a higher-numbered
+        trial still checking, it waits (at most about 1 s) for that trial to
+        move or to settle. The settled mark is written last.
+        """
         storage = study._storage
-        if proposal.role is not None:
-            storage.set_trial_system_attr(trial._trial_id, _ROLE_ATTR, proposal.role)
-        if proposal.fd_step is not None:
-            storage.set_trial_system_attr(trial._trial_id, _STEP_ATTR, float(proposal.fd_step))
-        if proposal.pair is not None:
-            storage.set_trial_system_attr(trial._trial_id, _PAIR_ATTR, int(proposal.pair))  # type: ignore[call-overload]
+        proposal, known = self._propose(study, trial, name, dist)
+        for _ in range(8):
+            _claim(storage, trial._trial_id, proposal)
+            if not self._must_move(study, trial, name, proposal, known):
+                break
+            proposal, known = self._propose(study, trial, name, dist)
+        storage.set_trial_system_attr(trial._trial_id, _SETTLED_ATTR, float(proposal.eta))
         return float(proposal.eta)
+
+    def _must_move(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        name: str,
+        proposal: Proposal,
+        known: set[int],
+    ) -> bool:
+        """Whether another trial holds the same claim and keeps it (see
+        :meth:`_sample_step_size`); ``known``: the finished trials the proposal was
+        computed from (one that finished since, with the same claim, also counts)."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            conflicts = [
+                tr
+                for tr in study.get_trials(deepcopy=False)
+                if tr.number != trial.number
+                and tr.state != TrialState.WAITING
+                and tr.number not in known
+                and _conflicts(tr, name, proposal)
+            ]
+            if not conflicts:
+                return False
+            if any(
+                tr.state != TrialState.RUNNING or tr.number < trial.number or _settled(tr, name)
+                for tr in conflicts
+            ):
+                return True
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.005)
+
+    def _propose(
+        self, study: Study, trial: FrozenTrial, name: str, dist: FloatDistribution
+    ) -> tuple[Proposal, set[int]]:
+        """The proposal for ``trial``, and the numbers of the finished trials it used."""
+        evaluations = self._evaluations(study, name)
+        known = {int(e.key) for e in evaluations if not e.running}  # type: ignore[call-overload]
+        optimizer = self._optimizer(self._records(study, evaluations), dist)
+        # Earlier trials still sampling (RUNNING, neither step size nor claim stored yet)
+        # will take the next proposals: leave those to them (trial-number order).
+        claims_ahead = [
+            tr.number
+            for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if tr.number < trial.number
+            and name not in tr.params
+            and _ETA_ATTR not in tr.system_attrs
+        ]
+        proposal = propose(
+            optimizer,
+            evaluations,
+            fd_step=self.fd_step,
+            bounds=(dist.low, dist.high),
+            exclude=trial.number,
+            claims_ahead=claims_ahead,
+        )
+        return proposal, known
+
+
+def _evaluation(tr: FrozenTrial, name: str) -> Evaluation | None:
+    """One trial as an engine evaluation (``None`` if it has neither the step size nor a claim).
+
+    COMPLETE: its value; FAIL: no value (failed) if this sampler marked it in
+    :meth:`MetaGradientSampler.after_trial`, else ``None`` (a stale trial of a killed
+    worker); PRUNED: its last intermediate value, flagged as pruned; RUNNING:
+    running, at its step size or its claim.
+    """
+    attrs = tr.system_attrs
+    if name in tr.params:
+        eta = float(tr.params[name])
+    elif tr.state == TrialState.RUNNING and attrs.get(_ETA_ATTR) is not None:
+        eta = float(attrs[_ETA_ATTR])
+    else:
+        return None
+    if tr.state not in (
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.RUNNING,
+    ):
+        return None
+    if tr.state == TrialState.FAIL and not attrs.get(_FAILED_ATTR, False):
+        return None  # a killed worker's trial, failed by the heartbeat: never evaluated
+    value: float | None = None
+    if tr.state == TrialState.COMPLETE and tr.value is not None:
+        value = float(tr.value)
+    elif tr.state == TrialState.PRUNED and tr.intermediate_values:
+        value = float(tr.intermediate_values[max(tr.intermediate_values)])
+    grad = attrs.get(GRADIENT_ATTR)
+    pair = attrs.get(_PAIR_ATTR)
+    h = attrs.get(_STEP_ATTR)
+    return Evaluation(
+        key=tr.number,
+        eta=eta,
+        value=value,
+        grad=None if grad is None else float(grad),
+        running=tr.state == TrialState.RUNNING,
+        role=attrs.get(_ROLE_ATTR),
+        pair=None if pair is None else int(pair),
+        fd_step=None if h is None else float(h),
+        pruned=tr.state == TrialState.PRUNED,
+        tentative=tr.state == TrialState.RUNNING and not _settled(tr, name),
+    )
+
+
+def _claim(storage: Any, trial_id: int, proposal: Proposal) -> None:
+    """Store the proposal in the trial's system attributes (before Optuna stores the value)."""
+    storage.set_trial_system_attr(trial_id, _ROLE_ATTR, proposal.role)
+    storage.set_trial_system_attr(
+        trial_id, _STEP_ATTR, None if proposal.fd_step is None else float(proposal.fd_step)
+    )
+    storage.set_trial_system_attr(
+        trial_id,
+        _PAIR_ATTR,
+        None if proposal.pair is None else int(proposal.pair),  # type: ignore[call-overload]
+    )
+    storage.set_trial_system_attr(trial_id, _ETA_ATTR, float(proposal.eta))
+
+
+def _settled(tr: FrozenTrial, name: str) -> bool:
+    """Whether a trial's step size is final (stored, or marked settled for its claim)."""
+    if name in tr.params:
+        return True
+    settled = tr.system_attrs.get(_SETTLED_ATTR)
+    return settled is not None and settled == tr.system_attrs.get(_ETA_ATTR)
+
+
+def _conflicts(tr: FrozenTrial, name: str, proposal: Proposal) -> bool:
+    """Whether a trial holds the proposed step size or partners the same probe."""
+    attrs = tr.system_attrs
+    if proposal.role == "partner" and attrs.get(_ROLE_ATTR) == "partner":
+        pair = attrs.get(_PAIR_ATTR)
+        if pair is not None and int(pair) == proposal.pair:
+            return True
+    held = tr.params.get(name, attrs.get(_ETA_ATTR) if tr.state == TrialState.RUNNING else None)
+    if held is None:
+        return False
+    held = float(held)
+    return abs(proposal.eta - held) <= 1e-12 * max(abs(held), 1e-300)
 
 
 def _is_step_size_distribution(distribution: BaseDistribution) -> bool:

@@ -60,11 +60,16 @@ class _MetaStep:
         return not self.seeds_left and len(self.results) + len(self.failed) == m
 
     def evaluation(self, m: int) -> Evaluation:
-        """This meta-step as an engine evaluation (average over its finished tasks)."""
+        """This meta-step as an engine evaluation: the average over its ``m`` tasks.
+
+        A failed task (an error, a missing, non-numeric or non-finite metric) makes
+        the whole meta-step failed (value ``None``: a diverged run at ``η``); a
+        task without a usable gradient makes it value-only.
+        """
         running = not self.done(m)
         value: float | None = None
         grad: float | None = None
-        if not running and self.results:
+        if not running and self.results and not self.failed:
             values = [v for v, _ in self.results.values()]
             grads = [g for _, g in self.results.values()]
             value = float(np.mean(values))
@@ -83,6 +88,14 @@ class MetaGradientSearch(Searcher):
     ``f"{metric}_grad"``; Ray flattens nested results, so ``{"grad": {"lr": g}}``
     is found as ``"grad/lr"``). Without it, a finite difference from paired
     meta-steps (``η·e^{−h/2}`` and ``η·e^{h/2}``) is used, as in the Optuna sampler.
+
+    Every outcome of a trial is information, with the policy of the Optuna sampler
+    (``docs/trial_outcomes.md``): an errored trial, a result without a numeric
+    ``metric`` and a NaN or infinite ``metric`` make their meta-step a failed run,
+    told as diverged ``(η, inf, None)``; a finite metric whose meta-gradient is
+    missing, NaN or infinite is told as a value-only record. Neither step size is
+    proposed again (nor are those of running meta-steps), so errors never freeze
+    the search on one step size.
 
     Args:
         param: The step-size key of the search space; ``None``: its only float domain.
@@ -173,8 +186,14 @@ class MetaGradientSearch(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        """Record the trial's metric (and meta-gradient); errors and missing metrics count
-        as failed tasks of their meta-step."""
+        """Record the trial's metric (and meta-gradient) as the policy of
+        ``docs/trial_outcomes.md`` says, the same as the Optuna sampler's.
+
+        An errored trial (``error=True``), a result without a numeric metric and a
+        NaN or infinite metric are failed runs: their meta-step is told as diverged
+        ``(η, inf, None)`` and its step size is not proposed again. A finite metric
+        with a missing, NaN or infinite meta-gradient is kept as a value-only record.
+        """
         key = self._trial_step.get(trial_id)
         if key is None:
             return
@@ -186,20 +205,11 @@ class MetaGradientSearch(Searcher):
         if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
             if not error and result is not None:
                 warnings.warn(
-                    f"trial {trial_id} reported no numeric {self.metric!r}; counted as failed",
+                    f"trial {trial_id} reported no numeric {self.metric!r}; counted as a "
+                    "failed run at its step size",
                     UserWarning,
                     stacklevel=2,
                 )
-            step.failed.add(seed)
-            return
-        grad_key = self.grad_metric or f"{self.metric}_grad"
-        grad = result.get(grad_key) if result is not None else None
-        if math.isfinite(float(value)) and grad is not None and not math.isfinite(float(grad)):
-            warnings.warn(
-                f"trial {trial_id} reported a non-finite meta-gradient {grad}; skipped",
-                NonFiniteMetaGradientWarning,
-                stacklevel=2,
-            )
             step.failed.add(seed)
             return
         if not math.isfinite(float(value)):
@@ -209,9 +219,25 @@ class MetaGradientSearch(Searcher):
                 NonFiniteMetaGradientWarning,
                 stacklevel=2,
             )
-            step.results[seed] = (math.inf, None)
+            step.failed.add(seed)
             return
-        step.results[seed] = (float(value), None if grad is None else float(grad))
+        grad_key = self.grad_metric or f"{self.metric}_grad"
+        grad = result.get(grad_key) if result is not None else None
+        grad_f: float | None = None
+        if grad is not None:
+            try:
+                grad_f = float(grad)
+            except (TypeError, ValueError):
+                grad_f = math.nan
+            if not math.isfinite(grad_f):
+                warnings.warn(
+                    f"trial {trial_id} reported a non-finite meta-gradient {grad}; dropped, "
+                    f"its {self.metric} is kept",
+                    NonFiniteMetaGradientWarning,
+                    stacklevel=2,
+                )
+                grad_f = None
+        step.results[seed] = (float(value), grad_f)
 
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue: meta-steps, trial map, RNG, metric and mode."""
@@ -301,7 +327,7 @@ class MetaGradientSearch(Searcher):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
             for record in records:
-                optimizer.tell(record.eta, record.value, record.grad)
+                optimizer.tell(record.eta, record.value, record.grad, partial=record.partial)
         return optimizer
 
     def _new_step(self, domain: Float) -> _MetaStep:

@@ -35,11 +35,14 @@ class MetaRecord:
         eta: The step size evaluated.
         value: The meta-objective there (may be ``inf`` for a diverged run).
         grad: Its derivative in ``eta`` (``None`` when not available).
+        partial: The value is that of a run stopped early (a pruned trial's last
+            intermediate value), not comparable with the values of finished runs.
     """
 
     eta: float
     value: float
     grad: float | None
+    partial: bool = False
 
     @property
     def finite(self) -> bool:
@@ -47,8 +50,11 @@ class MetaRecord:
         return math.isfinite(self.value) and self.grad is not None and math.isfinite(self.grad)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (``inf``/``nan`` kept as floats)."""
-        return asdict(self)
+        """A JSON-friendly dict (``inf``/``nan`` kept as floats; ``partial`` only when set)."""
+        out = asdict(self)
+        if not self.partial:
+            del out["partial"]
+        return out
 
 
 class MetaOptimizer(ABC):
@@ -100,13 +106,23 @@ class MetaOptimizer(ABC):
         pending_list = [float(p) for p in pending]
         if not any(_close(candidate, p) for p in pending_list):
             return candidate
-        return self._clip(self._spread(candidate, pending_list))
+        eta = self._clip(self._spread(candidate, pending_list))
+        if any(_close(eta, p) for p in pending_list) and self.bounds is not None:
+            # Spread against a bound: split the wider free gap next to the proposal.
+            cuts = sorted({*self.bounds, *(p for p in pending_list if self._clip(p) == p)})
+            gaps = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if a <= eta <= b]
+            if gaps:
+                a, b = max(gaps, key=lambda g: math.log(g[1] / g[0]) if g[0] > 0 else g[1])
+                eta = math.sqrt(a * b) if a > 0.0 else 0.5 * (a + b)
+        return eta
 
-    def tell(self, eta: float, value: float, grad: float | None) -> None:
+    def tell(self, eta: float, value: float, grad: float | None, *, partial: bool = False) -> None:
         """Record the meta-objective ``value`` and meta-gradient ``grad`` at ``eta``.
 
         ``eta`` is the step size actually evaluated, which may differ from the
         last :meth:`ask` (for instance after clipping by a search space).
+        ``partial=True`` marks the value of a run stopped early (a pruned trial):
+        it is kept in the history but never taken as the best value.
 
         Raises:
             ValueError: if ``eta`` is negative, NaN or inf.
@@ -114,7 +130,7 @@ class MetaOptimizer(ABC):
         eta = check_step_size(eta)
         value = float(value)
         grad_f = None if grad is None else float(grad)
-        record = MetaRecord(eta, value, grad_f)
+        record = MetaRecord(eta, value, grad_f, bool(partial))
         if not math.isfinite(value) or (grad_f is not None and not math.isfinite(grad_f)):
             warnings.warn(
                 f"non-finite meta-objective or meta-gradient at eta={eta:.6g} "
@@ -136,9 +152,12 @@ class MetaOptimizer(ABC):
             for record in records:
                 if isinstance(record, dict):
                     record = MetaRecord(
-                        float(record["eta"]), float(record["value"]), record.get("grad")
+                        float(record["eta"]),
+                        float(record["value"]),
+                        record.get("grad"),
+                        bool(record.get("partial", False)),
                     )
-                optimizer.tell(record.eta, record.value, record.grad)
+                optimizer.tell(record.eta, record.value, record.grad, partial=record.partial)
         return optimizer
 
     # ------------------------------------------------------------------ results
@@ -149,8 +168,8 @@ class MetaOptimizer(ABC):
 
     @property
     def best(self) -> MetaRecord | None:
-        """The told record with the lowest finite value, if any."""
-        finite = [r for r in self.history if math.isfinite(r.value)]
+        """The told record with the lowest finite value, if any (partial runs excluded)."""
+        finite = [r for r in self.history if math.isfinite(r.value) and not r.partial]
         return min(finite, key=lambda r: r.value) if finite else None
 
     def estimate(self) -> float:

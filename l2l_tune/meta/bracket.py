@@ -42,8 +42,10 @@ class BracketingMetaOptimizer(MetaOptimizer):
     Where the sorted history has several ``−/+`` sign changes (objectives that
     break Claim 1), the one whose ends have the lowest meta-objective is
     refined. The proposal depends only on the *set* of told records, not on their
-    order (concurrent workers may report out of order); told records without a
-    gradient are ignored unless their value is non-finite (a diverged run).
+    order (concurrent workers may report out of order); a told record without a
+    gradient counts as "too large" if its value is non-finite (a diverged run), and
+    otherwise (a value-only or partial record) only where its value lies above
+    the best one: uphill of the best point, on its side.
 
     Args:
         eta0: First step size, ``> 0``.
@@ -118,6 +120,23 @@ class BracketingMetaOptimizer(MetaOptimizer):
                 if value > best_value + margin:
                     sign = 1.0 if i > best_index else -1.0
             out.append((point, sign))
+        # Value-only records (a dropped NaN meta-gradient, a pruned run's partial value):
+        # no sign of their own, but one above the best value lies uphill of it, so its
+        # sign is "+" right of the best point and "−" left of it, as above. Others (at or
+        # below the best value, or with no gradient point to compare with) are ignored.
+        if math.isfinite(best_value):
+            best_eta = points[best_index].eta
+            taken = {p.eta for p in points}
+            value_only = {
+                r.eta: r
+                for r in self.history
+                if r.grad is None and math.isfinite(r.value) and r.eta not in taken
+            }
+            for eta, record in value_only.items():
+                margin = 1e-12 * (abs(record.value) + abs(best_value)) + 1e-300
+                if record.value > best_value + margin and eta != best_eta:
+                    out.append((record, 1.0 if eta > best_eta else -1.0))
+            out.sort(key=lambda item: item[0].eta)
         return out
 
     def _bracket(self) -> tuple[MetaRecord, MetaRecord] | None:

@@ -7,12 +7,31 @@ a list into :class:`~l2l_tune.meta.MetaRecord` s and the next step size:
 
 * values are transformed (``log`` for positive values, the paper's Theorem 4;
   negated for maximisation) with the chain rule applied to the gradients;
-* non-finite values or gradients are skipped (reported through ``on_skip``);
 * without reported gradients, evaluations are paired as finite differences:
   a *probe* at ``η·e^{−h/2}`` and its *partner* at ``η·e^{h/2}`` make one record
   at their geometric mean ``η`` (the step size the optimizer asked for), with
   the secant slope as its meta-gradient;
-* the next step size avoids those of running evaluations.
+* every outcome of an evaluation is information (:func:`outcome`; the policy
+  table is in ``docs/trial_outcomes.md``):
+
+  ========================  ==============================  =========================
+  outcome                   record                          next proposals
+  ========================  ==============================  =========================
+  finite value + gradient   ``(η, value, grad)``            the optimizer's
+  finite value, no usable   ``(η, value, None)``            avoid ``η``
+  gradient (NaN/inf grad)   (value only)
+  pruned (partial run)      ``(η, last value, None,         avoid ``η``
+                            partial=True)``
+  failed (no value, NaN or  ``(η, inf, None)``: diverged,   avoid ``η``
+  inf value, exception)     "too large"
+  running                   none yet                        avoid ``η``
+  ========================  ==============================  =========================
+
+  A finished finite-difference probe or partner whose other half failed or was
+  pruned keeps its own value as a value-only record.
+* the next step size avoids those of running evaluations and of every finished
+  evaluation that gave no gradient record (so one failed, pruned or gradient-less
+  run never freezes the search on its step size).
 
 Everything is a pure function of the evaluation list, so any process that can
 read the list (a shared study, a restored searcher) computes the same proposal.
@@ -26,10 +45,26 @@ from dataclasses import dataclass
 
 from .base import MetaOptimizer, MetaRecord
 
-__all__ = ["Evaluation", "Proposal", "propose", "records_from_evaluations"]
+__all__ = [
+    "COMPLETE",
+    "FAILED",
+    "PARTIAL",
+    "RUNNING",
+    "Evaluation",
+    "Proposal",
+    "outcome",
+    "propose",
+    "records_from_evaluations",
+]
 
 PROBE = "probe"
 PARTNER = "partner"
+
+#: Outcomes of an evaluation (:func:`outcome`).
+RUNNING = "running"
+COMPLETE = "complete"
+PARTIAL = "partial"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -39,12 +74,17 @@ class Evaluation:
     Attributes:
         key: Identifier (trial number, group id).
         eta: Step size evaluated.
-        value: Objective value, ``None`` while running or when it failed.
+        value: Objective value; ``None`` while running or when it failed (an
+            exception, a Ray error, a missing metric). For a pruned evaluation,
+            the last intermediate value (``None`` if it reported none).
         grad: Reported derivative of ``value`` in ``eta``, or ``None``.
         running: Whether the evaluation is still in progress.
         role: ``"probe"``, ``"partner"`` (finite-difference pairs) or ``None``.
         pair: For a partner, the key of its probe.
         fd_step: For a probe, the log-spacing ``h`` of its pair.
+        pruned: The run was stopped early (Optuna's PRUNED): ``value`` is partial.
+        tentative: A running evaluation whose step size is claimed by a concurrent
+            worker but not final yet (it may still move): avoided, never partnered.
     """
 
     key: Hashable
@@ -55,6 +95,24 @@ class Evaluation:
     role: str | None = None
     pair: Hashable | None = None
     fd_step: float | None = None
+    pruned: bool = False
+    tentative: bool = False
+
+
+def outcome(evaluation: Evaluation) -> str:
+    """What an evaluation tells: ``"running"``, ``"complete"``, ``"partial"`` or ``"failed"``.
+
+    ``"failed"``: finished without a finite value (no value, NaN or ±inf; a pruned
+    run without intermediate value). ``"partial"``: pruned with a finite last
+    value. ``"complete"``: finished with a finite value (its gradient may still be
+    missing or non-finite: then the record is value-only).
+    """
+    if evaluation.running:
+        return RUNNING
+    value = evaluation.value
+    if value is None or not math.isfinite(value):
+        return FAILED
+    return PARTIAL if evaluation.pruned else COMPLETE
 
 
 @dataclass(frozen=True)
@@ -81,33 +139,31 @@ def records_from_evaluations(
     maximize: bool = False,
     on_skip: Callable[[Evaluation, str], None] | None = None,
 ) -> list[MetaRecord]:
-    """Meta-optimizer records from finished evaluations.
+    """Meta-optimizer records from finished evaluations (the policy of the module docstring).
 
     Args:
         evaluations: All evaluations, in the order they were created.
-        log_objective: Work on ``log(value)`` when every finished value is positive.
+        log_objective: Work on ``log(value)`` when every finite finished value
+            (partial ones included) is positive.
         maximize: The framework maximises ``value`` (records then hold ``−value``).
-        on_skip: Called with an evaluation and the reason when a non-finite value
-            or gradient is skipped.
+        on_skip: Called with an evaluation and the reason when it yields less than
+            a gradient record: a failed run (told as diverged), a non-finite
+            gradient (dropped, value kept).
 
     Returns:
-        Records in evaluation order (gradient records, and finite-difference
-        pairs at the position of their probe), then one ``(η, inf, None)``
-        record per non-finite value.
+        One record per finished evaluation in evaluation order (a finite-difference
+        pair gives one record, at the position of its probe; a half whose other
+        half is still running gives none yet):
+
+        * ``(η, value, grad)``: a finite value with a finite gradient (reported or
+          the pair's secant slope);
+        * ``(η, value, None)``: a finite value without usable gradient;
+        * ``(η, value, None, partial=True)``: a pruned run's last value;
+        * ``(η, inf, None)``: a failed run, read by the meta-optimizers as a
+          diverged run, "too large" (never a NaN in their arithmetic).
     """
-    finished = [e for e in evaluations if not e.running and e.value is not None]
-    finite: list[Evaluation] = []
-    diverged: list[MetaRecord] = []
-    for evaluation in finished:
-        assert evaluation.value is not None
-        if math.isfinite(evaluation.value):
-            finite.append(evaluation)
-            continue
-        # A non-finite value is a diverged inner run: it tells the optimizer that
-        # this step size is too large (never a NaN in its arithmetic).
-        diverged.append(MetaRecord(evaluation.eta, math.inf, None))
-        if on_skip is not None:
-            on_skip(evaluation, f"non-finite value {evaluation.value}, treated as diverged")
+    finished = [e for e in evaluations if not e.running]
+    finite = [e for e in finished if outcome(e) in (COMPLETE, PARTIAL)]
     use_log = log_objective and not maximize and all(e.value > 0 for e in finite)  # type: ignore[operator]
 
     def transform(value: float, grad: float) -> tuple[float, float]:
@@ -117,27 +173,53 @@ def records_from_evaluations(
             return math.log(value), grad / value
         return value, grad
 
-    by_key = {e.key: e for e in finite}
+    def skip(evaluation: Evaluation, reason: str) -> None:
+        if on_skip is not None:
+            on_skip(evaluation, reason)
+
+    by_key = {e.key: e for e in evaluations}
     partners = {e.pair: e for e in evaluations if e.role == PARTNER}
     records: list[MetaRecord] = []
-    for evaluation in finite:
+    for evaluation in finished:
+        kind = outcome(evaluation)
+        if kind == FAILED:
+            records.append(MetaRecord(evaluation.eta, math.inf, None))
+            reason = (
+                "no value (failed)" if evaluation.value is None else f"value {evaluation.value}"
+            )
+            skip(evaluation, f"{reason}, treated as a diverged run (step size too large)")
+            continue
         value = float(evaluation.value)  # type: ignore[arg-type]
+        y, _ = transform(value, 0.0)
+        if kind == PARTIAL:
+            records.append(MetaRecord(evaluation.eta, y, None, partial=True))
+            continue
         if evaluation.grad is not None:
-            if not math.isfinite(evaluation.grad):
-                if on_skip is not None:
-                    on_skip(evaluation, f"non-finite meta-gradient {evaluation.grad}")
-                continue
-            records.append(MetaRecord(evaluation.eta, *transform(value, evaluation.grad)))
-        elif evaluation.role == PROBE:
+            if math.isfinite(evaluation.grad):
+                records.append(MetaRecord(evaluation.eta, *transform(value, evaluation.grad)))
+            else:
+                records.append(MetaRecord(evaluation.eta, y, None))
+                skip(evaluation, f"non-finite meta-gradient {evaluation.grad} dropped, value kept")
+            continue
+        if evaluation.role == PROBE:
             partner = partners.get(evaluation.key)
-            if partner is None or partner.key not in by_key or partner.eta == evaluation.eta:
+            if partner is None or partner.running:
+                continue  # the pair's record comes when the partner finishes
+            if outcome(partner) != COMPLETE or partner.eta == evaluation.eta:
+                records.append(MetaRecord(evaluation.eta, y, None))
                 continue
-            y_a, _ = transform(value, 0.0)
             y_b, _ = transform(float(partner.value), 0.0)  # type: ignore[arg-type]
-            slope = (y_b - y_a) / (partner.eta - evaluation.eta)
+            slope = (y_b - y) / (partner.eta - evaluation.eta)
             midpoint = math.sqrt(evaluation.eta * partner.eta)
-            records.append(MetaRecord(midpoint, 0.5 * (y_a + y_b), slope))
-    return records + diverged
+            records.append(MetaRecord(midpoint, 0.5 * (y + y_b), slope))
+        elif evaluation.role == PARTNER:
+            probe = by_key.get(evaluation.pair)
+            if probe is not None and outcome(probe) == COMPLETE and probe.eta != evaluation.eta:
+                continue  # recorded with its probe
+            records.append(MetaRecord(evaluation.eta, y, None))
+        else:
+            records.append(MetaRecord(evaluation.eta, y, None))
+    return records
 
 
 def propose(
@@ -147,16 +229,19 @@ def propose(
     fd_step: float,
     bounds: tuple[float, float],
     exclude: Hashable | None = None,
-    claims_ahead: int = 0,
+    claims_ahead: int | Sequence[Hashable] = 0,
 ) -> Proposal:
     """The next step size for a new evaluation.
 
     ``optimizer`` must already hold the records of ``evaluations``
     (:func:`records_from_evaluations`). While no evaluation has reported a
     gradient, the new evaluation first completes an open finite-difference pair
-    (a probe without partner, running or finished); otherwise it is a new
-    probe at the optimizer's proposal. Once gradients are reported, it is the
-    optimizer's proposal, away from the step sizes of running evaluations.
+    (a running or complete probe without partner); otherwise it is a new probe
+    at the optimizer's proposal. Once gradients are reported, it is the
+    optimizer's proposal. Either way the proposal avoids the step sizes (and
+    pair centres) of running evaluations and of finished ones that gave no
+    gradient record (failed, pruned, value-only), passed to
+    :meth:`MetaOptimizer.ask` as ``pending``.
 
     Args:
         optimizer: The meta-optimizer rebuilt from the records.
@@ -165,17 +250,63 @@ def propose(
         bounds: ``(low, high)`` of the step size.
         exclude: Key of the evaluation being proposed for, if already listed.
         claims_ahead: Evaluations created before this one that are about to be
-            proposed for but are not listed yet (concurrent sampling): their
-            proposals are computed first and avoided, so two workers sampling
-            at the same moment do not get the same step size.
+            proposed for but are not listed yet (concurrent sampling), as their
+            keys in creation order, or their number: their proposals are
+            computed first, in order, each added as a running evaluation, so two
+            workers sampling at the same moment neither take the same step size
+            nor partner the same probe. (A proposal may partner one of them:
+            its ``pair`` is then that key; with a number, ``("claim-ahead", i)``.)
+
+    Raises:
+        ValueError: if ``claims_ahead`` is negative or ``bounds`` is not ``low < high``.
     """
-    low, high = bounds
+    if isinstance(claims_ahead, int):
+        if claims_ahead < 0:
+            raise ValueError(f"claims_ahead must be >= 0, got {claims_ahead!r}")
+        ahead_keys: list[Hashable] = [("claim-ahead", i) for i in range(claims_ahead)]
+    else:
+        ahead_keys = list(claims_ahead)
+    low, high = (float(b) for b in bounds)
+    if not low < high:
+        raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
     others = [e for e in evaluations if e.key != exclude]
+    for key in ahead_keys:
+        ahead = _propose_one(optimizer, others, fd_step, low, high)
+        others.append(
+            Evaluation(
+                key,
+                ahead.eta,
+                None,
+                running=True,
+                role=ahead.role,
+                pair=ahead.pair,
+                fd_step=ahead.fd_step,
+                tentative=True,
+            )
+        )
+    return _propose_one(optimizer, others, fd_step, low, high)
+
+
+def _propose_one(
+    optimizer: MetaOptimizer,
+    others: list[Evaluation],
+    fd_step: float,
+    low: float,
+    high: float,
+) -> Proposal:
     any_gradient = any(e.grad is not None for e in others)
     if not any_gradient:
-        paired = {e.pair for e in others if e.role == PARTNER and not _failed(e)}
+        # A probe is open while it runs or completed, and nothing partners it
+        # (a failed or pruned partner closes it too: its step size is not retried).
+        # A tentative probe (a concurrent claim that may still move) is not partnered.
+        paired = {e.pair for e in others if e.role == PARTNER}
         open_probes = [
-            e for e in others if e.role == PROBE and e.key not in paired and not _failed(e)
+            e
+            for e in others
+            if e.role == PROBE
+            and not e.tentative
+            and e.key not in paired
+            and outcome(e) in (RUNNING, COMPLETE)
         ]
         if open_probes:
             probe = open_probes[0]
@@ -184,23 +315,8 @@ def propose(
             if eta > high:
                 eta = probe.eta * math.exp(-h)
             return Proposal(min(max(eta, low), high), PARTNER, probe.key)
-    pending = [e.eta for e in others if e.running]
-    # A finite-difference pair stands for the step size at its centre: while either half
-    # is running, that centre is taken too (else the next worker would ask for it again).
-    by_key = {e.key: e for e in others}
-    for e in others:
-        centre_of: Evaluation | None = None
-        if e.role == PARTNER:
-            centre_of = by_key.get(e.pair)
-        elif e.role == PROBE:
-            centre_of = e
-        if centre_of is None or not (e.running or centre_of.running):
-            continue
-        spacing = centre_of.fd_step if centre_of.fd_step is not None else fd_step
-        pending.append(centre_of.eta * math.exp(0.5 * spacing))
-    for _ in range(claims_ahead):
-        pending.append(min(max(optimizer.ask(pending), low), high))
-    eta = min(max(optimizer.ask(pending), low), high)
+    avoid = _occupied(others, fd_step)
+    eta = min(max(optimizer.ask(avoid), low), high)
     if any_gradient:
         return Proposal(eta, None, None)
     # Centre the pair on the proposal: probe at η·e^{−h/2}, partner at η·e^{h/2}, so
@@ -215,5 +331,36 @@ def propose(
     return Proposal(max(eta * math.exp(-0.5 * h), low), PROBE, None, h)
 
 
-def _failed(evaluation: Evaluation) -> bool:
-    return not evaluation.running and evaluation.value is None
+def _occupied(others: list[Evaluation], fd_step: float) -> list[float]:
+    """Step sizes the next proposal must avoid.
+
+    Every evaluation that is not part of a gradient record: running ones, and
+    finished ones that failed, were pruned or have no usable gradient (so the
+    optimizer, whose proposal they did not change, does not ask for them again).
+    A finite-difference half also takes its pair's centre (the step size the
+    optimizer asked for).
+    """
+    by_key = {e.key: e for e in others}
+    complete_pairs = {
+        e.pair
+        for e in others
+        if e.role == PARTNER
+        and outcome(e) == COMPLETE
+        and e.pair in by_key
+        and outcome(by_key[e.pair]) == COMPLETE
+        and by_key[e.pair].eta != e.eta
+    }
+    out: list[float] = []
+    for e in others:
+        if outcome(e) == COMPLETE and (
+            (e.grad is not None and math.isfinite(e.grad))
+            or (e.role == PROBE and e.key in complete_pairs)
+            or (e.role == PARTNER and e.pair in complete_pairs)
+        ):
+            continue
+        out.append(e.eta)
+        centre_of = by_key.get(e.pair) if e.role == PARTNER else e if e.role == PROBE else None
+        if centre_of is not None:
+            spacing = centre_of.fd_step if centre_of.fd_step is not None else fd_step
+            out.append(centre_of.eta * math.exp(0.5 * spacing))
+    return out
