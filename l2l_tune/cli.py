@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .meta import META_OPTIMIZERS
+from .meta import META_OPTIMIZER_CHOICES
 from .tasks import LeastSquares, Quadratic
 from .tuner import EvalRecord, StepSizeTuner
 
@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="meta-objective: (1/t) log of the last loss (Theorem 4) or the last loss",
     )
     tune.add_argument(
-        "--meta-optimizer", choices=tuple(META_OPTIMIZERS), default="bracket", help="meta-optimizer"
+        "--meta-optimizer",
+        choices=META_OPTIMIZER_CHOICES,
+        default="auto",
+        help="meta-optimizer (default auto: the bracket on the exact closed forms, the "
+        "model-based search on MNIST training runs)",
     )
     tune.add_argument("--eta0", type=float, default=None, help="initial step size (default: 1/L)")
     tune.add_argument(
@@ -162,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol",
         type=float,
         default=None,
-        help="meta-optimizer tolerance (default: 1e-10; 1e-3 for mnist, whose meta-objective "
-        "is only piecewise smooth)",
+        help="meta-optimizer tolerance (default: the meta-optimizer's own; 1e-3 for the "
+        "bracket on mnist, whose meta-objective is only piecewise smooth)",
     )
     tune.add_argument("--seed", type=int, default=0, help="random seed")
     tune.add_argument(
@@ -192,7 +196,9 @@ def _tune(
     max_evals = args.max_evals or (
         1000 if args.meta_optimizer == "paper" else 30 if args.task == "mnist" else 200
     )
-    tol = args.tol if args.tol is not None else (1e-3 if args.task == "mnist" else 1e-10)
+    tol = args.tol
+    if tol is None and args.task == "mnist" and args.meta_optimizer == "bracket":
+        tol = 1e-3
     bar = tqdm(total=max_evals, desc=f"{label}", unit="eval", disable=args.no_progress, leave=False)
 
     def update(record: EvalRecord) -> None:
@@ -354,6 +360,11 @@ def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
     title = (
         f"l2l-tune: task={args.task}, t={t}, meta-objective={objective}, "
         f"meta-optimizer={args.meta_optimizer}"
+        + (
+            f" ({', '.join(sorted({r.tuner.meta_optimizer_.name for r in runs}))})"
+            if args.meta_optimizer == "auto"
+            else ""
+        )
     )
     return "\n".join([title, *lines])
 

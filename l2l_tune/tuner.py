@@ -15,8 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._validation import check_choice, check_horizon, check_positive
-from .meta import META_OPTIMIZERS, MetaOptimizer, NonFiniteMetaGradientWarning, make_meta_optimizer
-from .tasks.base import SPLITS, MetaObjectiveTask
+from .meta import (
+    META_OPTIMIZER_CHOICES,
+    MetaOptimizer,
+    NonFiniteMetaGradientWarning,
+    make_meta_optimizer,
+    resolve_meta_optimizer,
+)
+from .tasks.base import SPLITS, MetaObjectiveTask, is_exact_task
 
 __all__ = ["EvalRecord", "StepSizeTuner", "TuningResultMixin"]
 
@@ -89,33 +95,41 @@ class StepSizeTuner(TuningResultMixin):
     """Tune the step size of GD by meta-gradient descent on a task's meta-objective.
 
     Args:
-        meta_optimizer: A registry name (``"bracket"``, the default; ``"paper"``;
-            ``"adam"``) or a :class:`~l2l_tune.meta.MetaOptimizer` instance
-            (used as given, its history included).
+        meta_optimizer: ``"auto"`` (the default: ``"bracket"`` for a task that
+            declares an exact meta-objective, the closed forms, and the
+            model-based ``"model"`` for training runs, see
+            :func:`~l2l_tune.meta.resolve_meta_optimizer`), a registry name
+            (``"bracket"``, ``"model"``, ``"paper"``, ``"adam"``) or a
+            :class:`~l2l_tune.meta.MetaOptimizer` instance (used as given, its
+            history included).
         eta0: First step size; ``None`` uses the task's ``1/L``
             (``step_size_scale()``).
         max_evals: Most meta-gradient evaluations.
-        tol: Convergence tolerance passed to a named meta-optimizer
-            (relative bracket width for ``"bracket"``; the default ``1e-10`` is as
-            precise as float64 allows on the quadratic).
+        tol: Convergence tolerance passed to a named meta-optimizer (relative
+            bracket width for ``"bracket"``, relative expected improvement for
+            ``"model"``); ``None``: the meta-optimizer's own default (``1e-10``
+            for the bracket, as precise as float64 allows on the quadratic).
         meta_optimizer_options: Extra keyword arguments for a named meta-optimizer
             (e.g. ``{"lr": 0.01}`` for ``"paper"``).
         callback: Called as ``callback(record)`` after every evaluation.
 
     Attributes:
-        step_size_: The tuned step size (the meta-optimizer's estimate).
+        step_size_: The tuned step size: the meta-optimizer's recommendation
+            (:meth:`~l2l_tune.meta.MetaOptimizer.estimate`; for ``"model"`` the
+            minimiser of the posterior mean, not the luckiest noisy evaluation).
         meta_objective_: Meta-objective at ``step_size_``.
         history_: :class:`EvalRecord` per evaluation.
-        converged_: Whether the meta-optimizer met its tolerance before ``max_evals``.
+        converged_: Whether the meta-optimizer met its tolerance before ``max_evals``
+            and the tuned step size is at least as good as every evaluated one.
         meta_optimizer_: The fitted :class:`~l2l_tune.meta.MetaOptimizer`.
     """
 
     def __init__(
         self,
-        meta_optimizer: str | MetaOptimizer = "bracket",
+        meta_optimizer: str | MetaOptimizer = "auto",
         eta0: float | None = None,
         max_evals: int = 200,
-        tol: float = 1e-10,
+        tol: float | None = None,
         meta_optimizer_options: Mapping[str, Any] | None = None,
         callback: Callable[[EvalRecord], None] | None = None,
     ) -> None:
@@ -132,14 +146,15 @@ class StepSizeTuner(TuningResultMixin):
         if not isinstance(self.meta_optimizer, str):
             raise ValueError(
                 "meta_optimizer must be one of "
-                + ", ".join(repr(k) for k in META_OPTIMIZERS)
+                + ", ".join(repr(k) for k in META_OPTIMIZER_CHOICES)
                 + f" or a MetaOptimizer instance; got {self.meta_optimizer!r}"
             )
-        check_choice(self.meta_optimizer, "meta_optimizer", tuple(META_OPTIMIZERS))
+        name = resolve_meta_optimizer(self.meta_optimizer, exact=is_exact_task(task))
         eta0 = task.step_size_scale() if self.eta0 is None else check_positive(self.eta0, "eta0")
         options = dict(self.meta_optimizer_options or {})
-        options.setdefault("tol", check_positive(self.tol, "tol"))
-        return make_meta_optimizer(self.meta_optimizer, eta0=eta0, **options)
+        if self.tol is not None:
+            options.setdefault("tol", check_positive(self.tol, "tol"))
+        return make_meta_optimizer(name, eta0=eta0, **options)
 
     def fit(
         self, task: MetaObjectiveTask, t: int, split: str = "train", log: bool = True
@@ -194,9 +209,15 @@ class StepSizeTuner(TuningResultMixin):
                     break
         self.meta_optimizer_ = optimizer
         self.history_ = history
-        self.converged_ = optimizer.converged and not underflow
         self.step_size_ = float(optimizer.estimate())
         self.meta_objective_ = float(task.meta_objective(self.step_size_, t, split=split, log=log))
+        # Never "converged" at a point worse than one already seen (a chaotic or truncated
+        # region can fool a meta-optimizer; the values cannot).
+        seen = [r.value for r in history if math.isfinite(r.value)]
+        worse = bool(seen) and not (
+            self.meta_objective_ <= min(seen) + 1e-9 * (abs(min(seen)) + 1.0)
+        )
+        self.converged_ = optimizer.converged and not underflow and not worse
         if not math.isfinite(self.meta_objective_):
             warnings.warn(
                 f"the meta-objective at the tuned step size {self.step_size_:.6g} is "

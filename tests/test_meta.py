@@ -30,13 +30,47 @@ KWARGS: dict[str, dict[str, Any]] = {
 
 
 def test_registry_and_factory() -> None:
-    """The registry maps the three names to their classes; make_meta_optimizer passes kwargs."""
-    assert set(META_OPTIMIZERS) == {"bracket", "paper", "adam"}
+    """The registry maps the three names to their classes (others may be registered beside
+    them); make_meta_optimizer passes kwargs."""
+    assert {"bracket", "paper", "adam"} <= set(META_OPTIMIZERS)
     assert META_OPTIMIZERS["bracket"] is BracketingMetaOptimizer
     assert META_OPTIMIZERS["paper"] is ProjectedMetaGD
     assert META_OPTIMIZERS["adam"] is LogAdamMetaOptimizer
     opt = make_meta_optimizer("paper", eta0=0.5, lr=0.2)
     assert isinstance(opt, ProjectedMetaGD) and opt.eta0 == 0.5 and opt.lr == 0.2
+
+
+def test_auto_is_the_bracket_on_exact_tasks_and_the_model_otherwise() -> None:
+    """``"auto"`` (the tuner's default) reads the task's exact_meta_objective declaration;
+    a task without it is treated as a training run."""
+    from l2l_tune import Quadratic, StepSizeTuner
+    from l2l_tune.meta import GaussianProcessMetaOptimizer, resolve_meta_optimizer
+
+    assert resolve_meta_optimizer("auto", exact=True) == "bracket"
+    assert resolve_meta_optimizer("auto", exact=False) == "model"
+    assert resolve_meta_optimizer("paper", exact=False) == "paper"
+    with pytest.raises(ValueError, match="meta_optimizer"):
+        resolve_meta_optimizer("nope", exact=True)
+    task = Quadratic.random(d=10, seed=0, variant="authors")
+    tuner = StepSizeTuner(max_evals=60).fit(task, t=80)
+    assert isinstance(tuner.meta_optimizer_, BracketingMetaOptimizer)
+    assert abs(tuner.step_size_ - task.optimal_step_size(80)) <= 1e-9 * tuner.step_size_
+
+    class Undeclared:
+        """The quadratic's methods without its declaration: a user's own task."""
+
+        def meta_objective(self, eta: float, t: int, *, split: str = "train", log: bool = True):
+            return task.meta_objective(eta, t, split=split, log=log)
+
+        def value_and_gradient(self, eta: float, t: int, *, split: str = "train", log: bool = True):
+            return task.value_and_gradient(eta, t, split=split, log=log)
+
+        def step_size_scale(self) -> float:
+            return task.step_size_scale()
+
+    tuner = StepSizeTuner(max_evals=12).fit(Undeclared(), t=80)
+    assert isinstance(tuner.meta_optimizer_, GaussianProcessMetaOptimizer)
+    assert math.isfinite(tuner.step_size_) and tuner.n_evals_ <= 12
 
 
 def test_make_meta_optimizer_unknown_name() -> None:
@@ -330,3 +364,33 @@ def test_meta_record_helpers() -> None:
     assert record.to_dict() == {"eta": 0.1, "value": 1.0, "grad": -2.0}
     opt = ProjectedMetaGD.from_history([record.to_dict()])
     assert opt.history == [record]
+    partial = MetaRecord(0.2, 0.5, None, partial=True)
+    assert partial.to_dict() == {"eta": 0.2, "value": 0.5, "grad": None, "partial": True}
+    opt = ProjectedMetaGD.from_history([record.to_dict(), partial.to_dict()])
+    assert opt.history == [record, partial]
+    assert opt.best == record  # a partial run's value is never the best
+
+
+def test_bracket_reads_value_only_records_uphill_of_the_best_point() -> None:
+    """A value-only record (dropped NaN gradient, pruned run) above the best value is uphill
+    of the best point: "+" on its right, which closes a bracket; one below is ignored."""
+    opt = BracketingMetaOptimizer(eta0=0.01, bounds=(1e-5, 1.0))
+    opt.tell(0.01, 1.0, -1.0)
+    assert opt.ask() == pytest.approx(0.04)  # expanding
+    opt.tell(0.04, 5.0, None)
+    assert 0.01 < opt.ask() < 0.04  # inside the bracket [0.01, 0.04]
+    low = BracketingMetaOptimizer(eta0=0.01, bounds=(1e-5, 1.0))
+    low.tell(0.01, 1.0, -1.0)
+    low.tell(0.04, 0.5, None, partial=True)
+    assert low.ask() == pytest.approx(0.04)  # below the best value: no information
+
+
+def test_ask_against_a_bound_splits_the_gap_next_to_it() -> None:
+    """When every step outward is clipped to an occupied bound, ``ask`` splits the free gap
+    next to the proposal instead of repeating an occupied step size."""
+    opt = BracketingMetaOptimizer(eta0=1e-4, bounds=(1e-4, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        opt.tell(1e-4, math.inf, None)
+    eta = opt.ask(pending=[1e-4, 4e-4])
+    assert eta == pytest.approx(2e-4)

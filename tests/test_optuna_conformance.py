@@ -83,7 +83,8 @@ def test_optunahub_local_module_loads_and_samples() -> None:
         module.report_meta_gradient(trial, grad)
         return value
 
-    study = optuna.create_study(sampler=module.MetaGradientSampler(param="lr", eta0=0.1))
+    sampler = module.MetaGradientSampler(param="lr", eta0=0.1, deterministic=True)
+    study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=30)
     assert all(tr.state == TrialState.COMPLETE for tr in study.trials)
     assert abs(study.best_params["lr"] - eta_star) <= 1e-6 * eta_star

@@ -81,7 +81,7 @@ while not os.path.exists(go):
     time.sleep(0.005)
 study = optuna.load_study(
     study_name="shared", storage=make_storage(spec),
-    sampler=MetaGradientSampler(param="lr", eta0=0.1),
+    sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1),
 )
 study.optimize(objective, n_trials=n)
 """
@@ -102,7 +102,7 @@ def objective(trial):
 
 study = optuna.load_study(
     study_name="shared", storage=make_storage(spec, heartbeat),
-    sampler=MetaGradientSampler(param="lr", eta0=0.1),
+    sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1),
 )
 study.optimize(objective, n_trials=1000)
 """
@@ -115,7 +115,7 @@ _RESUME = (
 spec, heartbeat, n = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 study = optuna.load_study(
     study_name="shared", storage=make_storage(spec, heartbeat),
-    sampler=MetaGradientSampler(param="lr", eta0=0.1),
+    sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1),
 )
 study.optimize(base, n_trials=n)
 print(json.dumps({"estimate": study.sampler.meta_optimizer_for(study).estimate()}))
@@ -221,7 +221,11 @@ def test_three_workers_share_one_study(tmp_path: Path, eta_star: float, backend:
     assert len(set(pids)) == 3
     assert sum(a != b for a, b in zip(pids, pids[1:], strict=False)) >= 3, "no interleaving"
 
-    final = MetaGradientSampler(param="lr", eta0=ETA0).meta_optimizer_for(study).estimate()
+    final = (
+        MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0)
+        .meta_optimizer_for(study)
+        .estimate()
+    )
     assert rel(final, eta_star) <= 1e-2
 
     cut = next((i for i, tr in enumerate(trials) if rel(tr.params["lr"], final) <= 1e-9), 36)
@@ -241,7 +245,9 @@ def _simulate_workers(n_workers: int, schedule: str, n_trials: int) -> optuna.St
     and results arrive later. ``"batch"``: the workers start together and finish
     together; ``"staggered"``: one finishes (the oldest) each time one starts."""
     task = Quadratic.random(20, 0, variant="authors")
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=ETA0))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0)
+    )
     running: list[tuple[optuna.trial.Trial, float, float]] = []
     started = 0
 
@@ -283,7 +289,11 @@ def test_simulated_concurrent_workers_converge_without_repeats(
     trials = sorted(study.trials, key=lambda tr: tr.number)
     assert len(trials) == 36
     assert all(tr.state == TrialState.COMPLETE for tr in trials)
-    final = MetaGradientSampler(param="lr", eta0=ETA0).meta_optimizer_for(study).estimate()
+    final = (
+        MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0)
+        .meta_optimizer_for(study)
+        .estimate()
+    )
     assert rel(final, eta_star) <= 1e-6
     cut = next((i for i, tr in enumerate(trials) if rel(tr.params["lr"], final) <= 1e-9), 36)
     before = [tr.params["lr"] for tr in trials[:cut]]
@@ -294,7 +304,7 @@ def test_overlapping_samplings_get_distinct_step_sizes(eta_star: float) -> None:
     """Two RUNNING trials whose samplings overlap (A has sampled its step size but not yet
     stored it when B samples; the interleaving of two workers) should get distinct
     step sizes, as the sampler documents for concurrent workers."""
-    sampler = MetaGradientSampler(param="lr", eta0=ETA0)
+    sampler = MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0)
     study = optuna.create_study(sampler=sampler)
     task = Quadratic.random(20, 0, variant="authors")
     study.optimize(task_objective(task, T, low=LOW, high=HIGH), n_trials=4)
@@ -377,5 +387,9 @@ def test_killed_worker_then_fresh_process_resumes(
         assert first == rebuilt.ask([zombie.params["lr"]])
         assert first != zombie.params["lr"]
     assert rel(reported["estimate"], eta_star) <= 1e-6
-    final = MetaGradientSampler(param="lr", eta0=ETA0).meta_optimizer_for(study).estimate()
+    final = (
+        MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0)
+        .meta_optimizer_for(study)
+        .estimate()
+    )
     assert final == reported["estimate"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import optuna
 import pytest
 from l2l_tune.integrations.optuna import (
@@ -25,7 +26,7 @@ from l2l_tune.integrations.optuna import (
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from l2l_tune import GridSearch, LeastSquares, Quadratic
-from l2l_tune.meta import MetaRecord, NonFiniteMetaGradientWarning
+from l2l_tune.meta import BracketingMetaOptimizer, MetaRecord, NonFiniteMetaGradientWarning
 
 T = 80
 LOW, HIGH = 1e-4, 1.0
@@ -104,7 +105,7 @@ def black_box_objective(q: Quadratic) -> Objective:
 def test_black_box_one_line_swap_finds_eta_star(quad: Quadratic, eta_star: float) -> None:
     """Swapping only the sampler on an unchanged black-box objective (no gradient reported,
     ``param=None``) puts the best trial's ``lr`` within 1% of ``η*`` after 60 trials."""
-    study = optuna.create_study(sampler=MetaGradientSampler())
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True))
     study.optimize(black_box_objective(quad), n_trials=60)
     assert len(study.trials) == 60
     assert all(tr.state == TrialState.COMPLETE for tr in study.trials)
@@ -117,7 +118,9 @@ def test_exact_gradients_reach_1e_minus_6_within_30_trials(
     """The issue's target: with :func:`task_objective` (exact meta-gradients) and
     ``MetaGradientSampler(param="lr", eta0=0.1)``, a trial within 1e-6 relative of ``η*``
     is reached in at most 30 trials, and the best trial and the estimate are that close."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     study.optimize(task_objective(quad, T, param="lr", low=LOW, high=HIGH), n_trials=30)
     assert study.trials[0].params["lr"] == pytest.approx(0.1, rel=FIRST_RTOL)
     hits = [i for i, lr in enumerate(lrs(study)) if rel(lr, eta_star) <= 1e-6]
@@ -141,7 +144,7 @@ def test_least_squares_train_by_validation_reaches_grid_optimum() -> None:
     grid_eta, grid_value = fine.step_size_, fine.meta_objective_
     assert grid_eta is not None and grid_value is not None
 
-    sampler = MetaGradientSampler(param="lr")
+    sampler = MetaGradientSampler(deterministic=True, param="lr")
     study = optuna.create_study(sampler=sampler)
     study.optimize(task_objective(batch, T, split="valid", param="lr"), n_trials=30)
     eta = estimate(study)
@@ -156,7 +159,7 @@ def test_maximize_converges_to_the_same_eta(quad: Quadratic, eta_star: float) ->
     """``direction="maximize"`` with the objective returning ``−f`` and reporting ``−f'``
     converges to the same ``η*`` (to 1e-6) in 30 trials."""
     study = optuna.create_study(
-        direction="maximize", sampler=MetaGradientSampler(param="lr", eta0=0.1)
+        direction="maximize", sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
     )
     study.optimize(gradient_objective(quad, maximize=True), n_trials=30)
     assert study.best_value < 0
@@ -167,7 +170,7 @@ def test_maximize_converges_to_the_same_eta(quad: Quadratic, eta_star: float) ->
 def test_log_objective_false_converges(quad: Quadratic, eta_star: float) -> None:
     """``log_objective=False`` (meta-gradient descent on ``f`` itself, whose gradients span
     ~150 orders of magnitude here) still converges to ``η*`` to 1e-6 in 30 trials."""
-    sampler = MetaGradientSampler(param="lr", eta0=0.1, log_objective=False)
+    sampler = MetaGradientSampler(deterministic=True, param="lr", eta0=0.1, log_objective=False)
     study = optuna.create_study(sampler=sampler)
     study.optimize(gradient_objective(quad), n_trials=30)
     assert rel(study.best_params["lr"], eta_star) <= 1e-6
@@ -180,7 +183,7 @@ def test_linear_scale_distribution(
 ) -> None:
     """A linear-scale ``suggest_float("lr", low, high)`` (including ``low = 0``) works: all
     proposals lie in the bounds and the search converges to ``η*`` (1e-6) in 40 trials."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
     study.optimize(gradient_objective(quad, low=low, high=high, log=False), n_trials=40)
     assert all(low <= lr <= high for lr in lrs(study))
     assert rel(estimate(study), eta_star) <= 1e-6
@@ -195,7 +198,7 @@ def test_bounds_excluding_eta_star_converge_to_the_bound(
     meta-optimizer reports convergence."""
     assert not low <= eta_star <= high
     target = high if bound == "high" else low
-    sampler = MetaGradientSampler(param="lr")
+    sampler = MetaGradientSampler(deterministic=True, param="lr")
     study = optuna.create_study(sampler=sampler)
     study.optimize(gradient_objective(quad, low=low, high=high), n_trials=15)
     assert all(low <= lr <= high for lr in lrs(study))
@@ -223,7 +226,9 @@ def test_failing_trials_do_not_break_the_search(
             raise RuntimeError("simulated crash of the training run")
         return value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     n = 45 if kind == "gradient" else 90
     study.optimize(objective, n_trials=n, catch=(RuntimeError,))
     states = [tr.state for tr in study.trials]
@@ -248,7 +253,9 @@ def test_pruned_trials_do_not_break_the_search(quad: Quadratic, eta_star: float,
             raise optuna.TrialPruned()
         return value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     n = 45 if kind == "gradient" else 90
     study.optimize(objective, n_trials=n)
     assert [tr.state for tr in study.trials].count(TrialState.PRUNED) == n // 3
@@ -271,7 +278,9 @@ def test_nan_value_is_a_failed_run_and_never_proposed_again(
         value = base(trial)
         return math.nan if trial.number == 2 else value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonFiniteMetaGradientWarning)
         study.optimize(objective, n_trials=30)
@@ -295,7 +304,9 @@ def test_infinite_value_warns_and_counts_as_diverged(quad: Quadratic, eta_star: 
         value = base(trial)
         return math.inf if trial.number == 2 else value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     with pytest.warns(NonFiniteMetaGradientWarning, match="trial 2"):
         study.optimize(objective, n_trials=30)
     assert study.trials[2].state == TrialState.COMPLETE
@@ -317,7 +328,9 @@ def test_nan_gradient_keeps_the_value_and_study_converges(quad: Quadratic, eta_s
         report_meta_gradient(trial, math.nan if trial.number == 2 else grad)
         return value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     with pytest.warns(NonFiniteMetaGradientWarning, match="trial 2"):
         study.optimize(objective, n_trials=30)
     assert math.isnan(float(study.trials[2].system_attrs[GRADIENT_ATTR]))
@@ -332,7 +345,9 @@ def test_enqueued_trial_is_used(quad: Quadratic, eta_star: float) -> None:
     """``study.enqueue_trial({"lr": 0.05})`` runs first at 0.05; its reported gradient
     (positive: 0.05 > η*) enters the state, so the next proposal goes below 0.05 instead
     of starting at ``eta0 = 0.1``; the search converges."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     study.enqueue_trial({"lr": 0.05})
     study.optimize(task_objective(quad, T, low=LOW, high=HIGH), n_trials=30)
     values = lrs(study)
@@ -344,7 +359,9 @@ def test_enqueued_trial_is_used(quad: Quadratic, eta_star: float) -> None:
 def test_enqueued_trial_in_black_box_study(quad: Quadratic, eta_star: float) -> None:
     """In a black-box study an enqueued trial (no gradient, no finite-difference role) is
     simply not a record: sampling proceeds from ``eta0`` and still finds ``η*`` to 1%."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     study.enqueue_trial({"lr": 0.05})
     study.optimize(black_box_objective(quad), n_trials=61)
     values = lrs(study)
@@ -365,7 +382,9 @@ def test_parameter_present_only_in_some_trials(quad: Quadratic, eta_star: float)
             return base(trial)
         return 10.0
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1, seed=0))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1, seed=0)
+    )
     with pytest.warns(UserWarning, match="'optimizer'"):
         study.optimize(objective, n_trials=70)
     with_lr = [tr for tr in study.trials if "lr" in tr.params]
@@ -376,7 +395,7 @@ def test_parameter_present_only_in_some_trials(quad: Quadratic, eta_star: float)
 def test_param_none_picks_the_single_float(quad: Quadratic, eta_star: float) -> None:
     """``param=None`` with a single float parameter tunes it, silently (no UserWarning),
     starting at the geometric mean of the log bounds."""
-    study = optuna.create_study(sampler=MetaGradientSampler())
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         study.optimize(gradient_objective(quad), n_trials=30)
@@ -396,7 +415,7 @@ def test_param_none_with_two_floats_warns_naming_the_one_used(
         trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
         return value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(seed=0))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, seed=0))
     with pytest.warns(UserWarning) as record:
         study.optimize(objective, n_trials=30)
     messages = [str(w.message) for w in record if issubclass(w.category, UserWarning)]
@@ -417,7 +436,7 @@ def test_step_size_that_is_not_a_continuous_float_raises(
 ) -> None:
     """``param="lr"`` suggested as an int (or a stepped float, or a categorical) raises a
     ValueError naming the parameter; the trial is recorded as FAIL."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
     with pytest.raises(ValueError, match="'lr'"):
         study.optimize(lambda t: float(suggest(t)), n_trials=1)
     assert study.trials[0].state == TrialState.FAIL
@@ -431,7 +450,7 @@ def test_param_none_leaves_floats_with_negative_range_to_the_independent_sampler
     size: it is sampled by the independent sampler (with its UserWarning), within bounds.
     (An earlier version tuned ``[-1, 0]`` as the step size and crashed with
     "eta0 must be a finite number > 0", failing Optuna's ``test_float``.)"""
-    study = optuna.create_study(sampler=MetaGradientSampler(seed=0))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, seed=0))
     with pytest.warns(UserWarning, match="'x' is not the step size"):
         study.optimize(lambda t: t.suggest_float("x", low, high), n_trials=10)
     assert all(low <= tr.params["x"] <= high for tr in study.trials)
@@ -441,7 +460,7 @@ def test_param_none_leaves_floats_with_negative_range_to_the_independent_sampler
 def test_explicit_param_with_negative_range_raises() -> None:
     """``param="lr"`` suggested over a range with negative values raises a ValueError that
     names the parameter."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
     with pytest.raises(ValueError, match="'lr'"):
         study.optimize(lambda t: t.suggest_float("lr", -1.0, 1.0), n_trials=1)
 
@@ -449,7 +468,8 @@ def test_explicit_param_with_negative_range_raises() -> None:
 def test_multi_objective_study_raises(quad: Quadratic) -> None:
     """A multi-objective study is rejected with a ValueError."""
     study = optuna.create_study(
-        directions=["minimize", "minimize"], sampler=MetaGradientSampler(param="lr")
+        directions=["minimize", "minimize"],
+        sampler=MetaGradientSampler(deterministic=True, param="lr"),
     )
 
     def objective(trial: Trial) -> tuple[float, float]:
@@ -471,7 +491,7 @@ def test_report_meta_gradient_rejects_non_trials(not_a_trial: object) -> None:
 def test_report_meta_gradient_rejects_frozen_trials_and_bad_gradients() -> None:
     """A FrozenTrial (from ``study.trials``) is not a running trial; a gradient that is not
     a number is rejected; both with ValueError."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
     study.optimize(lambda t: t.suggest_float("lr", LOW, HIGH, log=True), n_trials=1)
     frozen: FrozenTrial = study.trials[0]
     with pytest.raises(ValueError):
@@ -511,7 +531,9 @@ def test_every_registered_meta_optimizer_runs(
     forwarded: proposals stay in bounds and the best trial improves on the first one.
     (``"paper"`` needs a smaller ``μ0`` than its default 0.01 here: with ``L ≈ 63`` the
     paper's schedule bounces between the bounds, as the GUIDE notes.)"""
-    sampler = MetaGradientSampler(param="lr", meta_optimizer=name, meta_optimizer_options=options)
+    sampler = MetaGradientSampler(
+        deterministic=True, param="lr", meta_optimizer=name, meta_optimizer_options=options
+    )
     study = optuna.create_study(sampler=sampler)
     study.optimize(task_objective(quad, T, low=LOW, high=HIGH), n_trials=15)
     assert all(tr.state == TrialState.COMPLETE for tr in study.trials)
@@ -531,19 +553,23 @@ def test_alternating_sampler_instances_match_one_sampler(
     objective = gradient_objective(quad) if kind == "gradient" else black_box_objective(quad)
     n_chunks, chunk = 4, 5
 
-    reference = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    reference = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     reference.optimize(objective, n_trials=n_chunks * chunk)
 
     url = f"sqlite:///{tmp_path}/alternate.db"
     optuna.create_study(study_name="alt", storage=url)
-    samplers = [MetaGradientSampler(param="lr", eta0=0.1) for _ in range(2)]
+    samplers = [MetaGradientSampler(deterministic=True, param="lr", eta0=0.1) for _ in range(2)]
     for k in range(n_chunks):
         study = optuna.load_study(study_name="alt", storage=url, sampler=samplers[k % 2])
         study.optimize(objective, n_trials=chunk)
     final = optuna.load_study(study_name="alt", storage=url)
     assert lrs(final) == lrs(reference)
     # A third, fresh instance agrees on the state too.
-    assert estimate(final, MetaGradientSampler(param="lr", eta0=0.1)) == estimate(reference)
+    assert estimate(
+        final, MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    ) == estimate(reference)
 
 
 def test_estimate_agrees_with_best_trial(quad: Quadratic) -> None:
@@ -551,13 +577,16 @@ def test_estimate_agrees_with_best_trial(quad: Quadratic) -> None:
     with the best trial's step size once converged. The tolerance is 1e-8 relative
     (~√eps): at the minimum ``f`` is flat to second order, so step sizes 1e-11 apart give
     the same float value and the best trial is the first of them."""
-    sampler = MetaGradientSampler(param="lr", eta0=0.1)
+    sampler = MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
     study = optuna.create_study(sampler=sampler)
     study.optimize(task_objective(quad, T, low=LOW, high=HIGH), n_trials=30)
     optimizer = sampler.meta_optimizer_for(study)
     assert optimizer.converged
     assert rel(optimizer.estimate(), study.best_params["lr"]) <= 1e-8
-    assert MetaGradientSampler().meta_optimizer_for(study).estimate() == optimizer.estimate()
+    assert (
+        MetaGradientSampler(deterministic=True).meta_optimizer_for(study).estimate()
+        == optimizer.estimate()
+    )
 
 
 @pytest.mark.filterwarnings(_INDEPENDENT)
@@ -572,7 +601,9 @@ def test_seeded_runs_are_reproducible(quad: Quadratic) -> None:
         return value * (1.0 + trial.suggest_float("noise", 0.0, 1e-3))
 
     def run(seed: int) -> list[dict[str, float]]:
-        study = optuna.create_study(sampler=MetaGradientSampler(param="lr", seed=seed))
+        study = optuna.create_study(
+            sampler=MetaGradientSampler(deterministic=True, param="lr", seed=seed)
+        )
         study.optimize(objective, n_trials=12)
         return [dict(tr.params) for tr in study.trials]
 
@@ -596,7 +627,9 @@ def test_n_jobs_2_threads(quad: Quadratic, eta_star: float) -> None:
         time.sleep(0.005)  # make the two threads' trials overlap
         return value
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.1))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
     study.optimize(objective, n_trials=60, n_jobs=2)
     trials = sorted(study.trials, key=lambda tr: tr.number)
     assert len(trials) == 60
@@ -633,7 +666,7 @@ def test_meta_optimizer_for_param_none_inspects_the_tuned_parameter(quad: Quadra
         trial.suggest_float("x", 0.0, 10.0, step=0.5)
         return base(trial)
 
-    sampler = MetaGradientSampler(eta0=0.1, seed=0)
+    sampler = MetaGradientSampler(deterministic=True, eta0=0.1, seed=0)
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=30)
     assert sampler.meta_optimizer_for(study).estimate() == pytest.approx(
@@ -648,7 +681,7 @@ def test_black_box_search_does_not_stall(quad: Quadratic, eta_star: float) -> No
     ``(η, η·e^h)`` instead of at the asked ``η``; from trial 40 on it re-evaluated the
     same pair forever, 0.6% from ``η*``.) With the pairs centred the estimate gets within
     1e-6 of ``η*`` in 60 trials."""
-    sampler = MetaGradientSampler(param="lr")
+    sampler = MetaGradientSampler(deterministic=True, param="lr")
     study = optuna.create_study(sampler=sampler)
     study.optimize(black_box_objective(quad), n_trials=60)
     probes = [tr.params["lr"] for tr in study.trials if tr.number % 2 == 0]
@@ -667,7 +700,41 @@ def test_n_jobs_2_threads_black_box(quad: Quadratic, eta_star: float) -> None:
         time.sleep(0.005)
         return quad.meta_objective(lr, T, log=False)
 
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
     study.optimize(objective, n_trials=80, n_jobs=2)
     assert all(tr.state == TrialState.COMPLETE for tr in study.trials)
     assert rel(study.best_params["lr"], eta_star) < 1e-2
+
+
+# ---------------------------------------------------------------------- meta_optimizer="auto"
+def test_auto_uses_the_bracket_for_task_objective_on_a_closed_form(quad: Quadratic) -> None:
+    """``task_objective`` on an exact task marks its trials; ``"auto"`` then brackets."""
+    sampler = MetaGradientSampler(param="lr", eta0=0.1)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(task_objective(quad, T), n_trials=3)
+    assert sampler._meta_optimizer_name(study) == "bracket"
+    assert isinstance(sampler.meta_optimizer_for(study), BracketingMetaOptimizer)
+
+
+def test_auto_black_box_is_the_model_without_pairs_and_recommends_the_posterior_minimum() -> None:
+    """An unchanged noisy objective: ``"auto"`` picks the model, which learns from values
+    (no finite-difference roles stored, no repeated step size), and the recommended step
+    size is near the optimum on average over seeds (fresh noise in every trial)."""
+    x_star = math.log(0.05)
+    errors = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+
+        def objective(trial: Trial, rng: np.random.Generator = rng) -> float:
+            lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+            return (math.log(lr) - x_star) ** 2 + 1.0 + 0.1 * float(rng.normal())
+
+        sampler = MetaGradientSampler(param="lr", seed=seed)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(objective, n_trials=25)
+        assert sampler._meta_optimizer_name(study) == "model"
+        assert all(tr.system_attrs.get("l2l_tune:role") is None for tr in study.trials)
+        lrs = [tr.params["lr"] for tr in study.trials]
+        assert len(set(lrs)) == len(lrs)
+        errors.append(abs(math.log(sampler.recommended_step_size(study)) - x_star))
+    assert float(np.mean(errors)) < 0.35, errors

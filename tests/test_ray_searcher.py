@@ -54,7 +54,7 @@ def extra_space() -> dict[str, Any]:
 def make_search(**kwargs: Any) -> MetaGradientSearch:
     """A searcher set up as the Tuner would: metric ``loss``, ``min``, ``eta0 = 0.1``."""
     options: dict[str, Any] = {"metric": "loss", "mode": "min", "eta0": 0.1, **kwargs}
-    search = MetaGradientSearch(**options)
+    search = MetaGradientSearch(deterministic=True, **options)
     config = {} if "space" in kwargs else space()
     assert search.set_search_properties(None, None, config)
     return search
@@ -147,7 +147,7 @@ def test_black_box_search_converges_within_two_percent() -> None:
 def test_mode_max_with_negated_values_converges_to_the_same_eta() -> None:
     """``mode="max"`` on ``score = −loss`` (and ``score_grad = −grad``) reaches η* within 1e-6
     in at most 30 trials, as minimising the loss does."""
-    search = MetaGradientSearch(metric="score", mode="max", eta0=0.1)
+    search = MetaGradientSearch(deterministic=True, metric="score", mode="max", eta0=0.1)
     assert search.set_search_properties(None, None, space())
 
     def result(lr: float) -> Result:
@@ -161,7 +161,7 @@ def test_mode_max_with_negated_values_converges_to_the_same_eta() -> None:
 
 def test_metric_and_mode_from_set_search_properties() -> None:
     """Metric and mode left to the Tuner (``set_search_properties``) are taken from there."""
-    search = MetaGradientSearch(eta0=0.1)
+    search = MetaGradientSearch(deterministic=True, eta0=0.1)
     assert search.set_search_properties("loss", "min", space())
     assert (search.metric, search.mode) == ("loss", "min")
     lrs = run_sequential(search, 30, quad_result)
@@ -467,7 +467,7 @@ def test_search_leaves_a_diverging_first_step_size() -> None:
     """Starting at ``eta0 = 5`` (GD diverges; loss and gradient overflow to inf, as
     ``task_trainable`` reports them), the search moves to smaller step sizes: some of the
     first 20 trials has a finite loss, and the best of 40 is within 1e-6 of η*."""
-    search = MetaGradientSearch(metric="loss", mode="min", eta0=5.0)
+    search = MetaGradientSearch(deterministic=True, metric="loss", mode="min", eta0=5.0)
     assert search.set_search_properties(None, None, {"lr": tune.loguniform(LOW, 10.0)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
@@ -480,7 +480,7 @@ def test_search_leaves_a_diverging_first_step_size() -> None:
 def _fresh() -> MetaGradientSearch:
     """A new searcher with the same options but no metric, mode, space or seed: all of those
     must come from the restored state."""
-    return MetaGradientSearch(eta0=0.1, seed=12345)
+    return MetaGradientSearch(deterministic=True, eta0=0.1, seed=12345)
 
 
 @pytest.mark.parametrize("via", ["state", "file"])
@@ -489,7 +489,7 @@ def test_restore_continues_identically_with_a_trial_in_flight(via: str, tmp_path
     fresh one, with one trial still in flight, behaves exactly like the original: the in-flight
     trial completes on both, and the next ten configs (step size, task seed and the other
     parameters drawn from the restored RNG) are identical."""
-    original = MetaGradientSearch(metric="loss", mode="min", eta0=0.1, seed=3)
+    original = MetaGradientSearch(deterministic=True, metric="loss", mode="min", eta0=0.1, seed=3)
     assert original.set_search_properties(None, None, extra_space())
     run_sequential(original, 7, quad_result)
     in_flight = original.suggest("flying")
@@ -583,7 +583,7 @@ def test_param_names_the_step_size_among_several_floats() -> None:
 def test_space_given_twice_is_refused() -> None:
     """A searcher built with ``space=`` refuses a Tuner ``param_space`` (returns False, Ray's
     contract) but accepts metric and mode with an empty one."""
-    search = MetaGradientSearch(space=space(), eta0=0.1)
+    search = MetaGradientSearch(deterministic=True, space=space(), eta0=0.1)
     assert search.set_search_properties("loss", "min", space()) is False
     assert search.set_search_properties("loss", "min", {}) is True
     assert (search.metric, search.mode) == ("loss", "min")
@@ -605,12 +605,12 @@ def test_constructor_rejects_bad_options(kwargs: dict[str, Any], match: str) -> 
     """Unknown mode or meta-optimizer, ``tasks_per_step < 1``, ``fd_step ≤ 0`` and ``eta0 ≤ 0``
     raise ValueError naming the argument."""
     with pytest.raises(ValueError, match=match):
-        MetaGradientSearch(metric="loss", **kwargs)
+        MetaGradientSearch(deterministic=True, metric="loss", **kwargs)
 
 
 def test_set_search_properties_rejects_an_unknown_mode() -> None:
     """A mode passed by the Tuner is checked too."""
-    search = MetaGradientSearch(eta0=0.1)
+    search = MetaGradientSearch(deterministic=True, eta0=0.1)
     with pytest.raises(ValueError, match="mode"):
         search.set_search_properties("loss", "sideways", space())
 
@@ -639,7 +639,7 @@ def test_unusable_space_raises_at_the_first_suggest(
 ) -> None:
     """A space without a float domain (``lower ≥ 0``), a ``param`` naming a non-float or
     missing domain, and two float domains with ``param=None`` raise ValueError at ``suggest``."""
-    search = MetaGradientSearch(param=param, metric="loss", mode="min")
+    search = MetaGradientSearch(deterministic=True, param=param, metric="loss", mode="min")
     assert search.set_search_properties(None, None, the_space)
     with pytest.raises(ValueError, match=match):
         search.suggest("t0")
@@ -648,7 +648,7 @@ def test_unusable_space_raises_at_the_first_suggest(
 def test_suggest_without_a_space_raises() -> None:
     """Without ``space=`` or a Tuner ``param_space``, ``suggest`` raises ValueError."""
     with pytest.raises(ValueError, match="search space"):
-        MetaGradientSearch(metric="loss", mode="min").suggest("t0")
+        MetaGradientSearch(deterministic=True, metric="loss", mode="min").suggest("t0")
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,12 @@ def test_tuner_with_space_in_searcher_and_tasks_per_step(ray_session: Path) -> N
         return LeastSquares(30, 1.0).sample(1, 20, 20, seed=task_seed)
 
     search = MetaGradientSearch(
-        metric="loss", mode="min", space=lr_space(), tasks_per_step=2, eta0=0.01
+        metric="loss",
+        mode="min",
+        space=lr_space(),
+        tasks_per_step=2,
+        eta0=0.01,
+        deterministic=True,
     )
     tuner = tune.Tuner(
         task_trainable(make_task, 40, split="valid"),

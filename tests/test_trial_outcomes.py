@@ -79,7 +79,7 @@ class Geometry:
 def _study(geometry: Geometry, **kwargs: object) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.create_study(
-        sampler=MetaGradientSampler(param="lr", eta0=geometry.eta0),
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=geometry.eta0),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -209,7 +209,9 @@ def test_pruned_trial_is_told_its_last_intermediate_value() -> None:
     """A PRUNED trial becomes ``(η, log(last intermediate value), None, partial=True)``; one
     pruned before reporting anything is a failed run ``(η, inf, None)``; neither step size
     is proposed again."""
-    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", eta0=0.01))
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.01)
+    )
 
     def objective(trial: Trial) -> float:
         trial.suggest_float("lr", LOW, HIGH, log=True)
@@ -296,7 +298,8 @@ def _repeats_with_four_workers(directory: Path) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
-        storage=f"sqlite:///{directory / 'study.db'}", sampler=MetaGradientSampler(param="lr")
+        storage=f"sqlite:///{directory / 'study.db'}",
+        sampler=MetaGradientSampler(deterministic=True, param="lr"),
     )
     study.optimize(objective, n_trials=40, n_jobs=4)
     assert len(study.trials) == 40
@@ -341,7 +344,7 @@ def test_tuner_run_whose_trainable_raises_above_a_threshold(
 
         ray.init(num_cpus=2, num_gpus=0, include_dashboard=False)
         try:
-            search = MetaGradientSearch(metric="loss", mode="min", eta0=0.5)
+            search = MetaGradientSearch(deterministic=True, metric="loss", mode="min", eta0=0.5)
             tuner = tune.Tuner(
                 trainable,
                 param_space={"lr": tune.loguniform(1e-4, 1.0)},

@@ -29,9 +29,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from l2l_tune._validation import check_choice, check_positive
-from l2l_tune.meta import META_OPTIMIZERS, MetaOptimizer, MetaRecord, make_meta_optimizer
+from l2l_tune.meta import (
+    META_OPTIMIZER_CHOICES,
+    MetaOptimizer,
+    MetaRecord,
+    make_meta_optimizer,
+    resolve_meta_optimizer,
+)
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.driver import Evaluation, Proposal, propose, records_from_evaluations
+from l2l_tune.tasks.base import is_exact_task
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -62,6 +69,8 @@ GRADIENT_ATTR = "l2l_tune:meta_gradient"
 _ROLE_ATTR = "l2l_tune:role"
 _PAIR_ATTR = "l2l_tune:pair"
 _STEP_ATTR = "l2l_tune:fd_step"
+#: Set by :func:`task_objective` on trials of a task with an exact meta-objective.
+_EXACT_ATTR = "l2l_tune:exact"
 _ETA_ATTR = "l2l_tune:eta"
 _SETTLED_ATTR = "l2l_tune:eta_settled"
 _FAILED_ATTR = "l2l_tune:failed_run"
@@ -130,10 +139,14 @@ def task_objective(
     if not low_f < high_f:
         raise ValueError(f"low must be < high, got low={low_f}, high={high_f}")
 
+    exact = is_exact_task(task)
+
     def objective(trial: Trial) -> float:
         eta = trial.suggest_float(param, low_f, high_f, log=True)
         value, grad = task.value_and_gradient(eta, t, split=split, log=False)
         report_meta_gradient(trial, grad)
+        if exact:
+            trial.study._storage.set_trial_system_attr(trial._trial_id, _EXACT_ATTR, True)
         return value
 
     return objective
@@ -182,7 +195,15 @@ class MetaGradientSampler(BaseSampler):
     Args:
         param: Name of the step-size parameter. ``None``: the study's only float
             parameter (a warning names the one used when there are several).
-        meta_optimizer: ``"bracket"`` (default), ``"paper"`` or ``"adam"``.
+        meta_optimizer: ``"auto"`` (default): the bracketing search when the
+            objective is exact and deterministic (``deterministic=True``, or every
+            finished trial came from :func:`task_objective` on a closed-form task),
+            else the model-based ``"model"``, which learns from values and
+            gradients alike and needs no finite-difference pairs. Or a name:
+            ``"bracket"``, ``"model"``, ``"paper"``, ``"adam"``.
+        deterministic: Tell ``"auto"`` that the objective is exact and
+            deterministic (``True``) or not (``False``); ``None`` decides from the
+            trials as above.
         eta0: First step size; ``None``: the geometric mean of the bounds (log
             scale) or their midpoint.
         log_objective: Work on ``log(value)`` when all values are positive.
@@ -201,7 +222,8 @@ class MetaGradientSampler(BaseSampler):
         self,
         param: str | None = None,
         *,
-        meta_optimizer: str = "bracket",
+        meta_optimizer: str = "auto",
+        deterministic: bool | None = None,
         eta0: float | None = None,
         log_objective: bool = True,
         independent_sampler: BaseSampler | None = None,
@@ -209,9 +231,12 @@ class MetaGradientSampler(BaseSampler):
         fd_step: float = 0.02,
         meta_optimizer_options: Mapping[str, Any] | None = None,
     ) -> None:
-        check_choice(meta_optimizer, "meta_optimizer", tuple(META_OPTIMIZERS))
+        check_choice(meta_optimizer, "meta_optimizer", META_OPTIMIZER_CHOICES)
+        if deterministic not in (None, True, False):
+            raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}")
         self.param = param
         self.meta_optimizer = meta_optimizer
+        self.deterministic = deterministic
         self.eta0 = None if eta0 is None else check_positive(eta0, "eta0")
         self.log_objective = bool(log_objective)
         self.fd_step = check_positive(fd_step, "fd_step")
@@ -354,7 +379,19 @@ class MetaGradientSampler(BaseSampler):
             self._warned.add(key)
             warnings.warn(message, NonFiniteMetaGradientWarning, stacklevel=4)
 
-    def _optimizer(self, records: list[MetaRecord], dist: FloatDistribution) -> MetaOptimizer:
+    def _meta_optimizer_name(self, study: Study) -> str:
+        """The registry name ``meta_optimizer`` stands for in ``study`` (resolves ``"auto"``)."""
+        if self.meta_optimizer != "auto":
+            return self.meta_optimizer
+        exact = self.deterministic
+        if exact is None:
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            exact = bool(finished) and all(tr.system_attrs.get(_EXACT_ATTR) for tr in finished)
+        return resolve_meta_optimizer("auto", exact=exact)
+
+    def _optimizer(
+        self, records: list[MetaRecord], dist: FloatDistribution, name: str
+    ) -> MetaOptimizer:
         if self.eta0 is not None:
             eta0 = self.eta0
         elif dist.log:
@@ -363,12 +400,26 @@ class MetaGradientSampler(BaseSampler):
             eta0 = 0.5 * (dist.low + dist.high) if dist.low > 0 else 0.1 * dist.high
         options = dict(self.meta_optimizer_options)
         options["bounds"] = (max(dist.low, 0.0), dist.high)
-        optimizer = make_meta_optimizer(self.meta_optimizer, eta0=eta0, **options)
+        optimizer = make_meta_optimizer(name, eta0=eta0, **options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
             for record in records:
                 optimizer.tell(record.eta, record.value, record.grad, partial=record.partial)
         return optimizer
+
+    def recommended_step_size(self, study: Study, param: str | None = None) -> float:
+        """The step size to train with after the study: the meta-optimizer's recommendation.
+
+        For the model-based search this is the minimiser of the posterior mean of the
+        objective, which averages the noise of every trial; ``study.best_params`` is
+        the luckiest noisy trial, which on a noisy objective (fresh seeds per trial)
+        is biased towards whichever step size drew a good seed. For the bracket on an
+        exact objective the two agree up to the bracket's tolerance.
+
+        Raises:
+            ValueError: if the step-size parameter is unknown or not a float in ``study``.
+        """
+        return float(self.meta_optimizer_for(study, param).estimate())
 
     def meta_optimizer_for(self, study: Study, param: str | None = None) -> MetaOptimizer:
         """The meta-optimizer rebuilt from ``study``'s trials (for inspection).
@@ -389,7 +440,8 @@ class MetaGradientSampler(BaseSampler):
                     dist = pdist
         if name is None or not isinstance(dist, FloatDistribution):
             raise ValueError(f"param {name!r} is not a float parameter of the study")
-        return self._optimizer(self._records(study, self._evaluations(study, name)), dist)
+        records = self._records(study, self._evaluations(study, name))
+        return self._optimizer(records, dist, self._meta_optimizer_name(study))
 
     def _sample_step_size(
         self, study: Study, trial: FrozenTrial, name: str, dist: FloatDistribution
@@ -456,7 +508,9 @@ class MetaGradientSampler(BaseSampler):
         """The proposal for ``trial``, and the numbers of the finished trials it used."""
         evaluations = self._evaluations(study, name)
         known = {int(e.key) for e in evaluations if not e.running}  # type: ignore[call-overload]
-        optimizer = self._optimizer(self._records(study, evaluations), dist)
+        optimizer = self._optimizer(
+            self._records(study, evaluations), dist, self._meta_optimizer_name(study)
+        )
         # Earlier trials still sampling (RUNNING, neither step size nor claim stored yet)
         # will take the next proposals: leave those to them (trial-number order).
         claims_ahead = [

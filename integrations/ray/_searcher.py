@@ -26,9 +26,15 @@ from typing import Any
 import numpy as np
 
 from l2l_tune._validation import check_choice, check_horizon, check_positive
-from l2l_tune.meta import META_OPTIMIZERS, MetaOptimizer, make_meta_optimizer
+from l2l_tune.meta import (
+    META_OPTIMIZER_CHOICES,
+    MetaOptimizer,
+    make_meta_optimizer,
+    resolve_meta_optimizer,
+)
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.driver import Evaluation, propose, records_from_evaluations
+from l2l_tune.tasks.base import is_exact_task
 
 try:
     from ray import tune
@@ -39,7 +45,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without ray
         "l2l_tune.integrations.ray needs Ray Tune: pip install 'l2l-tune[ray]'"
     ) from exc
 
-__all__ = ["MetaGradientSearch", "task_trainable", "with_resources"]
+__all__ = ["EXACT_KEY", "MetaGradientSearch", "task_trainable", "with_resources"]
+
+#: Result key by which a trainable says its metric is an exact, deterministic closed form
+#: (:func:`task_trainable` sets it); ``meta_optimizer="auto"`` then uses the bracket.
+EXACT_KEY = "exact_meta_objective"
 
 
 @dataclass
@@ -52,6 +62,7 @@ class _MetaStep:
     pair: int | None
     seeds_left: list[int]
     fd_step: float | None = None
+    exact: bool = True  # every result so far said EXACT_KEY: True
     trials: dict[str, int] = field(default_factory=dict)  # trial id -> task seed
     results: dict[int, tuple[float, float | None]] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
@@ -105,7 +116,14 @@ class MetaGradientSearch(Searcher):
         space: Search space (else the Tuner's ``param_space``). The step size must
             be a ``tune.uniform``/``tune.loguniform`` with ``0 ≤ lower``; other
             domains are sampled from their distributions with ``seed``.
-        meta_optimizer: ``"bracket"`` (default), ``"paper"`` or ``"adam"``.
+        meta_optimizer: ``"auto"`` (default): the bracketing search when the
+            metric is exact and deterministic (``deterministic=True``, or every
+            result so far carried ``EXACT_KEY: True``, as :func:`task_trainable`'s
+            on the closed-form tasks do), else the model-based ``"model"`` (values
+            and gradients, no finite-difference pairs). Or a name: ``"bracket"``,
+            ``"model"``, ``"paper"``, ``"adam"``.
+        deterministic: Tell ``"auto"`` the metric is exact (``True``) or not
+            (``False``); ``None`` decides from the results.
         eta0: First step size (default: geometric mean of the bounds for a
             log-uniform domain, else 0.1·upper or the midpoint).
         log_objective: Work on ``log(metric)`` when values are positive (Theorem 4).
@@ -128,7 +146,8 @@ class MetaGradientSearch(Searcher):
         *,
         grad_metric: str | None = None,
         space: Mapping[str, Any] | None = None,
-        meta_optimizer: str = "bracket",
+        meta_optimizer: str = "auto",
+        deterministic: bool | None = None,
         eta0: float | None = None,
         log_objective: bool = True,
         tasks_per_step: int = 1,
@@ -138,7 +157,10 @@ class MetaGradientSearch(Searcher):
     ) -> None:
         if mode is not None:
             check_choice(mode, "mode", ("min", "max"))
-        check_choice(meta_optimizer, "meta_optimizer", tuple(META_OPTIMIZERS))
+        check_choice(meta_optimizer, "meta_optimizer", META_OPTIMIZER_CHOICES)
+        if deterministic not in (None, True, False):
+            raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}")
+        self.deterministic = deterministic
         super().__init__(metric=metric, mode=mode)
         self.param = param
         self.grad_metric = grad_metric
@@ -201,6 +223,8 @@ class MetaGradientSearch(Searcher):
         seed = step.trials[trial_id]
         if seed in step.results or seed in step.failed:
             return
+        if not (result is not None and result.get(EXACT_KEY) is True):
+            step.exact = False
         value = None if (error or result is None) else result.get(self.metric)
         if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
             if not error and result is not None:
@@ -308,6 +332,22 @@ class MetaGradientSearch(Searcher):
     def _bounds(self, domain: Float) -> tuple[float, float]:
         return float(domain.lower), float(domain.upper)
 
+    def _meta_optimizer_name(self) -> str:
+        """The registry name ``meta_optimizer`` stands for now (resolves ``"auto"``)."""
+        if self.meta_optimizer != "auto":
+            return self.meta_optimizer
+        exact = self.deterministic
+        if exact is None:
+            finished = [s for s in self._steps if s.results or s.failed]
+            exact = bool(finished) and all(getattr(s, "exact", False) for s in finished)
+        return resolve_meta_optimizer("auto", exact=exact)
+
+    def recommended_step_size(self) -> float:
+        """The step size to train with after the run: the meta-optimizer's recommendation
+        (for the model-based search the minimiser of the posterior mean, not the
+        luckiest noisy trial that ``ResultGrid.get_best_result`` returns)."""
+        return float(self.meta_optimizer_state().estimate())
+
     def _optimizer(self, domain: Float) -> MetaOptimizer:
         low, high = self._bounds(domain)
         if self.eta0 is not None:
@@ -318,7 +358,7 @@ class MetaGradientSearch(Searcher):
             eta0 = 0.5 * (low + high) if low > 0 else 0.1 * high
         options = dict(self.meta_optimizer_options)
         options["bounds"] = (low, high)
-        optimizer = make_meta_optimizer(self.meta_optimizer, eta0=eta0, **options)
+        optimizer = make_meta_optimizer(self._meta_optimizer_name(), eta0=eta0, **options)
         records = records_from_evaluations(
             [s.evaluation(self.tasks_per_step) for s in self._steps],
             log_objective=self.log_objective,
@@ -414,7 +454,15 @@ def task_trainable(
         )
         value, grad = current.value_and_gradient(float(config[param]), t, split=split, log=False)
         gpus = [str(g) for g in ray.get_gpu_ids()]
-        tune.report({metric: value, grad_key: grad, "device": "cpu", "assigned_gpus": gpus})
+        tune.report(
+            {
+                metric: value,
+                grad_key: grad,
+                EXACT_KEY: is_exact_task(current),
+                "device": "cpu",
+                "assigned_gpus": gpus,
+            }
+        )
 
     trainable.__name__ = f"l2l_{type(task).__name__.lower()}_trainable"
     return trainable

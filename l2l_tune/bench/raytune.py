@@ -178,6 +178,7 @@ def _search(tuner: str, seed: int, workers: int, eta0: float) -> Any:
             metric="objective",
             mode="min",
             grad_metric="objective_grad",
+            meta_optimizer="bracket",
             eta0=eta0,
             log_objective=False,
             seed=seed,

@@ -6,8 +6,9 @@ evaluation costs 1, an exact meta-gradient evaluation costs the measured
 evaluations. All search the step size in ``[task.low, task.high]`` (log scale)
 on the same objective.
 
-* ``l2l``: :class:`~l2l_tune.StepSizeTuner` with the default ``"bracket"``
-  meta-optimizer and exact meta-gradients; ``l2l-paper``: the paper's projected
+* ``l2l``: :class:`~l2l_tune.StepSizeTuner` with the default ``"auto"``
+  meta-optimizer (the bracket on the closed forms, the model-based search on
+  MNIST) and exact meta-gradients; ``l2l-paper``: the paper's projected
   meta-GD (``μ_k = 0.01/√k``); both start at the range's geometric mean
   (or ``--eta0``).
 * ``l2l-blackbox``: the bracketing meta-optimizer on finite-difference pairs of
@@ -47,6 +48,7 @@ __all__ = [
     "FD_STEP",
     "GP_CLAMP",
     "TUNER_PACKAGES",
+    "USER_TUNER_PACKAGES",
     "evaluations_allowed",
     "missing_dependency",
     "run_tuner",
@@ -82,12 +84,21 @@ TUNER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+#: Packages of the user-study tuners (:mod:`l2l_tune.bench.user_study`) not listed above
+#: (its ``optuna-*`` tuners share the entries of :data:`TUNER_PACKAGES`).
+USER_TUNER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "prodigy": (("prodigyopt", "bench"),),
+    "schedule-free": (("schedulefree", "bench"),),
+}
+
+
 def missing_dependency(tuner: str) -> str | None:
     """Why ``tuner`` cannot run here (its missing packages and the extra to install), or
     ``None`` when every package it imports is importable."""
+    packages = TUNER_PACKAGES.get(tuner) or USER_TUNER_PACKAGES.get(tuner, ())
     missing = [
         f"{package} (pip install 'l2l-tune[{extra}]')"
-        for package, extra in TUNER_PACKAGES.get(tuner, ())
+        for package, extra in packages
         if importlib.util.find_spec(package) is None
     ]
     if not missing:
@@ -198,7 +209,7 @@ def _run_in_process(
     tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder
 ) -> dict[str, Any]:
     if tuner == "l2l":
-        return _run_step_size_tuner("bracket", task, n, rec)
+        return _run_step_size_tuner("auto", task, n, rec)
     if tuner == "l2l-paper":
         return _run_step_size_tuner("paper", task, n, rec)
     if tuner == "l2l-blackbox":

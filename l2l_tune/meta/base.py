@@ -77,6 +77,10 @@ class MetaOptimizer(ABC):
 
     #: Registry name (see :func:`l2l_tune.meta.make_meta_optimizer`).
     name: str = ""
+    #: Whether every told record needs a meta-gradient. Black-box adapters then pair
+    #: evaluations for finite differences (:func:`l2l_tune.meta.propose`); a
+    #: meta-optimizer that learns from values alone sets it to ``False``.
+    needs_gradients: bool = True
 
     def __init__(self, eta0: float = 0.1, *, bounds: tuple[float, float] | None = None) -> None:
         self.eta0 = check_positive(eta0, "eta0")

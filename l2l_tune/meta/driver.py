@@ -238,9 +238,11 @@ def propose(
     gradient, the new evaluation first completes an open finite-difference pair
     (a running or complete probe without partner); otherwise it is a new probe
     at the optimizer's proposal. Once gradients are reported, it is the
-    optimizer's proposal. Either way the proposal avoids the step sizes (and
-    pair centres) of running evaluations and of finished ones that gave no
-    gradient record (failed, pruned, value-only), passed to
+    optimizer's proposal. A meta-optimizer that learns from values
+    (``needs_gradients = False``, the model-based ``"model"``) never gets pairs:
+    each black-box evaluation is a value-only record. Either way the proposal
+    avoids the step sizes (and pair centres) of running evaluations and of
+    finished ones that gave no gradient record (failed, pruned, value-only), passed to
     :meth:`MetaOptimizer.ask` as ``pending``.
 
     Args:
@@ -294,8 +296,10 @@ def _propose_one(
     low: float,
     high: float,
 ) -> Proposal:
-    any_gradient = any(e.grad is not None for e in others)
-    if not any_gradient:
+    # Finite-difference pairs only for a meta-optimizer that needs gradients and only
+    # while none is reported; the model-based one learns from the values themselves.
+    pairs = optimizer.needs_gradients and not any(e.grad is not None for e in others)
+    if pairs:
         # A probe is open while it runs or completed, and nothing partners it
         # (a failed or pruned partner closes it too: its step size is not retried).
         # A tentative probe (a concurrent claim that may still move) is not partnered.
@@ -317,7 +321,7 @@ def _propose_one(
             return Proposal(min(max(eta, low), high), PARTNER, probe.key)
     avoid = _occupied(others, fd_step)
     eta = min(max(optimizer.ask(avoid), low), high)
-    if any_gradient:
+    if not pairs:
         return Proposal(eta, None, None)
     # Centre the pair on the proposal: probe at η·e^{−h/2}, partner at η·e^{h/2}, so
     # that the pair's record (at their geometric mean) lands on the asked step size.

@@ -181,7 +181,7 @@ def compare_on_mnist(
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
-            tuner = StepSizeTuner(max_evals=s.max_evals, tol=s.tol, callback=callback).fit(
+            tuner = StepSizeTuner(max_evals=s.max_evals, callback=callback).fit(
                 batch, t, split=split, log=True
             )
         methods[name] = {
@@ -277,7 +277,8 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
         f"{s.dataset} ({source}), "
         f"{network} ReLU, cross entropy, batch 32; t = {s.t} SGD steps; meta-objective "
         f"(1/t)·log of the final loss over m = {s.m} tasks ({s.m_large} with > 5000 samples), "
-        f"StepSizeTuner (bracket, ≤ {s.max_evals} forward-mode meta-gradients, tol {s.tol}); "
+        f"StepSizeTuner (auto: the model-based search, ≤ {s.max_evals} forward-mode "
+        "meta-gradients); "
         f"grid baseline {s.grid[2]} points in [{s.grid[0]}, {s.grid[1]}] on validation loss; "
         f"{s.runs} new test tasks per step size; seed {ctx.seed}"
     )

@@ -1,0 +1,691 @@
+"""A model-based meta-optimizer for noisy, rugged meta-objectives.
+
+:class:`~l2l_tune.meta.bracket.BracketingMetaOptimizer` trusts the sign of every
+meta-gradient, which is right for the exact, unimodal objectives of Claim 1 and
+wrong for real training runs (see the guide's section 6): their meta-objective is
+noisy (sampled tasks, SGD), rugged, and at large step sizes chaotic, with
+meta-gradients of 1e9…inf (Theorem 3 in practice), followed by a flat, truncated
+plateau with a zero gradient past divergence. :class:`GaussianProcessMetaOptimizer`
+instead fits a Gaussian process (:mod:`l2l_tune.meta.surrogate`) to the values
+*and* the believable meta-gradients on ``x = log η`` and proposes the maximiser of
+the expected improvement; the recommendation is the minimiser of the posterior
+mean, not the best noisy observation.
+
+The pieces, each a small function of the told history:
+
+1. **Clean-up** (:meth:`GaussianProcessMetaOptimizer._analyse`): a non-finite
+   value is a diverged run; the smallest such step size above the best finite
+   point is a *divergence barrier*, no proposal is made at or above it, and the
+   failed points are imputed as the worst finite value seen. Values above a
+   robust level (median plus its distance to the minimum) are compressed by
+   ``asinh``, so that a few astronomically large losses do not set the scale. A
+   gradient is dropped (its value kept) when it is missing, non-finite, exactly 0
+   (a truncated plateau says nothing) or implausibly large against the spread of
+   the values (a chaotic run, Theorem 3).
+2. **Surrogate**: a Matérn-5/2 GP with separate, learned value and gradient
+   noise, on at most ``max_fit_records`` records (those nearest the incumbent
+   plus a spread of the rest).
+3. **Acquisition**: expected improvement over the best posterior mean at an
+   observed point (noise-robust), maximised on a dense grid of the
+   barrier-limited domain and refined by zooming on the best local maxima.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import scipy.special
+from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
+
+from .._validation import check_positive
+from .base import MetaOptimizer, MetaRecord
+from .surrogate import GaussianProcess, fit_gaussian_process
+
+__all__ = ["GaussianProcessMetaOptimizer", "expected_improvement", "log_expected_improvement"]
+
+FloatArray = NDArray[np.float64]
+
+#: Smallest distance in ``log η`` between a proposal and a told (or failed, or pending) point.
+_MIN_SEPARATION = 1e-6
+#: A gradient implying that the whole spread of the values is crossed within
+#: ``1/_MAX_GRADIENT_RATIO`` in ``log η`` is treated as chaotic and dropped.
+_MAX_GRADIENT_RATIO = 1e4
+#: A learned value-noise variance (standardised) at or below this: the objective is exact.
+_EXACT_NOISE = 1e-6
+#: Fractional part of the golden ratio: a 1-D low-discrepancy sequence for the initial design.
+_GOLDEN = 0.6180339887498949
+#: Log-normal prior on the lengthscale in ``log η``: median 0.5 (a factor 1.65 in η), sd 1
+#: in log. Without it a long run of smooth points below η* (the slow side of Claim 1)
+#: makes the fit overconfident across the gap up to the divergence wall.
+_LENGTHSCALE_PRIOR = (0.5, 1.0)
+#: Largest lengthscale in ``log η`` (a factor e): the same overconfidence, bounded hard.
+_MAX_LENGTHSCALE = 1.0
+#: Spread of the told values above which they are compressed by a signed log.
+_MAX_VALUE_SPREAD = 1e8
+#: Width of the confidence bound that keeps the recommendation away from unexplored guesses.
+_RECOMMEND_BETA = 2.0
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@contextmanager
+def _single_blas_thread() -> Iterator[None]:
+    """Run the GP's linear algebra on one BLAS thread.
+
+    The matrices are at most ``2·max_fit_records`` wide: threading them only adds
+    synchronisation, and on a loaded 2-core machine OpenBLAS's spinning threads made
+    one ``ask()`` 10× slower (measured: 540 ms vs 47 ms at 20 records).
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+# ---------------------------------------------------------------------- acquisition
+def log_expected_improvement(
+    mean: FloatArray, variance: FloatArray, incumbent: float
+) -> FloatArray:
+    """``log EI`` for minimisation, accurate where ``EI`` itself underflows.
+
+    ``EI = σ·h(z)`` with ``z = (incumbent − μ)/σ`` and ``h(z) = zΦ(z) + φ(z)``.
+    For ``z < 0``, ``h(z) = φ(z)·(1 + z·√(π/2)·erfcx(−z/√2))`` avoids the
+    underflow of ``Φ``; below ``z = −1e3`` the asymptotic ``h ≈ φ(z)/z²`` is
+    used (the cancellation in ``1 + z·r(z)`` costs ``z²·ε`` relative). Points
+    with zero variance get ``log(max(incumbent − μ, 0))``.
+
+    Args:
+        mean: Posterior means.
+        variance: Posterior variances of the latent function.
+        incumbent: The value to improve on.
+
+    Returns:
+        ``log EI`` (``-inf`` where no improvement is possible).
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    sd = np.sqrt(np.maximum(np.asarray(variance, dtype=np.float64), 0.0))
+    out = np.full(mean.shape, -np.inf)
+    with np.errstate(all="ignore"):
+        positive = sd > 0.0
+        z = np.where(positive, (incumbent - mean) / np.where(positive, sd, 1.0), 0.0)
+        log_phi = -0.5 * z * z - 0.5 * math.log(2.0 * math.pi)
+        h = np.empty_like(z)
+        upper = z >= 0.0
+        h[upper] = z[upper] * scipy.special.ndtr(z[upper]) + np.exp(log_phi[upper])
+        log_h = np.where(upper, np.log(np.where(upper, h, 1.0)), 0.0)
+        middle = (z < 0.0) & (z >= -1e3)
+        ratio = math.sqrt(math.pi / 2.0) * scipy.special.erfcx(-z[middle] / math.sqrt(2.0))
+        log_h[middle] = log_phi[middle] + np.log(np.maximum(1.0 + z[middle] * ratio, 1e-300))
+        lower = z < -1e3
+        log_h[lower] = log_phi[lower] - 2.0 * np.log(-z[lower])
+        out[positive] = np.log(sd[positive]) + log_h[positive]
+        flat = ~positive & (mean < incumbent)
+        out[flat] = np.log(incumbent - mean[flat])
+    return out
+
+
+def expected_improvement(mean: FloatArray, variance: FloatArray, incumbent: float) -> FloatArray:
+    """``EI = E[max(incumbent − f, 0)]`` under ``f ~ N(mean, variance)``."""
+    return np.exp(log_expected_improvement(mean, variance, incumbent))
+
+
+def _zoom(
+    score: Any, grid: FloatArray, values: FloatArray, lo: float, hi: float, *, top: int = 3
+) -> tuple[float, float]:
+    """Maximise ``score`` (vectorised) near the ``top`` best local maxima of a grid.
+
+    Each candidate's bracket ``[x_{i−1}, x_{i+1}]`` is re-gridded with 17 points
+    three times (the spacing shrinks 8-fold each time), all candidates in one
+    vectorised call per level. Returns ``(x, score(x))`` of the best point.
+    """
+    n = len(grid)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return float(grid[0]), float(values[0])
+    padded = np.concatenate([[-np.inf], np.where(finite, values, -np.inf), [-np.inf]])
+    local = (padded[1:-1] >= padded[:-2]) & (padded[1:-1] >= padded[2:]) & finite
+    candidates = np.flatnonzero(local)
+    candidates = candidates[np.argsort(-values[candidates], kind="stable")][:top]
+    best_x, best_value = float(grid[candidates[0]]), float(values[candidates[0]])
+    step = (grid[-1] - grid[0]) / max(n - 1, 1)
+    centres = grid[candidates].astype(np.float64)
+    offsets = np.linspace(-1.0, 1.0, 17)
+    for _ in range(3):
+        points = np.clip(centres[:, None] + step * offsets[None, :], lo, hi)
+        scores = np.asarray(score(points.ravel()), dtype=np.float64).reshape(points.shape)
+        scores = np.where(np.isfinite(scores), scores, -np.inf)
+        index = np.argmax(scores, axis=1)
+        centres = points[np.arange(len(points)), index]
+        level_best = scores[np.arange(len(points)), index]
+        k = int(np.argmax(level_best))
+        if level_best[k] > best_value:
+            best_x, best_value = float(centres[k]), float(level_best[k])
+        step /= 8.0
+    return best_x, best_value
+
+
+# ---------------------------------------------------------------------- state
+@dataclass
+class _Model:
+    """A fitted GP and the interval of ``log η`` it is trusted on."""
+
+    gp: GaussianProcess
+    lo: float
+    hi: float
+    observed_x: FloatArray  # finite observations inside [lo, hi]
+    incumbent: float  # best posterior mean at one of them (warped units)
+    exact: bool  # learned value noise at the jitter floor
+
+
+@dataclass
+class _State:
+    """Everything :meth:`GaussianProcessMetaOptimizer._analyse` derives from the history."""
+
+    lo: float  # proposal domain in log η (barrier-limited)
+    hi: float
+    told_x: FloatArray  # every told step size, in log η (η > 0 only)
+    failed_x: FloatArray  # diverged step sizes
+    finite_x: FloatArray  # step sizes with a finite value
+    finite_values: FloatArray  # their raw values
+    barrier: float | None
+    models: list[_Model] = field(default_factory=list)  # [global, local] (or just global)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gp(self) -> GaussianProcess | None:
+        """The global GP (``None`` during the initial design)."""
+        return self.models[0].gp if self.models else None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the model nearest the optimum found the values exact."""
+        return bool(self.models) and self.models[-1].exact
+
+
+def _warp(values: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Saturate values above a robust level; return ``(warped, d warped/d value)``.
+
+    With ``m`` the median and ``s = m − min`` (floored), values up to ``c = m + s``
+    are kept and larger ones become ``c + s·tanh((y − c)/s)``: monotone, smooth
+    (``C¹``), the identity where the optimum lives, and bounded by ``c + s``. The
+    huge losses of chaotic or nearly diverged runs (Theorem 3) and the steep wall
+    of the meta-objective past the divergence threshold then neither set the
+    scale of the standardised values nor demand a short lengthscale everywhere;
+    their gradients are scaled by the vanishing slope of the warp.
+    """
+    low, high = float(values.min()), float(values.max())
+    median = float(np.median(values))
+    spread = max(median - low, 1e-3 * (high - low), 1e-12 * (1.0 + abs(low)))
+    level = median + spread
+    with np.errstate(all="ignore"):
+        z = np.maximum(values - level, 0.0) / spread
+        z = np.where(np.isfinite(z), z, 1e300)
+        warped = np.where(values > level, level + spread * np.tanh(z), values)
+        slope = np.where(values > level, 1.0 / np.cosh(np.minimum(z, 700.0)) ** 2, 1.0)
+    return warped, slope
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class GaussianProcessMetaOptimizer(MetaOptimizer):
+    """Bayesian optimisation of the meta-objective on ``x = log η`` (1-D).
+
+    Fits the GP of :mod:`l2l_tune.meta.surrogate` to the told values and the
+    believable meta-gradients (``dvalue/d log η = η·grad``), and proposes the
+    maximiser of the expected improvement. Meant for the log meta-objective of
+    Theorem 4, whose meta-gradient is polynomially bounded where the run is
+    stable, and robust to what real runs add: noise, NaN/inf (diverged runs),
+    zero gradients (truncated plateaus) and chaotic gradients (Theorem 3). See
+    the module docstring for the pipeline.
+
+    * **Initial design.** ``eta0``, then ``n_initial − 1`` points of a shifted
+      golden-ratio sequence over the (barrier-limited) domain in ``log η``; the
+      ``k``-th told record's successor is a pure function of ``k`` and ``seed``.
+      The design continues while fewer than two distinct finite values exist.
+    * **Proposal.** The EI maximiser over the domain below the divergence
+      barrier. On an exact objective (learned value noise at the jitter floor)
+      points within ``1e-6`` in ``log η`` of a told one are never proposed; a
+      noisy one may be replicated when EI says so. When EI has fallen below
+      ``tol`` (relative to the value scale) on an exact objective and the
+      recommendation has not been evaluated, it is proposed (a confirmation
+      step), so that ``converged`` only ever vouches for an evaluated point.
+    * **Recommendation** (:meth:`estimate`). The minimiser of the posterior mean
+      between the smallest and largest finite observations, unless its upper
+      confidence bound ``μ + 2σ`` is above that of the observed point with the
+      lowest posterior mean (a poorly determined guess): then that point.
+    * **Parallel proposals** (:meth:`_spread`). Pending step sizes are added as
+      fantasies at their posterior mean ("kriging believer") and EI is
+      re-maximised, so that concurrent workers get different step sizes.
+
+    Proposals and estimates are cached per history (by identity of the told
+    records); the cache never changes what is computed.
+
+    Args:
+        eta0: First step size, ``> 0``.
+        bounds: Optional ``(low, high)``; the domain is ``[low, high]`` (a
+            ``low`` of 0 becomes ``high·1e-6``), else ``[eta0·1e-4, eta0·10]``.
+        n_initial: Records in the initial design, ``eta0`` included, ``≥ 1``.
+        tol: Convergence threshold on the largest expected improvement,
+            relative to the scale of the values, ``> 0``.
+        seed: Integer ``≥ 0`` that shifts the initial design.
+        max_fit_records: Most records the GP is fitted on, ``≥ 8``: the nearest
+            ``3/4`` to the incumbent in ``log η`` plus a spread of the rest.
+        grid_size: Points of the acquisition grid, ``≥ 16``.
+
+    Raises:
+        ValueError: for a bad ``eta0``, ``bounds``, ``n_initial``, ``tol``,
+            ``seed``, ``max_fit_records`` or ``grid_size`` (naming it).
+    """
+
+    name = "model"
+    needs_gradients = False
+
+    def __init__(
+        self,
+        eta0: float = 0.1,
+        *,
+        bounds: tuple[float, float] | None = None,
+        n_initial: int = 4,
+        tol: float = 1e-8,
+        seed: int = 0,
+        max_fit_records: int = 24,
+        local_records: int = 10,
+        grid_size: int = 512,
+    ) -> None:
+        super().__init__(eta0, bounds=bounds)
+        self.n_initial = _check_int(n_initial, "n_initial", 1)
+        self.tol = check_positive(tol, "tol")
+        self.seed = _check_int(seed, "seed", 0)
+        self.max_fit_records = _check_int(max_fit_records, "max_fit_records", 8)
+        self.local_records = _check_int(local_records, "local_records", 4)
+        self.grid_size = _check_int(grid_size, "grid_size", 16)
+        if self.bounds is not None:
+            low, high = self.bounds
+            low = low if low > 0.0 else high * 1e-6
+        else:
+            low, high = self.eta0 * 1e-4, self.eta0 * 1e1
+        self.domain: tuple[float, float] = (low, high)
+        self._offset = float(np.random.default_rng(self.seed).random())
+        self._cached: tuple[list[MetaRecord], _State] | None = None
+
+    # ------------------------------------------------------------------ analysis
+    def _state(self) -> _State:
+        history = self.history
+        if self._cached is not None:
+            records, state = self._cached
+            if len(records) == len(history) and all(
+                a is b for a, b in zip(records, history, strict=True)
+            ):
+                return state
+        with _single_blas_thread():
+            state = self._analyse()
+        self._cached = (list(history), state)
+        return state
+
+    def _analyse(self) -> _State:
+        """Clean the history, fit the surrogate and find the barrier-limited domain."""
+        # Partial records (pruned runs, if the base class marks them) are not comparable
+        # values: they are not modelled, but their step sizes are not proposed again.
+        partial = [r.eta for r in self.history if getattr(r, "partial", False) and r.eta > 0.0]
+        records = sorted(
+            (r for r in self.history if r.eta > 0.0 and not getattr(r, "partial", False)),
+            key=lambda r: (
+                r.eta,
+                math.isnan(r.value),
+                0.0 if math.isnan(r.value) else r.value,
+                r.grad is None or math.isnan(r.grad),
+                0.0 if r.grad is None or math.isnan(r.grad) else r.grad,
+            ),
+        )
+        eta = np.array([r.eta for r in records], dtype=np.float64)
+        x = np.log(eta) if len(eta) else np.zeros(0)
+        raw = np.array([r.value for r in records], dtype=np.float64)
+        grad = np.array([np.nan if r.grad is None else r.grad for r in records], dtype=np.float64)
+        finite = np.isfinite(raw)
+        failed = ~finite
+        barrier: float | None = None
+        if finite.any():
+            best_index = int(np.flatnonzero(finite)[np.argmin(raw[finite])])
+            above = failed & (eta > eta[best_index])
+        else:
+            best_index = -1
+            above = failed
+        if above.any():
+            barrier = float(eta[above].min())
+        lo, hi = self._proposal_domain(barrier)
+        told_x = np.concatenate([x, np.log(np.array(partial, dtype=np.float64))])
+        state = _State(lo, hi, told_x, x[failed], x[finite], raw[finite], barrier)
+        if np.unique(x[finite]).size < 2:
+            return state
+
+        values = raw[finite]
+        compress = 1.0
+        with np.errstate(all="ignore"):
+            if not np.isfinite(np.ptp(values)) or np.ptp(values) > _MAX_VALUE_SPREAD:
+                # Values spanning many orders of magnitude (the plain last-loss objective,
+                # Theorem 3; or its negation under maximisation): a monotone signed log
+                # keeps the order and the minimiser, and makes the spread finite.
+                compress = 1.0 / (1.0 + np.abs(values))
+                values = np.sign(values) * np.log1p(np.abs(values))
+        warped, slope = _warp(values)
+        slope = slope * compress
+        spread = float(warped.max() - warped.min())
+        with np.errstate(all="ignore"):
+            g = eta[finite] * grad[finite] * slope  # d(warped value)/d log η
+        limit = _MAX_GRADIENT_RATIO * max(spread, 1e-300)
+        believable = np.isfinite(g) & (g != 0.0) & (np.abs(g) <= limit)
+        g = np.where(believable, g, np.nan)
+        # Diverged runs above the best point teach the model that the region is bad.
+        imputed = above
+        xs = np.concatenate([x[finite], x[imputed]])
+        ys = np.concatenate([warped, np.full(int(imputed.sum()), warped.max())])
+        gs = np.concatenate([g, np.full(int(imputed.sum()), np.nan)])
+        keep = self._subset(xs, ys, barrier)
+        global_model = self._model(xs[keep], ys[keep], gs[keep], lo, hi, x[finite])
+        state.models.append(global_model)
+        n_finite = int(finite.sum())
+        if n_finite > self.local_records:
+            # A local model on the records nearest the incumbent: the meta-objective is not
+            # stationary (a gentle slope below η*, a wall at the divergence threshold), and
+            # one lengthscale for both blurs the optimum.
+            observed = x[finite]
+            mean_obs, _ = global_model.gp.predict(observed[:, None])
+            centre = float(observed[int(np.argmin(mean_obs))])
+            near = np.argsort(np.abs(xs - centre), kind="stable")[: self.local_records]
+            a, b = float(xs[near].min()), float(xs[near].max())
+            margin = 0.1 * (b - a)
+            local_lo, local_hi = max(lo, a - margin), min(hi, b + margin)
+            if local_hi > local_lo:
+                local = self._model(xs[near], ys[near], gs[near], local_lo, local_hi, observed)
+                state.models.append(local)
+        return state
+
+    @staticmethod
+    def _model(
+        x: FloatArray, y: FloatArray, g: FloatArray, lo: float, hi: float, observed: FloatArray
+    ) -> _Model:
+        gp = fit_gaussian_process(
+            x, y, g, lengthscale_prior=_LENGTHSCALE_PRIOR, max_lengthscale=_MAX_LENGTHSCALE
+        )
+        inside = observed[(observed >= lo - 1e-12) & (observed <= hi + 1e-12)]
+        if inside.size == 0:
+            inside = observed
+        mean, _ = gp.predict(inside[:, None])
+        return _Model(gp, lo, hi, inside, float(mean.min()), gp.params.value_noise <= _EXACT_NOISE)
+
+    def _proposal_domain(self, barrier: float | None) -> tuple[float, float]:
+        """``[lo, hi]`` in ``log η``: the domain, below the divergence barrier."""
+        lo, hi = math.log(self.domain[0]), math.log(self.domain[1])
+        width = hi - lo
+        if barrier is not None:
+            hi = min(hi, math.log(barrier) - _MIN_SEPARATION)
+            if hi - lo < 0.05 * width:
+                # Everything but the bottom of the domain diverged: without user bounds,
+                # slide the window down; with them, stay at the lower bound.
+                lo = hi - width if self.bounds is None else min(lo, hi)
+        return lo, max(hi, lo)
+
+    def _subset(self, x: FloatArray, y: FloatArray, barrier: float | None) -> NDArray[np.intp]:
+        """Indices the GP is fitted on: all, or the nearest to the incumbent plus a spread.
+
+        Keeps the fit (``O(n³)`` in records with gradients) bounded: ``3/4`` of
+        ``max_fit_records`` nearest the best value in ``log η``, the rest evenly
+        spread (by rank in ``x``) over the remaining records, and always the
+        imputed point at the divergence barrier.
+        """
+        n = len(x)
+        if n <= self.max_fit_records:
+            return np.arange(n)
+        best = int(np.argmin(y))
+        order = np.argsort(np.abs(x - x[best]), kind="stable")
+        near = order[: (3 * self.max_fit_records) // 4]
+        rest = np.setdiff1d(np.arange(n), near)
+        rest = rest[np.argsort(x[rest], kind="stable")]
+        extra = self.max_fit_records - len(near)
+        spread = rest[np.unique(np.linspace(0, len(rest) - 1, extra).round().astype(int))]
+        chosen = set(near.tolist()) | set(spread.tolist())
+        if barrier is not None:
+            at_barrier = np.flatnonzero(np.isclose(x, math.log(barrier), rtol=0.0, atol=1e-12))
+            chosen |= set(at_barrier[:1].tolist())
+        return np.array(sorted(chosen), dtype=int)
+
+    # ------------------------------------------------------------------ design
+    def _design(self, index: int, state: _State, avoid: FloatArray) -> float:
+        """The ``index``-th initial-design point in ``log η`` that avoids ``avoid``."""
+        width = state.hi - state.lo
+        for k in range(index, index + 1000):
+            if k == 0:
+                x = min(max(math.log(self.eta0), state.lo), state.hi)
+            else:
+                u = (self._offset + k * _GOLDEN) % 1.0
+                x = state.lo + u * width
+            if not np.any(np.abs(avoid - x) <= _MIN_SEPARATION):
+                return x
+        return state.lo
+
+    def _in_design(self, state: _State) -> bool:
+        return state.gp is None or len(self.history) < self.n_initial
+
+    # ------------------------------------------------------------------ acquisition
+    def _excluded(self, points: FloatArray, state: _State, extra: FloatArray) -> NDArray[np.bool_]:
+        """Mask of points that must not be proposed (too close to failed/told/pending)."""
+        banned = [state.failed_x, extra]
+        if state.exact:
+            banned.append(state.told_x)
+        near = np.concatenate(banned) if banned else np.zeros(0)
+        if near.size == 0:
+            return np.zeros(points.shape, bool)
+        distance = np.abs(points[..., None] - near[None, :]).min(axis=-1)
+        return distance <= _MIN_SEPARATION
+
+    def _maximise_ei(
+        self, model: _Model, state: _State, avoid: FloatArray, gp: GaussianProcess | None = None
+    ) -> tuple[float, float]:
+        """``(x, log EI)`` of the acquisition maximiser of one model over its interval.
+
+        ``gp`` replaces the model's GP (the fantasy-conditioned one of :meth:`_spread`).
+        """
+        lo, hi = model.lo, model.hi
+        gp = model.gp if gp is None else gp
+
+        def score(points: FloatArray) -> FloatArray:
+            mean, var = gp.predict(points[:, None])
+            out = log_expected_improvement(mean, var, model.incumbent)
+            return np.where(self._excluded(points, state, avoid), -np.inf, out)
+
+        grid = np.linspace(lo, hi, self.grid_size)
+        values = score(grid)
+        x, log_ei = _zoom(score, grid, values, lo, hi)
+        if not np.isfinite(log_ei):  # no improvement anywhere: the freest grid point
+            free = ~self._excluded(grid, state, avoid)
+            x = float(grid[np.argmax(free)]) if free.any() else lo
+        return x, log_ei
+
+    def _acquire(
+        self, state: _State, avoid: FloatArray, gps: list[GaussianProcess] | None = None
+    ) -> tuple[float, float]:
+        """``(x, EI/scale)``: the best EI maximiser of the global and the local model.
+
+        EIs of both models are in the same (warped) units, so the larger one wins:
+        the local model refines the optimum, the global one explores when its
+        uncertainty elsewhere promises more.
+        """
+        best_x, best_log, scale = state.lo, -np.inf, 1.0
+        for i, model in enumerate(state.models):
+            x, log_ei = self._maximise_ei(model, state, avoid, None if gps is None else gps[i])
+            if i == 0 or log_ei > best_log:
+                best_x, best_log, scale = x, log_ei, model.gp.scale
+        return best_x, (math.exp(best_log) / scale if np.isfinite(best_log) else 0.0)
+
+    def _recommend(self, state: _State) -> float:
+        """The minimiser of the posterior mean over the explored domain, in ``log η``."""
+        if "recommend" in state.cache:
+            return float(state.cache["recommend"])
+        # Exact: the local model resolves the kink at η*; noisy: the global one averages
+        # more records (the local one chases the noise of its ten).
+        model = state.models[-1] if state.exact else state.models[0]
+        gp = model.gp
+        a = float(model.observed_x.min())
+        b = float(max(min(model.observed_x.max(), state.hi), a))
+        mean_obs, var_obs = gp.predict(model.observed_x[:, None])
+        observed = int(np.argmin(mean_obs))
+        x_obs = float(model.observed_x[observed])
+        ucb_obs = mean_obs[observed] + _RECOMMEND_BETA * math.sqrt(max(var_obs[observed], 0.0))
+
+        def score(points: FloatArray) -> FloatArray:
+            return -gp.predict(points[:, None])[0]
+
+        grid = np.linspace(a, b, max(self.grid_size // 2, 16))
+        x, _ = _zoom(score, grid, score(grid), a, b)
+        mean, var = gp.predict(np.array([[x]]))
+        if mean[0] + _RECOMMEND_BETA * math.sqrt(max(var[0], 0.0)) > ucb_obs:
+            x = x_obs
+        if state.exact:
+            # Snap to a told point that is (almost) the recommendation: its value is known.
+            distance = np.abs(state.finite_x - x)
+            nearest = int(np.argmin(distance))
+            if distance[nearest] <= _MIN_SEPARATION:
+                x = float(state.finite_x[nearest])
+        state.cache["recommend"] = x
+        return x
+
+    def _safeguard(self, state: _State) -> float | None:
+        """A golden-section point in the wider gap beside the incumbent (``None``: too narrow).
+
+        A stationary GP cannot anticipate the kink of the log meta-objective at
+        ``η*`` (a gentle slope below, the divergence wall just above, Theorem 3):
+        fitted to the smooth side it is confident that the function rises
+        smoothly across the gap to the wall, and EI creeps towards ``η*`` in
+        steps of about one lengthscale. Every other proposal therefore shrinks
+        the gap between the incumbent (the observed point with the lowest
+        posterior mean) and its told neighbours, as Brent's method safeguards
+        its parabolic steps with golden sections: the bracket around the
+        optimum shrinks geometrically whatever the model believes, and the GP,
+        given points on both sides, locates the optimum inside it.
+        """
+        model = state.models[-1]
+        mean, _ = model.gp.predict(model.observed_x[:, None])
+        centre = float(model.observed_x[int(np.argmin(mean))])
+        told = np.unique(state.told_x)
+        below = told[told < centre]
+        above = told[told > centre]
+        left = float(below.max()) if below.size else state.lo
+        right = float(above.min()) if above.size else state.hi
+        right = min(right, state.hi)
+        left = max(min(left, centre), state.lo)
+        gaps = [(right - centre, 1.0), (centre - left, -1.0)]
+        width, sign = max(gaps)
+        if width <= 4.0 * _MIN_SEPARATION:
+            return None
+        return centre + sign * 0.3819660112501051 * width
+
+    def _to_eta(self, x: float) -> float:
+        """``exp(x)`` clipped to the bounds; exactly ``eta0`` for ``x = log eta0``."""
+        return self._clip(self.eta0 if x == math.log(self.eta0) else math.exp(x))
+
+    # ------------------------------------------------------------------ MetaOptimizer API
+    def _propose(self) -> float:
+        state = self._state()
+        if "propose" in state.cache:
+            return float(state.cache["propose"])
+        with _single_blas_thread():
+            return self._propose_from(state)
+
+    def _propose_from(self, state: _State) -> float:
+        safeguard = None
+        if not self._in_design(state) and (len(self.history) - self.n_initial) % 2 == 1:
+            safeguard = self._safeguard(state)
+        if self._in_design(state):
+            x = self._design(len(self.history), state, np.concatenate([state.told_x]))
+        elif safeguard is not None:
+            x = safeguard
+        else:
+            x, ei = self._acquire(state, np.zeros(0))
+            state.cache["ei"] = ei
+            if state.exact and ei < self.tol:
+                best = self._recommend(state)
+                if not np.any(np.abs(state.told_x - best) <= _MIN_SEPARATION):
+                    x = best  # confirm the recommendation before claiming convergence
+        eta = self._to_eta(x)
+        state.cache["propose"] = eta
+        return eta
+
+    def _spread(self, candidate: float, pending: list[float]) -> float:
+        """A proposal away from the pending step sizes: kriging believer, then EI.
+
+        In the initial design the next design points are handed out. Afterwards
+        every pending step size inside the domain is added to the GP as an exact
+        observation at its posterior mean (no refit), which removes the
+        expected improvement there, and EI is maximised again, avoiding the
+        pending points themselves.
+        """
+        state = self._state()
+        pend = np.log(np.array([p for p in pending if p > 0.0], dtype=np.float64))
+        if self._in_design(state):
+            avoid = np.concatenate([state.told_x, pend])
+            return self._to_eta(self._design(len(self.history), state, avoid))
+        gps = []
+        for model in state.models:
+            gp = model.gp
+            inside = pend[(pend >= state.lo - 1.0) & (pend <= state.hi + 1.0)]
+            if inside.size:
+                gp = gp.condition_on(inside[:, None], gp.predict(inside[:, None])[0])
+            gps.append(gp)
+        x, _ = self._acquire(state, pend, gps)
+        return self._clip(math.exp(x))
+
+    @property
+    def converged(self) -> bool:
+        """True when more evaluations are very unlikely to help.
+
+        The largest expected improvement is below ``tol`` times the value scale
+        and the recommendation is well determined: on an exact objective it is a
+        told point with the best finite value (the confirmation step of
+        :meth:`_propose` evaluates it first); on a noisy one its posterior
+        standard deviation is below ``√tol`` times the value scale.
+        """
+        state = self._state()
+        if self._in_design(state):
+            return False
+        self._propose()
+        if state.cache.get("ei", math.inf) >= self.tol:
+            return False
+        assert state.gp is not None
+        x = self._recommend(state)
+        if state.exact:
+            matches = np.abs(state.finite_x - x) <= 0.0
+            return bool(matches.any()) and bool(
+                state.finite_values[matches].min() <= state.finite_values.min()
+            )
+        gp = state.models[-1].gp
+        _, var = gp.predict(np.array([[x]]))
+        return math.sqrt(max(var[0], 0.0)) <= math.sqrt(self.tol) * gp.scale
+
+    def estimate(self) -> float:
+        """The recommended step size: the minimiser of the posterior mean (see the class).
+
+        Before the model exists: the best finite told step size, else ``eta0``
+        (moved below the divergence barrier if needed). Never NaN.
+        """
+        state = self._state()
+        if state.gp is None:
+            best = self.best
+            if best is not None:
+                return best.eta
+            if state.barrier is not None and self.eta0 >= state.barrier:
+                return self._clip(math.exp(0.5 * (state.lo + state.hi)))
+            return self._clip(self.eta0)
+        return self._clip(math.exp(self._recommend(state)))

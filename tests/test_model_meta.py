@@ -1,0 +1,291 @@
+"""The model-based meta-optimizer (l2l_tune.meta.model) and its GP surrogate."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from l2l_tune import Quadratic
+from l2l_tune.meta import (
+    META_OPTIMIZERS,
+    GaussianProcessMetaOptimizer,
+    MetaRecord,
+    NonFiniteMetaGradientWarning,
+    make_meta_optimizer,
+)
+from l2l_tune.meta import surrogate as S
+
+Objective = Callable[[float], tuple[float, float | None]]
+
+
+def run(opt: GaussianProcessMetaOptimizer, objective: Objective, n: int) -> None:
+    """Ask/tell ``n`` times (non-finite warnings silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        for _ in range(n):
+            eta = opt.ask()
+            assert math.isfinite(eta) and eta > 0.0
+            value, grad = objective(eta)
+            opt.tell(eta, value, grad)
+
+
+# ---------------------------------------------------------------------- surrogate
+@pytest.mark.parametrize("d", [1, 2])
+def test_kernel_derivative_blocks_match_finite_differences(d: int) -> None:
+    """cov(f, ∂f) and cov(∂f, ∂f) are the kernel's finite differences; the 1-D fast path
+    equals the general one; ∂K/∂log ℓ matches a finite difference."""
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(5, d))
+    lengthscales, variance = rng.uniform(0.5, 2.0, d), 1.3
+    mask = np.array([True, False, True, True, False])
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return float(
+            S.matern52_covariance(a[None], b[None], None, None, lengthscales, variance)[0, 0]
+        )
+
+    a, b, h = x[0], x[1], 1e-5
+    joint = S.matern52_covariance(a[None], b[None], [True], [True], lengthscales, variance)
+    for j in range(d):
+        e = np.eye(d)[j] * h
+        assert joint[0, 1 + j] == pytest.approx((k(a, b + e) - k(a, b - e)) / (2 * h), rel=1e-6)
+        for i in range(d):
+            f = np.eye(d)[i] * h
+            fd = (k(a + f, b + e) - k(a + f, b - e) - k(a - f, b + e) + k(a - f, b - e)) / (
+                4 * h * h
+            )
+            assert joint[1 + i, 1 + j] == pytest.approx(fd, rel=1e-4, abs=1e-6)
+    full, derivatives = S._train_covariance(x, mask, lengthscales, variance)
+    reference, reference_d = S._train_covariance_nd(x, mask, lengthscales, variance)
+    np.testing.assert_allclose(full, reference, atol=1e-12)
+    np.testing.assert_allclose(full, full.T, atol=1e-12)
+    for c in range(d):
+        np.testing.assert_allclose(derivatives[c], reference_d[c], atol=1e-12)
+        bumped = lengthscales.copy()
+        bumped[c] *= math.exp(1e-6)
+        fd = (S._train_covariance(x, mask, bumped, variance)[0] - full) / 1e-6
+        np.testing.assert_allclose(derivatives[c], fd, atol=1e-5)
+
+
+def test_log_likelihood_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.uniform(0, 3, (6, 1)), axis=0)
+    mask = np.array([True, True, False, True, False, True])
+    targets = rng.normal(size=6 + 4)
+    theta = np.array([-0.3, 0.2, math.log(0.01), math.log(0.05)])
+    prior_mean, prior_sd = np.zeros(4), np.full(4, 3.0)
+    _, grad = S._negative_log_posterior(theta, x, mask, targets, prior_mean, prior_sd)
+    for i in range(4):
+        e = np.eye(4)[i] * 1e-6
+        up = S._negative_log_posterior(theta + e, x, mask, targets, prior_mean, prior_sd)[0]
+        down = S._negative_log_posterior(theta - e, x, mask, targets, prior_mean, prior_sd)[0]
+        assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-6)
+
+
+def test_posterior_interpolates_values_and_slopes_without_noise() -> None:
+    x = np.linspace(-2.0, 2.0, 7)
+    gp = S.fit_gaussian_process(x, np.sin(x), np.cos(x))
+    mean, var = gp.predict(x[:, None])
+    np.testing.assert_allclose(mean, np.sin(x), atol=1e-4)
+    np.testing.assert_allclose(gp.mean_gradient(x[:, None])[:, 0], np.cos(x), atol=1e-3)
+    assert np.all(var < 1e-6) and gp.value_noise < 1e-6
+    between = np.linspace(-1.9, 1.9, 13)
+    np.testing.assert_allclose(gp.predict(between[:, None])[0], np.sin(between), atol=5e-3)
+
+
+def test_learned_noise_is_within_a_factor_two_of_the_truth() -> None:
+    rng = np.random.default_rng(0)
+    x = np.linspace(-3.0, 3.0, 60)
+    sd_value, sd_grad = 0.1, 0.5
+    values = np.sin(x) + sd_value * rng.normal(size=60)
+    grads = np.cos(x) + sd_grad * rng.normal(size=60)
+    gp = S.fit_gaussian_process(x, values, grads)
+    assert 0.5 < gp.value_noise / sd_value**2 < 2.0
+    assert 0.5 < gp.gradient_noise / sd_grad**2 < 2.0
+
+
+def test_condition_on_removes_uncertainty_at_fantasies() -> None:
+    x = np.array([-1.0, 0.0, 1.5])
+    gp = S.fit_gaussian_process(x, x**2)
+    new = gp.condition_on([[0.7]], [0.3])
+    mean, var = new.predict([[0.7]])
+    assert mean[0] == pytest.approx(0.3, abs=1e-3) and var[0] < 1e-6 * gp.scale**2
+
+
+# ---------------------------------------------------------------------- noisy bowls
+X_STAR = math.log(0.03)
+
+
+def bowl(seed: int, *, gradients: bool, sd: float = 0.05) -> Objective:
+    """``(log η − log 0.03)²/4`` plus Gaussian noise on values (and gradients)."""
+    rng = np.random.default_rng(1000 + seed)
+
+    def objective(eta: float) -> tuple[float, float | None]:
+        x = math.log(eta)
+        value = (x - X_STAR) ** 2 / 4.0 + sd * rng.normal()
+        if not gradients:
+            return value, None
+        return value, ((x - X_STAR) / 2.0 + 4 * sd * rng.normal()) / eta
+
+    return objective
+
+
+@pytest.mark.parametrize("gradients", [True, False], ids=["grad", "values"])
+def test_noisy_bowl_beats_random_search_over_seeds(gradients: bool) -> None:
+    """30 evaluations on a noisy bowl (noise sd 0.05): mean true regret below 0.04 (a factor
+    ~1.5 in η), no seed far off (within
+    a factor ~1.9 in η), and on average below ¾ of random search's regret (best-observed point,
+    the same budget)."""
+    model_regret, random_regret = [], []
+    for seed in range(6):
+        opt = GaussianProcessMetaOptimizer(eta0=0.1, seed=seed)
+        run(opt, bowl(seed, gradients=gradients), 30)
+        model_regret.append((math.log(opt.estimate()) - X_STAR) ** 2 / 4.0)
+        rng = np.random.default_rng(seed)
+        xs = rng.uniform(math.log(1e-5), math.log(1.0), 30)
+        noisy = (xs - X_STAR) ** 2 / 4.0 + 0.05 * rng.normal(size=30)
+        random_regret.append((xs[np.argmin(noisy)] - X_STAR) ** 2 / 4.0)
+    assert np.mean(model_regret) < 0.04, model_regret
+    assert max(model_regret) < 0.1, model_regret
+    # Measured: values only 0.0128 vs random 0.0239 (1.9x); with gradients far lower.
+    assert np.mean(model_regret) < 0.75 * np.mean(random_regret), (model_regret, random_regret)
+
+
+# ---------------------------------------------------------------------- exact task
+def quadratic(seed: int, *, gradients: bool) -> tuple[Objective, float]:
+    task = Quadratic.random(d=20, seed=seed, variant="authors")
+
+    def objective(eta: float) -> tuple[float, float | None]:
+        value, grad = task.value_and_gradient(eta, t=80, log=True)
+        return value, grad if gradients else None
+
+    return objective, task.optimal_step_size(t=80)
+
+
+@pytest.mark.parametrize(
+    ("gradients", "rtol"), [(True, 1e-2), (False, 1e-2)], ids=["grad", "values"]
+)
+def test_exact_quadratic_reaches_the_optimal_step_size(gradients: bool, rtol: float) -> None:
+    """Fig-1 quadratics (authors' variant, t = 80): within 30 evaluations the recommendation
+    is within ``rtol`` of η*, and ``converged`` is never claimed at a point worse than the
+    best value seen. (On exact tasks ``"auto"`` uses the bracket, which reaches η* to
+    ~1e-16; the model's corner-shaped optimum at the divergence wall limits it to ~1e-3.)"""
+    for seed in range(3):
+        objective, eta_star = quadratic(seed, gradients=gradients)
+        opt = GaussianProcessMetaOptimizer(eta0=0.1)
+        errors = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+            for _ in range(30):
+                eta = opt.ask()
+                opt.tell(eta, *objective(eta))
+                estimate = opt.estimate()
+                errors.append(abs(estimate - eta_star) / eta_star)
+                if opt.converged:
+                    best = opt.best
+                    assert best is not None
+                    assert objective(estimate)[0] <= best.value + 1e-12 * abs(best.value)
+        assert min(errors[-5:]) <= rtol, (seed, errors[-5:])
+
+
+# ---------------------------------------------------------------------- robustness
+def test_divergence_barrier_is_respected_and_optimum_below_found() -> None:
+    def objective(eta: float) -> tuple[float, float | None]:
+        if eta >= 0.05:
+            return math.inf, math.nan
+        x = math.log(eta)
+        return (x - X_STAR) ** 2, 2 * (x - X_STAR) / eta
+
+    opt = GaussianProcessMetaOptimizer(eta0=0.1)
+    run(opt, objective, 20)
+    failed = [r.eta for r in opt.history if not math.isfinite(r.value)]
+    assert failed and failed[0] == 0.1
+    barrier = min(failed)
+    after = opt.history[opt.history.index(next(r for r in opt.history if r.eta == barrier)) + 1 :]
+    assert all(r.eta < barrier for r in after)
+    assert abs(math.log(opt.estimate()) - X_STAR) < 0.05
+
+
+def test_chaotic_and_plateau_gradients_are_dropped() -> None:
+    """Above η = 0.2 the gradient is 1e12, inf or 0 (Theorem 3, a truncated plateau); the
+    values still lead to the optimum at 0.03."""
+
+    def objective(eta: float) -> tuple[float, float | None]:
+        x = math.log(eta)
+        value = (x - X_STAR) ** 2
+        if eta > 0.2:
+            return value, [1e12, math.inf, 0.0][int(1e6 * eta) % 3]
+        return value, 2 * (x - X_STAR) / eta
+
+    opt = GaussianProcessMetaOptimizer(eta0=1.0)
+    run(opt, objective, 25)
+    assert abs(math.log(opt.estimate()) - X_STAR) < 0.05
+
+
+def test_all_nan_values_never_give_nan() -> None:
+    opt = GaussianProcessMetaOptimizer(eta0=0.1)
+    run(opt, lambda eta: (math.nan, math.nan), 8)
+    etas = [r.eta for r in opt.history]
+    assert len(set(etas)) == len(etas)
+    assert math.isfinite(opt.ask()) and math.isfinite(opt.estimate()) and not opt.converged
+
+
+def test_single_record_and_zero_lower_bound() -> None:
+    opt = GaussianProcessMetaOptimizer(eta0=0.5, bounds=(0.0, 1.0))
+    assert opt.domain == (1e-6, 1.0)
+    assert opt.ask() == 0.5
+    opt.tell(0.5, 1.0, 2.0)
+    nxt = opt.ask()
+    assert 1e-6 <= nxt <= 1.0 and nxt != 0.5
+    assert opt.estimate() == 0.5 and not opt.converged
+
+
+# ---------------------------------------------------------------------- API
+def test_registry_from_history_and_pending() -> None:
+    assert META_OPTIMIZERS["model"] is GaussianProcessMetaOptimizer
+    opt = make_meta_optimizer("model", eta0=0.1, seed=3)
+    assert isinstance(opt, GaussianProcessMetaOptimizer)
+    run(opt, bowl(0, gradients=True), 9)
+    records = [r.to_dict() for r in opt.history]
+    rebuilt = GaussianProcessMetaOptimizer.from_history(records, eta0=0.1, seed=3)
+    assert rebuilt.ask() == opt.ask()
+    assert rebuilt.estimate() == opt.estimate()
+    shuffled = GaussianProcessMetaOptimizer.from_history(records[::-1], eta0=0.1, seed=3)
+    assert shuffled.ask() == opt.ask()
+    first = opt.ask()
+    second = opt.ask(pending=[first])
+    third = opt.ask(pending=[first, second])
+    assert len({first, second, third}) == 3
+    fresh = GaussianProcessMetaOptimizer(eta0=0.1)
+    a = fresh.ask()
+    b = fresh.ask(pending=[a])
+    assert a == 0.1 and b != a and fresh.ask(pending=[a, b]) not in (a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"eta0": 0.0}, "eta0"),
+        ({"bounds": (1.0, 0.5)}, "bounds"),
+        ({"n_initial": 0}, "n_initial"),
+        ({"n_initial": 2.5}, "n_initial"),
+        ({"tol": -1.0}, "tol"),
+        ({"seed": -1}, "seed"),
+        ({"max_fit_records": 3}, "max_fit_records"),
+        ({"local_records": 1}, "local_records"),
+        ({"grid_size": True}, "grid_size"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs: dict[str, object], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        GaussianProcessMetaOptimizer(**kwargs)  # type: ignore[arg-type]
+
+
+def test_meta_record_roundtrip_type() -> None:
+    """from_history accepts MetaRecord objects as well as dicts."""
+    opt = GaussianProcessMetaOptimizer.from_history([MetaRecord(0.1, 1.0, None)], eta0=0.1)
+    assert len(opt.history) == 1 and math.isfinite(opt.ask())
