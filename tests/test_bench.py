@@ -19,8 +19,8 @@ from l2l_tune.bench import tuners as bench_tuners
 from l2l_tune.bench.recording import EvalPoint, TunerRun
 from l2l_tune.bench.report import headline, run_record
 from l2l_tune.bench.settings import parse_tuners
-from l2l_tune.bench.tuners import TUNER_PACKAGES
 from l2l_tune.bench.tasks import make_task
+from l2l_tune.bench.tuners import TUNER_PACKAGES
 from l2l_tune.cli import main
 
 #: The tuner names the issue asks for, in report order.

@@ -141,8 +141,11 @@ def test_label_noise_replaces_the_asked_fraction(digits32: MNIST) -> None:
     assert np.all(changed <= 100)
     assert np.all(changed >= 70)
     clean = digits32.sample(4, 400, 100, seed=0)
-    assert bool(torch.equal(torch.as_tensor(digits32.data.train_labels)[clean._indices.cpu()],
-                            clean._labels.cpu()))
+    assert bool(
+        torch.equal(
+            torch.as_tensor(digits32.data.train_labels)[clean._indices.cpu()], clean._labels.cpu()
+        )
+    )
 
 
 def test_training_and_validation_samples_are_disjoint(digits32: MNIST) -> None:
@@ -332,9 +335,7 @@ def test_cuda_without_a_device_is_a_value_error() -> None:
         ({"m": 1, "n_train": 10, "label_noise": True}, "label_noise"),
     ],
 )
-def test_sample_rejects_bad_arguments(
-    digits32: MNIST, kwargs: dict[str, Any], match: str
-) -> None:
+def test_sample_rejects_bad_arguments(digits32: MNIST, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         digits32.sample(**kwargs)
 

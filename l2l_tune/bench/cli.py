@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .settings import TASKS, TUNER_NAMES, BenchSettings, parse_tuners
+from .settings import TASKS, TUNER_NAMES, USER_TASKS, USER_TUNER_NAMES, BenchSettings, parse_tuners
 
 __all__ = ["add_bench_parser", "settings_from_args"]
 
@@ -27,6 +27,14 @@ inner-run equivalents. Reports evaluations and wall time to reach 1 % and
 0.01 % of the optimal meta-loss, the final test metric, curves, and whether l2l
 needs 5x fewer inner runs than the best other tuner. Writes report.md,
 results.json and PNG plots to --out.
+
+--task digits-user / mnist-user is a user's study instead: every evaluation is
+a fresh training run (new initialisation and batch order) returning its
+validation loss; each tuner's recommended step size is scored by its expected
+validation loss (regret against a dense grid averaged over fresh runs), with LR
+range test, Prodigy and Schedule-Free SGD as one-run alternatives. Step sizes are
+absolute there; writes report.md, results.json and regret.png
+(docs/user_study.md).
 """
 
 
@@ -38,7 +46,9 @@ def add_bench_parser(sub: Any) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--task", choices=TASKS, default="quadratic", help="inner problem")
+    parser.add_argument(
+        "--task", choices=(*TASKS, *USER_TASKS), default="quadratic", help="inner problem"
+    )
     parser.add_argument(
         "--budget",
         type=int,
@@ -53,7 +63,11 @@ def add_bench_parser(sub: Any) -> None:
         "--tuners",
         default=None,
         metavar="NAMES",
-        help="comma-separated subset of: " + ", ".join(TUNER_NAMES) + " (default: all)",
+        help="comma-separated subset of: "
+        + ", ".join(TUNER_NAMES)
+        + "; for the user-study tasks: "
+        + ", ".join(USER_TUNER_NAMES)
+        + " (default: all)",
     )
     parser.add_argument(
         "--out",
@@ -74,7 +88,8 @@ def add_bench_parser(sub: Any) -> None:
         nargs=2,
         default=(1e-3, 10.0),
         metavar=("LOW", "HIGH"),
-        help="step-size range searched (log scale), in units of the task's 1/L",
+        help="step-size range searched (log scale), in units of the task's 1/L "
+        "(user-study tasks: absolute step sizes)",
     )
     parser.add_argument(
         "--eta0",
@@ -154,6 +169,18 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--ray-workers", type=int, default=1, help="concurrent trials of the ray-* tuners"
     )
+    parser.add_argument(
+        "--grid-points",
+        type=int,
+        default=None,
+        help="user-study tasks: points of the expected-loss grid (default 30)",
+    )
+    parser.add_argument(
+        "--grid-seeds",
+        type=int,
+        default=None,
+        help="user-study tasks: fresh runs averaged at each grid point (default 8)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run)
 
@@ -222,6 +249,8 @@ def _command(args: argparse.Namespace) -> str:
         "label_noise": None,
         "torch_threads": 1,
         "ray_workers": 1,
+        "grid_points": None,
+        "grid_seeds": None,
     }
     for option, default in defaults.items():
         value = getattr(args, option)
@@ -235,6 +264,17 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.task in USER_TASKS:
+        from .user_study import run_user_study, user_settings_from_args
+
+        run_user_study(user_settings_from_args(args), command=_command(args))
+        return 0
+    for option in ("grid_points", "grid_seeds"):
+        if getattr(args, option, None) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(
+                f"{flag} applies to the user-study tasks ({', '.join(USER_TASKS)}) only"
+            )
     from .run import run_bench
 
     run_bench(settings_from_args(args), command=_command(args))

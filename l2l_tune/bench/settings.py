@@ -15,12 +15,33 @@ __all__ = [
     "RAY_TUNERS",
     "TASKS",
     "TUNER_NAMES",
+    "USER_TASKS",
+    "USER_TUNER_NAMES",
     "BenchSettings",
     "parse_tuners",
 ]
 
 #: Tasks of the benchmark (``--task``).
 TASKS: tuple[str, ...] = ("quadratic", "least-squares", "mnist")
+
+#: User-study tasks (:mod:`l2l_tune.bench.user_study`): fresh runs scored by expected
+#: validation loss; they have their own settings and tuners.
+USER_TASKS: tuple[str, ...] = ("digits-user", "mnist-user")
+
+#: The tuners of the user-study tasks, in report order: ours with hypergradients and as a
+#: black box, grid, random, Optuna's TPE, GP and CMA-ES, and the one-run alternatives.
+USER_TUNER_NAMES: tuple[str, ...] = (
+    "l2l",
+    "l2l-blackbox",
+    "grid",
+    "random",
+    "optuna-tpe",
+    "optuna-gp",
+    "optuna-cmaes",
+    "lr-range-test",
+    "prodigy",
+    "schedule-free",
+)
 
 #: Every tuner, in report order (``--tuners``).
 TUNER_NAMES: tuple[str, ...] = (
