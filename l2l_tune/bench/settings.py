@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "USER_TASKS",
     "USER_TUNER_NAMES",
     "BenchSettings",
+    "check_search_options",
     "parse_tuners",
 ]
 
@@ -244,31 +246,9 @@ class BenchSettings:
             raise ValueError(f"--variant must be 'authors' or 'paper'; got {out.variant!r}")
         if out.dataset not in ("digits", "mnist"):
             raise ValueError(f"--dataset must be 'digits' or 'mnist'; got {out.dataset!r}")
-        try:
-            low, high = (float(x) for x in out.eta_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"--eta-range must be two numbers, got {out.eta_range!r}") from None
-        _check_float(low, "--eta-range low")
-        _check_float(high, "--eta-range high")
-        if not low < high:
-            raise ValueError(f"--eta-range must satisfy low < high, got {out.eta_range!r}")
-        if out.eta0 is not None:
-            _check_float(out.eta0, "--eta0")
-            if not low <= out.eta0 <= high:
-                raise ValueError(
-                    f"--eta0 must lie in --eta-range [{low:g}, {high:g}], got {out.eta0!r}"
-                )
-        if out.grad_cost is not None:
-            _check_float(out.grad_cost, "--grad-cost")
-            if out.grad_cost < 1.0:
-                raise ValueError(f"--grad-cost must be >= 1 (inner runs), got {out.grad_cost!r}")
-        if not out.tuners:
-            raise ValueError("--tuners must name at least one tuner")
-        for name in out.tuners:
-            if name not in TUNER_NAMES:
-                raise ValueError(
-                    f"--tuners: unknown tuner {name!r}; valid names are {', '.join(TUNER_NAMES)}"
-                )
+        low, high = check_search_options(
+            out.eta_range, out.eta0, out.grad_cost, out.tuners, TUNER_NAMES, unit="inner runs"
+        )
         return replace(out, eta_range=(low, high))
 
     @property
@@ -292,3 +272,55 @@ class BenchSettings:
             out[key] = value
         out["out"] = str(self.out_dir)
         return out
+
+
+def check_search_options(
+    eta_range: Any,
+    eta0: float | None,
+    grad_cost: float | None,
+    tuners: Sequence[str],
+    valid_tuners: Sequence[str],
+    *,
+    unit: str,
+    task: str | None = None,
+) -> tuple[float, float]:
+    """Validate the options every bench task shares; return ``(low, high)`` of ``--eta-range``.
+
+    Args:
+        eta_range: The ``--eta-range`` pair.
+        eta0: ``--eta0`` (must lie in the range) or ``None``.
+        grad_cost: ``--grad-cost`` (``>= 1``) or ``None``.
+        tuners: ``--tuners``.
+        valid_tuners: The tuner names this task accepts.
+        unit: What ``--grad-cost`` counts (for the message).
+        task: The task, named in the unknown-tuner message when given.
+
+    Raises:
+        ValueError: naming the option and what is accepted.
+    """
+    try:
+        low, high = (float(x) for x in eta_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"--eta-range must be two numbers, got {eta_range!r}") from None
+    _check_float(low, "--eta-range low")
+    _check_float(high, "--eta-range high")
+    if not low < high:
+        raise ValueError(f"--eta-range must satisfy low < high, got {eta_range!r}")
+    if eta0 is not None:
+        _check_float(eta0, "--eta0")
+        if not low <= eta0 <= high:
+            raise ValueError(f"--eta0 must lie in --eta-range [{low:g}, {high:g}], got {eta0!r}")
+    if grad_cost is not None:
+        _check_float(grad_cost, "--grad-cost")
+        if grad_cost < 1.0:
+            raise ValueError(f"--grad-cost must be >= 1 ({unit}), got {grad_cost!r}")
+    if not tuners:
+        raise ValueError("--tuners must name at least one tuner")
+    for name in tuners:
+        if name not in valid_tuners:
+            where = f" for --task {task}" if task else ""
+            raise ValueError(
+                f"--tuners: unknown tuner {name!r}{where}; valid names are "
+                + ", ".join(valid_tuners)
+            )
+    return low, high

@@ -55,7 +55,13 @@ import numpy as np
 
 from ..meta import META_OPTIMIZERS, make_meta_optimizer
 from .run import _dumps, _jsonable, _machine, _torch_threads
-from .settings import USER_TASKS, USER_TUNER_NAMES, _check_float, _check_int
+from .settings import (
+    USER_TASKS,
+    USER_TUNER_NAMES,
+    _check_float,
+    _check_int,
+    check_search_options,
+)
 from .tasks import measure_gradient_cost
 from .tuners import _caught, _quiet_optuna, evaluations_allowed, missing_dependency
 
@@ -184,32 +190,15 @@ class UserStudySettings:
         _check_float(out.label_noise, "--label-noise", inclusive=True)
         if out.label_noise is not None and out.label_noise > 1.0:
             raise ValueError(f"--label-noise must be in [0, 1], got {out.label_noise!r}")
-        try:
-            low, high = (float(x) for x in out.eta_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"--eta-range must be two numbers, got {out.eta_range!r}") from None
-        _check_float(low, "--eta-range low")
-        _check_float(high, "--eta-range high")
-        if not low < high:
-            raise ValueError(f"--eta-range must satisfy low < high, got {out.eta_range!r}")
-        if out.eta0 is not None:
-            _check_float(out.eta0, "--eta0")
-            if not low <= out.eta0 <= high:
-                raise ValueError(
-                    f"--eta0 must lie in --eta-range [{low:g}, {high:g}], got {out.eta0!r}"
-                )
-        if out.grad_cost is not None:
-            _check_float(out.grad_cost, "--grad-cost")
-            if out.grad_cost < 1.0:
-                raise ValueError(f"--grad-cost must be >= 1 (full runs), got {out.grad_cost!r}")
-        if not out.tuners:
-            raise ValueError("--tuners must name at least one tuner")
-        for name in out.tuners:
-            if name not in USER_TUNER_NAMES:
-                raise ValueError(
-                    f"--tuners: unknown tuner {name!r} for --task {out.task}; valid names are "
-                    + ", ".join(USER_TUNER_NAMES)
-                )
+        low, high = check_search_options(
+            out.eta_range,
+            out.eta0,
+            out.grad_cost,
+            out.tuners,
+            USER_TUNER_NAMES,
+            unit="full runs",
+            task=out.task,
+        )
         return replace(out, eta_range=(low, high))
 
     @property
