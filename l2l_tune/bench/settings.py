@@ -19,6 +19,7 @@ __all__ = [
     "USER_TASKS",
     "USER_TUNER_NAMES",
     "BenchSettings",
+    "RunSettingsMixin",
     "check_search_options",
     "parse_tuners",
 ]
@@ -137,8 +138,43 @@ def _check_float(value: Any, option: str, *, low: float = 0.0, inclusive: bool =
     return out
 
 
+class RunSettingsMixin:
+    """What every bench run's settings share: seeds, output directory, JSON form.
+
+    Expects ``task``, ``seeds``, ``seed0`` and ``out`` attributes (the dataclasses'
+    fields).
+    """
+
+    task: str
+    seeds: int | None
+    seed0: int
+    out: Path | str | None
+
+    @property
+    def seed_values(self) -> list[int]:
+        """The seeds of the run."""
+        return list(range(self.seed0, self.seed0 + int(self.seeds or 0)))
+
+    @property
+    def out_dir(self) -> Path:
+        """The output directory."""
+        return Path(self.out) if self.out is not None else Path(f"bench-{self.task}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict of the settings."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        out["out"] = str(self.out_dir)
+        return out
+
+
 @dataclass(frozen=True)
-class BenchSettings:
+class BenchSettings(RunSettingsMixin):
     """Everything that defines a benchmark run (the ``l2l-tune bench`` options).
 
     ``None`` fields take the task's default in :meth:`resolved`. Step-size bounds
@@ -250,28 +286,6 @@ class BenchSettings:
             out.eta_range, out.eta0, out.grad_cost, out.tuners, TUNER_NAMES, unit="inner runs"
         )
         return replace(out, eta_range=(low, high))
-
-    @property
-    def seed_values(self) -> list[int]:
-        """The seeds of the run."""
-        return list(range(self.seed0, self.seed0 + int(self.seeds or 0)))
-
-    @property
-    def out_dir(self) -> Path:
-        """The output directory."""
-        return Path(self.out) if self.out is not None else Path(f"bench-{self.task}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict of the settings."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        out["out"] = str(self.out_dir)
-        return out
 
 
 def check_search_options(

@@ -58,6 +58,7 @@ from .run import _dumps, _jsonable, _machine, _torch_threads
 from .settings import (
     USER_TASKS,
     USER_TUNER_NAMES,
+    RunSettingsMixin,
     _check_float,
     _check_int,
     check_search_options,
@@ -116,7 +117,7 @@ _DATASET = {"digits-user": "digits", "mnist-user": "mnist"}
 
 # ---------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class UserStudySettings:
+class UserStudySettings(RunSettingsMixin):
     """Everything that defines a user-study bench run (``l2l-tune bench --task *-user``).
 
     ``None`` fields take the task's default in :meth:`resolved`. Step sizes are absolute
@@ -205,28 +206,6 @@ class UserStudySettings:
     def dataset(self) -> str:
         """``"digits"`` or ``"mnist"``."""
         return _DATASET[self.task]
-
-    @property
-    def seed_values(self) -> list[int]:
-        """The study seeds."""
-        return list(range(self.seed0, self.seed0 + int(self.seeds or 0)))
-
-    @property
-    def out_dir(self) -> Path:
-        """The output directory."""
-        return Path(self.out) if self.out is not None else Path(f"bench-{self.task}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict of the settings."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        out["out"] = str(self.out_dir)
-        return out
 
 
 #: ``l2l-tune bench`` options that do not apply to the user-study tasks, with their defaults.
