@@ -222,16 +222,24 @@ def test_tbv_learns_a_smaller_step_size_under_label_noise(digits32: MNIST) -> No
 @pytest.mark.slow
 @needs_mnist
 def test_cli_tbv_test_accuracy_clearly_above_tbt_on_noisy_mnist(tmp_path: Path) -> None:
-    """The issue's acceptance run: 1000 + 1000 samples, 20 % label noise, TbV vs TbT."""
-    out = tmp_path / "r.json"
-    argv = [
-        "tune", "--task", "mnist", "--data-dir", str(MNIST_DIR), "--n-train", "1000",
-        "--n-valid", "1000", "--label-noise", "0.2", "--no-progress", "--json", str(out),
-    ]  # fmt: skip
-    assert main(argv) == 0
-    tbt, tbv = json.loads(out.read_text())["results"]
-    assert tbv["step_size"] < 0.5 * tbt["step_size"]
-    assert tbv["test_accuracy"] > tbt["test_accuracy"] + 0.02
+    """The issue's acceptance run on several seeds (a tuner's result on one seed is an
+    anecdote): 1000 + 1000 samples, 20 % label noise. On every seed TbV's step size stays
+    out of the chaotic regime (below ½ of TbT's) and TbV's test accuracy is not below
+    TbT's; on average TbV beats TbT by ≥ 2 points (the paper's Fig 4b)."""
+    gaps = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}.json"
+        argv = [
+            "tune", "--task", "mnist", "--data-dir", str(MNIST_DIR), "--n-train", "1000",
+            "--n-valid", "1000", "--label-noise", "0.2", "--no-progress", "--json", str(out),
+            "--seed", str(seed),
+        ]  # fmt: skip
+        assert main(argv) == 0
+        tbt, tbv = json.loads(out.read_text())["results"]
+        assert tbv["step_size"] < 0.5 * tbt["step_size"], (seed, tbv, tbt)
+        assert tbv["test_accuracy"] >= tbt["test_accuracy"], (seed, tbv, tbt)
+        gaps.append(tbv["test_accuracy"] - tbt["test_accuracy"])
+    assert sum(gaps) / len(gaps) >= 0.02, gaps
 
 
 def test_optuna_sampler_tunes_the_mnist_task(digits32: MNIST, tmp_path: Path) -> None:
