@@ -738,3 +738,24 @@ def test_auto_black_box_is_the_model_without_pairs_and_recommends_the_posterior_
         assert len(set(lrs)) == len(lrs)
         errors.append(abs(math.log(sampler.recommended_step_size(study)) - x_star))
     assert float(np.mean(errors)) < 0.35, errors
+
+
+@pytest.mark.parametrize(("optimum", "divergence"), [(0.005, 0.012), (0.0008, 0.004)])
+def test_auto_default_with_nan_above_divergence(optimum: float, divergence: float) -> None:
+    """The default sampler (``"auto"`` = the model on a black box) on an objective that
+    returns NaN once training diverges: no step size repeated, a few FAILs, and the
+    recommendation at the optimum below the divergence threshold."""
+
+    def objective(trial: Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        if lr > divergence:
+            return float("nan")
+        return (math.log(lr) - math.log(optimum)) ** 2 + 1.0
+
+    sampler = MetaGradientSampler(param="lr", seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=30)
+    lrs = [tr.params["lr"] for tr in study.trials]
+    assert len(set(lrs)) == len(lrs)
+    assert sum(tr.state == TrialState.FAIL for tr in study.trials) <= 6
+    assert rel(sampler.recommended_step_size(study), optimum) <= 1e-3
