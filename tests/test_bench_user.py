@@ -88,23 +88,6 @@ def test_digits_user_end_to_end(tmp_path: Path) -> None:
     assert "--task digits-user" in report and "![regret](regret.png)" in report
 
 
-def test_l2l_falls_back_without_the_model_meta_optimizer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without the ``"model"`` meta-optimizer ``l2l`` uses ``"adam"`` (recorded) and the
-    black box, which needs values-only learning, is skipped with the reason."""
-    monkeypatch.delitem(user_study.META_OPTIMIZERS, "model", raising=False)
-    out = tmp_path / "u"
-    results = run_cli(
-        [*TINY, "--seeds", "1", "--grad-cost", "2", "--tuners", "l2l,l2l-blackbox"]
-        + ["--out", str(out)]
-    )
-    assert results["meta_optimizer"]["l2l"] == "adam"
-    assert "fell back" in results["meta_optimizer"]["note"]
-    assert results["tuners"]["l2l"]["status"] == "ok"
-    assert "needs the 'model' meta-optimizer" in results["tuners"]["l2l-blackbox"]["status"]
-
-
 @pytest.mark.parametrize("package", ["prodigyopt", "schedulefree", "optuna"])
 def test_hidden_package_skips_its_tuners(
     package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..meta import META_OPTIMIZERS, make_meta_optimizer
+from ..meta import make_meta_optimizer
 from .run import _dumps, _jsonable, _machine, _torch_threads
 from .settings import (
     USER_TASKS,
@@ -90,9 +90,8 @@ GRADIENT_USER_TUNERS: frozenset[str] = frozenset({"l2l"})
 ONE_RUN_OPTIMIZERS: frozenset[str] = frozenset({"prodigy", "schedule-free"})
 #: One-run alternatives (charged one run each).
 ONE_RUN_TUNERS: frozenset[str] = frozenset({"lr-range-test", *ONE_RUN_OPTIMIZERS})
-#: Meta-optimizer of the ``l2l`` tuners, and the fallback of ``l2l`` when it is missing.
+#: Meta-optimizer of the ``l2l`` and ``l2l-blackbox`` tuners.
 META_OPTIMIZER = "model"
-META_OPTIMIZER_FALLBACK = "adam"
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "digits-user": {
@@ -956,9 +955,8 @@ def _markdown(payload: dict[str, Any]) -> str:
         f"* Hypergradient cost: {cost['cost']:.3g} full-run equivalents ({cost['method']}), so "
         f"`l2l` makes {payload['gradient_evaluations']} evaluations.",
         f"* Our meta-optimizer: `{payload['meta_optimizer']['l2l']}` with hypergradients (`l2l`), "
-        f"`{payload['meta_optimizer']['l2l-blackbox'] or 'n/a'}` on values only (`l2l-blackbox`)"
-        + (f"; {payload['meta_optimizer']['note']}" if payload["meta_optimizer"]["note"] else "")
-        + ". Both see (1/t)·log of the validation loss; Optuna, grid and random search see the "
+        f"`{payload['meta_optimizer']['l2l-blackbox']}` on values only (`l2l-blackbox`)"
+        ". Both see (1/t)·log of the validation loss; Optuna, grid and random search see the "
         "validation loss itself, as a user's objective returns it.",
         f"* Score: expected validation loss at the recommended step size — {grid['method']}. "
         f"Optimum: η = {grid['optimum_eta']:.4g}, expected loss {grid['optimum_loss']:.4f}. "
@@ -1140,18 +1138,6 @@ def run_user_study(
         return _run(s, time.perf_counter(), command, say)
 
 
-def _meta_optimizers() -> tuple[str, str | None, str]:
-    """``(for l2l, for l2l-blackbox or None, note)`` given the registered meta-optimizers."""
-    if META_OPTIMIZER in META_OPTIMIZERS:
-        return META_OPTIMIZER, META_OPTIMIZER, ""
-    return (
-        META_OPTIMIZER_FALLBACK,
-        None,
-        f"the meta-optimizer {META_OPTIMIZER!r} is not available in this installation: "
-        f"`l2l` fell back to {META_OPTIMIZER_FALLBACK!r} and `l2l-blackbox` was skipped",
-    )
-
-
 def _run(
     s: UserStudySettings, start: float, command: str | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -1159,13 +1145,10 @@ def _run(
 
     assert s.budget is not None
     budget = s.budget
-    meta_l2l, meta_blackbox, meta_note = _meta_optimizers()
     skipped: dict[str, str] = {}
     runnable: list[str] = []
     for name in s.tuners:
         reason = missing_dependency(name)
-        if reason is None and name == "l2l-blackbox" and meta_blackbox is None:
-            reason = f"l2l-blackbox skipped: needs the {META_OPTIMIZER!r} meta-optimizer"
         if reason is None:
             runnable.append(name)
         else:
@@ -1225,7 +1208,7 @@ def _run(
                         budget,
                         cost,
                         seed,
-                        meta_optimizer=meta_l2l if name == "l2l" else (meta_blackbox or ""),
+                        meta_optimizer=META_OPTIMIZER,
                         eta0=eta0,
                     )
                 )
@@ -1248,8 +1231,6 @@ def _run(
         f"{s.grid_seeds} seeds per point) is a floor below which regrets are not resolved.",
         "Non-finite numbers are written as null in results.json.",
     ]
-    if meta_note:
-        notes.append(meta_note)
     notes.extend(skipped.values())
     for name, entry in tuners.items():
         counts: dict[str, int] = {}
@@ -1270,7 +1251,7 @@ def _run(
         "task_description": _task_description(s, instance),
         "eta_range": [instance.low, instance.high],
         "eta0": eta0,
-        "meta_optimizer": {"l2l": meta_l2l, "l2l-blackbox": meta_blackbox, "note": meta_note},
+        "meta_optimizer": {"l2l": META_OPTIMIZER, "l2l-blackbox": META_OPTIMIZER},
         "expected_loss_grid": grid.to_dict(),
         "gradient_cost": cost_info,
         "gradient_evaluations": n_grad,
