@@ -289,3 +289,63 @@ def test_meta_record_roundtrip_type() -> None:
     """from_history accepts MetaRecord objects as well as dicts."""
     opt = GaussianProcessMetaOptimizer.from_history([MetaRecord(0.1, 1.0, None)], eta0=0.1)
     assert len(opt.history) == 1 and math.isfinite(opt.ask())
+
+
+# ---------------------------------------------------------------------- caches and schedule
+def _histories() -> list[list[MetaRecord]]:
+    """A noisy bowl (values only, 45 records: past refit points), the same with gradients
+    (30), and an exact bowl that diverges above η = 0.5 (26: fitted afresh every time)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for n, gradients in ((45, False), (30, True)):
+        xs = rng.uniform(math.log(1e-4), math.log(10.0), n)
+        out.append(
+            [
+                MetaRecord(
+                    math.exp(x),
+                    0.1 * (x - math.log(0.3)) ** 2 + 0.05 * rng.normal(),
+                    (0.2 * (x - math.log(0.3)) + 0.1 * rng.normal()) / math.exp(x)
+                    if gradients
+                    else None,
+                )
+                for x in xs
+            ]
+        )
+    xs = rng.uniform(math.log(1e-4), math.log(10.0), 26)
+    out.append(
+        [
+            MetaRecord(math.exp(x), (x - X_STAR) ** 2 if x < math.log(0.5) else math.inf, None)
+            for x in xs
+        ]
+    )
+    return out
+
+
+def test_fit_caches_and_refit_schedule_never_change_the_proposal() -> None:
+    """The memoised fits (GP hyperparameters, refit points) are pure speed-ups: the same
+    records give the same proposal and estimate with the caches cleared or warm, whatever
+    was asked before, and in a fresh object rebuilt by ``from_history``."""
+    from l2l_tune.meta import model as M
+
+    histories = _histories()
+    kwargs = {"eta0": 0.1, "bounds": (1e-4, 10.0)}
+    assert M._refit_point(45) == 38 and M._refit_point(20) == 20
+    cold = []
+    for history in histories:
+        M.clear_caches()
+        opt = GaussianProcessMetaOptimizer.from_history(history, **kwargs)
+        cold.append((opt.ask(), opt.estimate()))
+        assert S._FIT_CACHE  # the fits were memoised
+    # The noisy bowl uses the hyperparameters of its last refit point, the exact one refits.
+    probe = GaussianProcessMetaOptimizer.from_history(histories[0], **kwargs)
+    assert probe._anchor_hyperparameters(histories[0][:38]) != (None, None)
+    probe = GaussianProcessMetaOptimizer.from_history(histories[2], **kwargs)
+    assert probe._anchor_hyperparameters(histories[2][:20]) == (None, None)
+    # Warm caches, filled by other histories and by the neighbouring prefixes, in another order.
+    for history in histories:
+        for k in (len(history) - 2, len(history) - 1):
+            GaussianProcessMetaOptimizer.from_history(history[:k], **kwargs).ask()
+    for history, expected in reversed(list(zip(histories, cold, strict=True))):
+        opt = GaussianProcessMetaOptimizer.from_history(history, **kwargs)
+        assert (opt.ask(), opt.estimate()) == expected
+        assert GaussianProcessMetaOptimizer.from_history(history, **kwargs).ask() == expected[0]

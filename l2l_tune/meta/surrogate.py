@@ -40,17 +40,27 @@ adds (fantasy) value observations with the hyperparameters kept.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 from scipy.linalg.lapack import dtrtri as _dtrtri
+from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
-__all__ = ["GaussianProcess", "GPHyperparameters", "fit_gaussian_process", "matern52_covariance"]
+__all__ = [
+    "GaussianProcess",
+    "GPHyperparameters",
+    "clear_fit_cache",
+    "fit_gaussian_process",
+    "matern52_covariance",
+]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -195,6 +205,21 @@ def _radial_1d(
     return w, r, g, g1, g2, e
 
 
+def _value_cross_1d(
+    xq: FloatArray, x: FloatArray, m: BoolArray, lengthscale: float, variance: float
+) -> FloatArray:
+    """The value rows of :func:`_covariance_1d` (what :meth:`GaussianProcess.predict` needs)."""
+    u = xq[:, None] - x[None, :]
+    a = np.abs(u) * (_SQRT5 / lengthscale)
+    e = np.exp(-a)
+    g = variance * (1.0 + a + a * a / 3.0) * e
+    if not m.any():
+        return g
+    # cov(f(x_q), f'(x_j)) = −2 g'(s) u/ℓ² with g' = −(5/6)σ²(1 + a)e^{−a}.
+    kvg = (5.0 / 3.0) * variance * (1.0 + a[:, m]) * e[:, m] * u[:, m] / (lengthscale * lengthscale)
+    return np.hstack([g, kvg])
+
+
 def _covariance_1d(
     x1: FloatArray,
     x2: FloatArray,
@@ -225,11 +250,16 @@ def _train_covariance_1d(
     the observed gradients (one fancy index instead of many masked blocks).
     """
     n = len(x)
+    if not m.any():
+        # Values only: K = σ²(1 + a + a²/3)e^{−a} with a = √5 r,
+        # ∂K/∂log ℓ = (5/3)σ²(1 + a)e^{−a} r².
+        r = np.abs(x[:, None] - x[None, :]) * (1.0 / lengthscale)
+        a = _SQRT5 * r
+        base = variance * np.exp(-a)
+        return base * (1.0 + a + a * a / 3.0), [(5.0 / 3.0) * base * (1.0 + a) * (r * r)]
     w, r, g, g1, g2, e = _radial_1d(x, x, lengthscale, variance)
     inv_sq = 1.0 / (lengthscale * lengthscale)
     q = r * r
-    if not m.any():
-        return g, [-2.0 * g1 * q]
     full = np.empty((2 * n, 2 * n))
     dfull = np.empty((2 * n, 2 * n))
     kvg = -2.0 * g1 * w
@@ -323,15 +353,26 @@ def _cholesky(matrix: FloatArray) -> FloatArray:
     covariance numerically singular; the smallest jitter that factorises is
     used (deterministically), so that exact data stay (almost) interpolated.
     """
+    factor, info = _dpotrf(matrix, lower=1, clean=1)
+    if info == 0:
+        return factor
     scale = float(np.mean(np.diag(matrix))) or 1.0
     diagonal = np.diag_indices(len(matrix))
-    for jitter in (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2):
+    for jitter in (1e-10, 1e-8, 1e-6, 1e-4, 1e-2):
         trial = matrix.copy()
         trial[diagonal] += jitter * scale
         factor, info = _dpotrf(trial, lower=1, clean=1)
         if info == 0:
             return factor
     raise np.linalg.LinAlgError("covariance matrix is not positive definite")
+
+
+def _cho_solve(chol: FloatArray, b: FloatArray) -> FloatArray:
+    """``K⁻¹ b`` from the lower Cholesky factor of ``K`` (LAPACK, without scipy's checks)."""
+    solution, info = _dpotrs(chol, b, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("invalid Cholesky solve")
+    return np.asarray(solution)
 
 
 def _inverse_from_cholesky(chol: FloatArray) -> FloatArray:
@@ -344,6 +385,40 @@ def _inverse_from_cholesky(chol: FloatArray) -> FloatArray:
     if info != 0:
         raise np.linalg.LinAlgError("singular Cholesky factor")
     return inverse_factor.T @ inverse_factor
+
+
+# ---------------------------------------------------------------------- fit cache
+#: Most memoised hyperparameter fits (least recently used dropped first).
+FIT_CACHE_SIZE = 512
+_FIT_CACHE: OrderedDict[bytes, FloatArray] = OrderedDict()
+_FIT_CACHE_LOCK = threading.Lock()
+
+
+def clear_fit_cache() -> None:
+    """Forget every memoised fit of :func:`fit_gaussian_process` (results do not change)."""
+    with _FIT_CACHE_LOCK:
+        _FIT_CACHE.clear()
+
+
+def _fit_key(
+    x: FloatArray,
+    y: FloatArray,
+    grads: FloatArray,
+    restarts: int,
+    max_iter: int,
+    lengthscale_prior: tuple[float, float] | None,
+    max_lengthscale: float | None,
+) -> bytes:
+    """A digest of everything the optimisation of :func:`fit_gaussian_process` depends on.
+
+    The raw bytes of the arrays (a different NaN payload is only a miss) and the
+    ``repr`` of the options (exact for floats).
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((x.shape, restarts, max_iter, lengthscale_prior, max_lengthscale)).encode())
+    for array in (x, y, grads):
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return digest.digest()
 
 
 # ---------------------------------------------------------------------- model
@@ -408,9 +483,20 @@ class GaussianProcess:
             ``(mean, variance)``, each ``(m,)``, in original units.
         """
         xq = np.atleast_2d(np.asarray(xq, dtype=np.float64))
-        cross = self._cross(xq)
+        if xq.shape[1] == 1:
+            cross = _value_cross_1d(
+                xq[:, 0],
+                self.x[:, 0],
+                self.grad_mask,
+                float(self.params.lengthscales[0]),
+                self.params.signal_variance,
+            )
+        else:
+            cross = self._cross(xq)
         mean = cross @ self.alpha
-        v = scipy.linalg.solve_triangular(self.chol, cross.T, lower=True, check_finite=False)
+        v, info = _dtrtrs(self.chol, cross.T, lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("singular Cholesky factor")
         var = np.maximum(self.params.signal_variance - np.einsum("ij,ij->j", v, v), 0.0)
         return self.mean + self.scale * mean, self.scale**2 * var
 
@@ -443,7 +529,7 @@ class GaussianProcess:
             x, x, mask, mask, self.params.lengthscales, self.params.signal_variance
         )
         chol = _cholesky(k + np.diag(noise))
-        alpha = scipy.linalg.cho_solve((chol, True), targets, check_finite=False)
+        alpha = _cho_solve(chol, targets)
         return GaussianProcess(
             x, mask, targets, self.params, self.mean, self.scale, noise, chol, alpha
         )
@@ -468,36 +554,45 @@ def _negative_log_posterior(
     ``∂ log p/∂θ = ½ tr((αα^T − K⁻¹) ∂K/∂θ)``; for ``log σ²`` the derivative of
     ``K`` is its signal part, for the noise variances their diagonal blocks.
     """
-    params = GPHyperparameters.from_log(theta)
     n, d = x.shape
-    n_grad = len(targets) - n
-    k_signal, dk_length = _train_covariance(x, mask, params.lengthscales, params.signal_variance)
-    noise = _noise_diag(n, n_grad, params)
+    size = len(targets)
+    hyper = np.exp(theta)
+    variance, value_noise, gradient_noise = (
+        float(hyper[d]),
+        float(hyper[d + 1]),
+        float(hyper[d + 2]),
+    )
+    k_signal, dk_length = _train_covariance(x, mask, hyper[:d], variance)
+    k_noisy = k_signal.copy()
+    diagonal = k_noisy.reshape(-1)  # a view: k_signal is C-contiguous
+    diagonal[: n * (size + 1) : size + 1] += value_noise
+    diagonal[n * (size + 1) :: size + 1] += gradient_noise
     try:
-        chol = _cholesky(k_signal + np.diag(noise))
+        chol = _cholesky(k_noisy)
         inv = _inverse_from_cholesky(chol)
     except np.linalg.LinAlgError:
         return 1e25, np.zeros_like(theta)
     alpha = inv @ targets
     nll = (
-        0.5 * targets @ alpha
-        + np.log(np.diag(chol)).sum()
-        + 0.5 * len(targets) * math.log(2 * math.pi)
+        0.5 * float(targets @ alpha)
+        + float(np.log(chol.diagonal()).sum())
+        + 0.5 * size * math.log(2 * math.pi)
     )
-    inner = np.outer(alpha, alpha) - inv  # ∂(log p)/∂K, up to the ½; symmetric
+    inner = np.outer(alpha, alpha)
+    inner -= inv  # ∂(log p)/∂K, up to the ½; symmetric
     grad = np.empty_like(theta)
     for c in range(d):
-        grad[c] = -0.5 * float(np.sum(inner * dk_length[c]))
-    grad[d] = -0.5 * float(np.sum(inner * k_signal))
-    diag = np.diag(inner)
-    grad[d + 1] = -0.5 * params.value_noise * diag[:n].sum()
-    grad[d + 2] = -0.5 * params.gradient_noise * diag[n:].sum()
+        grad[c] = -0.5 * float(np.vdot(inner, dk_length[c]))
+    grad[d] = -0.5 * float(np.vdot(inner, k_signal))
+    trace = inner.diagonal()
+    grad[d + 1] = -0.5 * value_noise * float(trace[:n].sum())
+    grad[d + 2] = -0.5 * gradient_noise * float(trace[n:].sum())
     z = (theta - prior_mean) / prior_sd
     nll += 0.5 * float(z @ z)
     grad += z / prior_sd
     if not math.isfinite(nll):
         return 1e25, np.zeros_like(theta)
-    return float(nll), grad
+    return nll, grad
 
 
 def fit_gaussian_process(
@@ -509,8 +604,14 @@ def fit_gaussian_process(
     max_iter: int = 60,
     lengthscale_prior: tuple[float, float] | None = None,
     max_lengthscale: float | None = None,
+    hyperparameters: GPHyperparameters | None = None,
 ) -> GaussianProcess:
     """Fit a GP to values and (optional, per point) gradients by maximum a posteriori.
+
+    The optimisation is deterministic, and its result is memoised (see
+    :func:`clear_fit_cache`) under a digest of exactly what it depends on: the
+    arrays ``x``, ``values``, ``gradients`` and the options. A memoised fit is
+    therefore the fit itself, never an approximation of it.
 
     Args:
         x: Points, ``(n, d)`` (or ``(n,)`` for ``d = 1``), finite.
@@ -525,6 +626,8 @@ def fit_gaussian_process(
             lengthscale, in the units of ``x``; default ``(0.3·span, 3)``, with
             ``span`` the extent of the points (a weak prior).
         max_lengthscale: Upper bound of every lengthscale (default ``20·span``).
+        hyperparameters: Skip the optimisation and condition on these (clipped to
+            the bounds above), e.g. those fitted to an earlier, smaller data set.
 
     Returns:
         The fitted :class:`GaussianProcess`.
@@ -585,24 +688,44 @@ def fit_gaussian_process(
         np.concatenate([ls_mean - 1.0, [0.0, math.log(0.1), math.log(0.1 * grad_scale)]]),
         np.concatenate([ls_mean + 1.0, [0.0, math.log(1e-9), math.log(1e-9 * grad_scale)]]),
     ][:restarts]
-    best: tuple[float, FloatArray] | None = None
-    args = (x, mask, targets, prior_mean, prior_sd)
-    for start in starts:
-        result = scipy.optimize.minimize(
-            _negative_log_posterior,
-            np.clip(start, [b[0] for b in bounds], [b[1] for b in bounds]),
-            args=args,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": max_iter},
-        )
-        if best is None or result.fun < best[0]:
-            best = (float(result.fun), np.asarray(result.x))
-    assert best is not None
-    params = GPHyperparameters.from_log(best[1])
+    lower = np.array([b[0] for b in bounds])
+    upper = np.array([b[1] for b in bounds])
+    if hyperparameters is not None:
+        theta = np.clip(hyperparameters.to_log(), lower, upper)
+    else:
+        key = _fit_key(x, y, grads, restarts, max_iter, lengthscale_prior, max_lengthscale)
+        with _FIT_CACHE_LOCK:
+            cached = _FIT_CACHE.get(key)
+            if cached is not None:
+                _FIT_CACHE.move_to_end(key)
+        if cached is not None:
+            theta = cached.copy()
+        else:
+            best: tuple[float, FloatArray] | None = None
+            args = (x, mask, targets, prior_mean, prior_sd)
+            for start in starts:
+                result = scipy.optimize.minimize(
+                    _negative_log_posterior,
+                    np.clip(start, lower, upper),
+                    args=args,
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": max_iter},
+                )
+                if best is None or result.fun < best[0]:
+                    best = (float(result.fun), np.asarray(result.x))
+            assert best is not None
+            theta = best[1]
+            with _FIT_CACHE_LOCK:
+                _FIT_CACHE[key] = theta.copy()
+                while len(_FIT_CACHE) > FIT_CACHE_SIZE:
+                    _FIT_CACHE.popitem(last=False)
+    params = GPHyperparameters.from_log(theta)
     noise = _noise_diag(n, len(targets) - n, params)
     k = matern52_covariance(x, x, mask, mask, params.lengthscales, params.signal_variance)
-    chol = _cholesky(k + np.diag(noise))
-    alpha = scipy.linalg.cho_solve((chol, True), targets, check_finite=False)
-    return GaussianProcess(x, mask, targets, params, mean, scale, noise, chol, alpha)
+    k.reshape(-1)[:: len(k) + 1] += noise
+    chol = _cholesky(k)
+    return GaussianProcess(
+        x, mask, targets, params, mean, scale, noise, chol, _cho_solve(chol, targets)
+    )
