@@ -19,6 +19,12 @@ from .base import MetaOptimizer, MetaRecord, _close
 __all__ = ["BracketingMetaOptimizer"]
 
 _MAX_ETA = 1e300
+#: Slope ratio at which a bracket end counts as a wall (see :func:`_kink_step`).
+_KINK_RATIO = 4.0
+#: Least rise ``(g_b − g_a)·(b − a)/2`` of the meta-objective across the bracket for the
+#: kink step; below it the bracket lies in the smoothed tip of the kink and the cubic is
+#: exact to higher order. In units of the log objective (1e-3: F changes by 0.1 %·t).
+_KINK_RISE = 1e-3
 
 
 class BracketingMetaOptimizer(MetaOptimizer):
@@ -31,12 +37,18 @@ class BracketingMetaOptimizer(MetaOptimizer):
        diverged inner run) counts as "too large": this makes the search robust
        to starting far above the divergence threshold ``2/L``, where even the
        plain objective overflows.
-    2. **Shrink.** Inside the bracket ``[a, b]`` the next point is the secant
-       root of the meta-gradient; when one end keeps moving while the bracket
+    2. **Shrink.** Inside the bracket ``[a, b]`` the next point is the minimiser
+       of the cubic through both ends' values and slopes (else the secant root
+       of the meta-gradient); when one end keeps moving while the bracket
        barely shrinks, the other end's gradient is halved (Illinois), and after
        two such moves the bracket is bisected,
        geometrically when ``b > 4a`` (see :meth:`_creep`; a function of the
        points, not of the order they were told in).
+       Where one end is a steep wall (its slope ``≥ 4×`` the other's, the
+       meta-objective rising by more than ``1e-3`` across the bracket, and the
+       wall end not creeping), the bracket straddles a kink rather than a smooth
+       minimum, and the next point is the *kink step* instead: the intersection
+       of the two ends' tangents of ``exp(φ/2)`` (see :func:`_kink_step`).
        Every step keeps the bracket, so the search cannot diverge.
 
     Where the sorted history has several ``−/+`` sign changes (objectives that
@@ -260,9 +272,19 @@ class BracketingMetaOptimizer(MetaOptimizer):
         if not (g_a < 0.0 < g_b):
             return midpoint  # the bracket comes from values (a jump), not from gradients
         left, right = self._creep(a, b)
-        if max(left, right) >= 2:
-            return midpoint
-        candidate = _cubic_minimiser(a, b)
+        candidate = None
+        # A steep wall at one end whose side is not creeping: a kink, not a smooth
+        # minimum (GD's log objective just below 2/L). Once the meta-objective varies by
+        # less than _KINK_RISE across the bracket, it is smooth there: the cubic takes over.
+        rise = 0.5 * (g_b - g_a) * (b.eta - a.eta)
+        if rise > _KINK_RISE and (
+            (g_b > _KINK_RATIO * -g_a and right == 0) or (-g_a > _KINK_RATIO * g_b and left == 0)
+        ):
+            candidate = _kink_step(a, b)
+        if candidate is None:
+            if max(left, right) >= 2:
+                return midpoint
+            candidate = _cubic_minimiser(a, b)
         if candidate is None:
             if left == 1:
                 g_b *= 0.5  # Illinois: a keeps moving, b does not; damp b's gradient
@@ -342,6 +364,42 @@ def _cubic_minimiser(a: MetaRecord, b: MetaRecord) -> float | None:
         if denominator == 0.0:
             return None
         x = b.eta - width * (b.grad + d2 - d1) / denominator
+    return x if math.isfinite(x) and a.eta < x < b.eta else None
+
+
+def _kink_step(a: MetaRecord, b: MetaRecord) -> float | None:
+    """Intersection of the tangents of ``ψ = exp(φ/2)`` at both ends: exact for a V.
+
+    On a quadratic, GD's log objective ``φ(η) = (1/t)·log f(w_t)`` is a smoothed maximum
+    of ``2·log|1 − ηλ_i| + const`` over the eigenvalues, so ``ψ = exp(φ/2)`` is a smoothed
+    maximum of the *linear* functions ``c_i·|1 − ηλ_i|``: a V whose tip η* sits where the
+    slowest mode (gentle slope) meets the largest eigenvalue's wall (slope ``≈ 2L`` in φ)
+    just below ``2/L``. The cubic and the secant creep towards such a tip from the gentle
+    side; the tangents' intersection lands on it, up to the smoothing of the tip. With
+    values ``ψ_a, ψ_b`` and slopes ``s_a < 0 < s_b``::
+
+        x = (ψ_b − ψ_a + s_a·a − s_b·b) / (s_a − s_b)
+
+    Values are shifted by the smaller one before ``exp`` (the intersection does not change
+    when ψ is scaled). Measured on the Fig-1 quadratics (``Quadratic.random(20, s,
+    variant="authors")``, t = 80, from 0.1/L within [1e-3, 10]/L, seeds 0-4): evaluations to
+    1 % of F* fell from 16 to 9 (median), to ``|η − η*| ≤ 1e-6·η*`` from 19 to 11.
+
+    Returns:
+        The intersection, or ``None`` when it is not finite or not inside ``(a, b)``.
+    """
+    assert a.grad is not None and b.grad is not None
+    reference = min(a.value, b.value)
+    with np.errstate(all="ignore"):
+        try:
+            psi_a = math.exp(0.5 * (a.value - reference))
+            psi_b = math.exp(0.5 * (b.value - reference))
+        except OverflowError:
+            return None
+        s_a, s_b = 0.5 * a.grad * psi_a, 0.5 * b.grad * psi_b
+        if not all(math.isfinite(v) for v in (psi_a, psi_b, s_a, s_b)) or not s_a < 0.0 < s_b:
+            return None
+        x = (psi_b - psi_a + s_a * a.eta - s_b * b.eta) / (s_a - s_b)
     return x if math.isfinite(x) and a.eta < x < b.eta else None
 
 
