@@ -144,16 +144,19 @@ def run_bench(
     """
     s = settings.resolved()
 
-    def say(message: str) -> None:
-        if log is not None:
-            log(message)
-        else:
-            print(message, file=sys.stderr)
+    say = _messenger(log)
 
     start = time.perf_counter()
     out_dir = s.out_dir
     with _torch_threads(s.torch_threads if s.task == "mnist" else None):
         return _run(s, start, out_dir, command, say)
+
+
+def _messenger(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``log``, or a printer to standard error when ``log`` is ``None``."""
+    if log is not None:
+        return log
+    return lambda message: print(message, file=sys.stderr)
 
 
 @contextlib.contextmanager

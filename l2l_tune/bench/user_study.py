@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..meta import make_meta_optimizer
-from .run import _dumps, _jsonable, _machine, _torch_threads
+from .run import _dumps, _jsonable, _machine, _messenger, _torch_threads
 from .settings import (
     USER_TASKS,
     USER_TUNER_NAMES,
@@ -1128,11 +1128,7 @@ def run_user_study(
     """
     s = settings.resolved()
 
-    def say(message: str) -> None:
-        if log is not None:
-            log(message)
-        else:
-            print(message, file=sys.stderr)
+    say = _messenger(log)
 
     with _torch_threads(s.torch_threads):
         return _run(s, time.perf_counter(), command, say)
