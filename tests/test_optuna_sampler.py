@@ -759,3 +759,13 @@ def test_auto_default_with_nan_above_divergence(optimum: float, divergence: floa
     assert len(set(lrs)) == len(lrs)
     assert sum(tr.state == TrialState.FAIL for tr in study.trials) <= 6
     assert rel(sampler.recommended_step_size(study), optimum) <= 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"deterministic": "yes"}, "deterministic"), ({"meta_optimizer": "gp"}, "meta_optimizer")],
+)
+def test_auto_arguments_are_checked(kwargs: dict[str, Any], match: str) -> None:
+    """``deterministic`` takes None/True/False; ``meta_optimizer`` names ``auto`` or a key."""
+    with pytest.raises(ValueError, match=match):
+        MetaGradientSampler(**kwargs)

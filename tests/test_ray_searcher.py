@@ -658,3 +658,13 @@ def test_task_trainable_rejects_bad_arguments(kwargs: dict[str, Any], match: str
     """``task_trainable`` checks ``t ≥ 1`` and the split when it is built."""
     with pytest.raises(ValueError, match=match):
         task_trainable(Q, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"deterministic": 1}, "deterministic"), ({"meta_optimizer": "gp"}, "meta_optimizer")],
+)
+def test_auto_arguments_are_checked(kwargs: dict[str, Any], match: str) -> None:
+    """``deterministic`` takes None/True/False; ``meta_optimizer`` names ``auto`` or a key."""
+    with pytest.raises(ValueError, match=match):
+        MetaGradientSearch(metric="loss", mode="min", **kwargs)

@@ -232,7 +232,7 @@ class MetaGradientSampler(BaseSampler):
         meta_optimizer_options: Mapping[str, Any] | None = None,
     ) -> None:
         check_choice(meta_optimizer, "meta_optimizer", META_OPTIMIZER_CHOICES)
-        if deterministic not in (None, True, False):
+        if deterministic is not None and not isinstance(deterministic, bool):
             raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}")
         self.param = param
         self.meta_optimizer = meta_optimizer

@@ -158,7 +158,7 @@ class MetaGradientSearch(Searcher):
         if mode is not None:
             check_choice(mode, "mode", ("min", "max"))
         check_choice(meta_optimizer, "meta_optimizer", META_OPTIMIZER_CHOICES)
-        if deterministic not in (None, True, False):
+        if deterministic is not None and not isinstance(deterministic, bool):
             raise ValueError(f"deterministic must be None, True or False, got {deterministic!r}")
         self.deterministic = deterministic
         super().__init__(metric=metric, mode=mode)
