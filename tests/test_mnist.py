@@ -208,12 +208,15 @@ def test_batch_satisfies_the_task_protocol(digits32: MNIST) -> None:
 
 
 # ---------------------------------------------------------------------- tuning
-def test_tbv_learns_a_smaller_step_size_under_label_noise(digits32: MNIST) -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tbv_learns_a_smaller_step_size_under_label_noise(digits32: MNIST, seed: int) -> None:
     """Paper Section 5 / Theorem 5 in miniature: with 20 % noisy labels, the step size learned
-    train-by-validation is well below the train-by-train one (which fits the noise)."""
+    train-by-validation is well below the train-by-train one (which fits the noise), on each
+    of two seeds (the default meta-optimizer, the model, keeps both out of the chaotic regime
+    where the bracket used to settle)."""
     chosen = {}
     for split, n_valid in (("train", 0), ("valid", 300)):
-        batch = digits32.sample(2, 300, n_valid, label_noise=0.2, seed=0)
+        batch = digits32.sample(2, 300, n_valid, label_noise=0.2, seed=seed)
         tuner = StepSizeTuner(max_evals=12, tol=1e-2).fit(batch, 300, split=split, log=True)
         chosen[split] = tuner.step_size_
     assert chosen["valid"] < 0.5 * chosen["train"]
