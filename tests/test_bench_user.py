@@ -86,6 +86,48 @@ def test_digits_user_end_to_end(tmp_path: Path) -> None:
     assert results["tuners"]["lr-range-test"]["kind"] == "one-run recommendation"
     report = (out / "report.md").read_text()
     assert "--task digits-user" in report and "![regret](regret.png)" in report
+    head = results["headline"]
+    assert set(head["runs_to_tolerance"]) == set(results["curves"]) - {"x"}
+    assert head["with_gradients"]["target"] == 3.0 and "black_box" in head
+    assert "## Targets" in report and "With hypergradients:" in report
+
+
+def test_runs_to_tolerance_needs_the_curve_to_stay_below() -> None:
+    nan = math.nan
+    assert user_study.runs_to_tolerance(np.array([nan, 0.5, 0.01, 0.2, 0.01, 0.0]), 0.02) == 5
+    assert user_study.runs_to_tolerance(np.array([0.01, 0.01]), 0.02) == 1
+    assert user_study.runs_to_tolerance(np.array([0.5, 0.01, 0.03]), 0.02) is None
+    assert user_study.runs_to_tolerance(np.array([nan, nan]), 0.02) is None
+
+
+def test_headline_ratio_and_lower_bound() -> None:
+    """The ratio is the best standard tuner's runs to 1 % over ours; a standard tuner that
+    never gets there counts as the budget (a lower bound)."""
+    budget, optimum = 6, 1.0
+    good = np.array([[0.5, 0.005, 0.0, 0.0, 0.0, 0.0]] * 2)
+    slow = np.array([[0.5, 0.5, 0.5, 0.5, 0.005, 0.0]] * 2)
+    never = np.full((2, budget), 0.5)
+
+    def entry(curves: np.ndarray) -> dict[str, Any]:
+        final = curves[:, -1]
+        return {"regret_at": {str(budget): {"mean": float(final.mean()),
+                                            "max": float(final.max()),
+                                            "median": float(np.median(final))}}}  # fmt: skip
+
+    curves = {"l2l": good, "optuna-cmaes": slow, "random": never, "l2l-blackbox": good}
+    entries = {name: entry(c) for name, c in curves.items()}
+    head = user_study.headline(curves, entries, optimum, budget)
+    grad = head["with_gradients"]
+    assert (grad["l2l"], grad["best_standard"], grad["best_standard_runs"]) == (
+        2,
+        "optuna-cmaes",
+        5,
+    )
+    assert grad["ratio"] == 2.5 and not grad["ratio_is_lower_bound"] and not grad["met"]
+    assert head["black_box"]["mean_met"] and head["black_box"]["worst_met"]
+    head = user_study.headline({"l2l": good, "random": never}, entries, optimum, budget)
+    assert head["with_gradients"]["ratio"] == 3.0
+    assert head["with_gradients"]["ratio_is_lower_bound"] and head["with_gradients"]["met"]
 
 
 @pytest.mark.parametrize("package", ["prodigyopt", "schedulefree", "optuna"])

@@ -73,6 +73,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRADIENT_USER_TUNERS",
+    "STANDARD_USER_TUNERS",
+    "USER_STUDY_TOLERANCE",
+    "headline",
+    "runs_to_tolerance",
     "ONE_RUN_OPTIMIZERS",
     "ExpectedLossGrid",
     "StudyRun",
@@ -841,6 +845,94 @@ def _summary(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+#: The tolerance of the issue's target: regret within 1 % of the optimal expected loss.
+USER_STUDY_TOLERANCE = 0.01
+#: Tuners a user would otherwise reach for (the headline's "best standard tuner").
+STANDARD_USER_TUNERS: tuple[str, ...] = (
+    "grid",
+    "random",
+    "optuna-tpe",
+    "optuna-gp",
+    "optuna-cmaes",
+)
+
+
+def runs_to_tolerance(mean_curve: np.ndarray, tolerance: float) -> int | None:
+    """Full-run equivalents after which the mean regret stays ``≤ tolerance``.
+
+    ``mean_curve[x − 1]`` is the mean regret over studies at a budget of ``x``
+    runs (NaN before every study has an evaluation). Returns the smallest ``x``
+    from which every later point of the curve is within the tolerance, or
+    ``None`` if the curve ends above it (a tuner that dips and climbs out again
+    has not reached it).
+    """
+    curve = np.asarray(mean_curve, dtype=float)
+    ok = np.isfinite(curve) & (curve <= tolerance)
+    if curve.size == 0 or not ok[-1]:
+        return None
+    first_bad = np.flatnonzero(~ok)
+    return int(first_bad[-1] + 2) if first_bad.size else 1
+
+
+def headline(
+    curves: dict[str, np.ndarray], entries: dict[str, Any], optimum: float, budget: int
+) -> dict[str, Any]:
+    """The issue's targets for a user's study, from the regret curves of one run.
+
+    * ``with_gradients``: full-run equivalents for ``l2l``'s mean regret to stay
+      within 1 % of the optimal expected loss, against the best standard tuner's;
+      a tuner that never gets there within the budget counts as ``> budget``, so
+      the ratio is then a lower bound. Target: ratio ``≥ 3``.
+    * ``black_box``: ``l2l-blackbox``'s mean regret at the full budget against the
+      best of TPE, GP and random search, and its worst study against random
+      search's median study. Target: ``≤`` both.
+    """
+    tolerance = USER_STUDY_TOLERANCE * abs(optimum)
+    # The mean over studies is NaN until every study has finished an evaluation.
+    reached = {name: runs_to_tolerance(c.mean(axis=0), tolerance) for name, c in curves.items()}
+    out: dict[str, Any] = {"tolerance": tolerance, "runs_to_tolerance": reached}
+    standard = [n for n in STANDARD_USER_TUNERS if n in reached]
+    if "l2l" in reached and standard:
+        best = min(standard, key=lambda n: (reached[n] is None, reached[n] or 0))
+        ours, theirs = reached["l2l"], reached[best]
+        ratio: float | None
+        bound = False
+        if ours is None:
+            ratio = None
+        elif theirs is None:
+            ratio, bound = budget / ours, True
+        else:
+            ratio = theirs / ours
+        out["with_gradients"] = {
+            "l2l": ours,
+            "best_standard": best,
+            "best_standard_runs": theirs,
+            "ratio": ratio,
+            "ratio_is_lower_bound": bound,
+            "target": 3.0,
+            "met": ratio is not None and ratio >= 3.0,
+        }
+    rivals = [n for n in ("optuna-tpe", "optuna-gp", "random") if n in entries]
+    if "l2l-blackbox" in entries and rivals:
+        finals = {n: entries[n]["regret_at"][str(budget)]["mean"] for n in rivals}
+        best = min(rivals, key=lambda n: finals[n])
+        ours_mean = entries["l2l-blackbox"]["regret_at"][str(budget)]["mean"]
+        worst = entries["l2l-blackbox"]["regret_at"][str(budget)]["max"]
+        random_median = (
+            entries["random"]["regret_at"][str(budget)]["median"] if "random" in entries else None
+        )
+        out["black_box"] = {
+            "l2l_blackbox_mean": ours_mean,
+            "best_rival": best,
+            "best_rival_mean": finals[best],
+            "mean_met": ours_mean <= finals[best],
+            "worst_study": worst,
+            "random_median": random_median,
+            "worst_met": None if random_median is None else worst <= random_median,
+        }
+    return out
+
+
 def _checkpoints(budget: int) -> list[int]:
     return sorted({max(1, round(budget * f)) for f in (0.25, 0.5, 1.0)})
 
@@ -937,6 +1029,48 @@ def _spread(s: dict[str, Any], spec: str = ".3g") -> str:
     )
 
 
+def _headline_markdown(head: dict[str, Any], budget: int) -> list[str]:
+    if not head:
+        return []
+    reached = head["runs_to_tolerance"]
+    lines = [
+        "",
+        "## Targets",
+        "",
+        f"Full-run equivalents after which the mean regret stays within 1 % of the optimum "
+        f"({head['tolerance']:.4g}); `> {budget}`: not within the budget.",
+        "",
+        "| tuner | runs to 1 % |",
+        "|---|---|",
+        *(f"| {n} | {'> ' + str(budget) if r is None else r} |" for n, r in reached.items()),
+    ]
+    grad = head.get("with_gradients")
+    if grad:
+        if grad["ratio"] is None:
+            verdict = "not met: `l2l` does not reach 1 % within the budget"
+        else:
+            sign = "≥ " if grad["ratio_is_lower_bound"] else ""
+            verdict = (
+                f"{sign}{grad['ratio']:.2f}× fewer runs than `{grad['best_standard']}` "
+                f"(target ≥ 3×): {'met' if grad['met'] else 'not met'}"
+            )
+        lines += ["", f"* With hypergradients: {verdict}."]
+    box = head.get("black_box")
+    if box:
+        worst = (
+            ""
+            if box["random_median"] is None
+            else f"; worst study {box['worst_study']:.4g} vs random search's median "
+            f"{box['random_median']:.4g}: {'met' if box['worst_met'] else 'not met'}"
+        )
+        lines += [
+            f"* Black box: mean regret at {budget} runs {box['l2l_blackbox_mean']:.4g} vs "
+            f"the best of TPE/GP/random (`{box['best_rival']}`) {box['best_rival_mean']:.4g}: "
+            f"{'met' if box['mean_met'] else 'not met'}{worst}."
+        ]
+    return lines
+
+
 def _markdown(payload: dict[str, Any]) -> str:
     grid = payload["expected_loss_grid"]
     cost = payload["gradient_cost"]
@@ -996,6 +1130,7 @@ def _markdown(payload: dict[str, Any]) -> str:
             _fmt(entry["wall_s"]["mean"], ".2g"),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _headline_markdown(payload.get("headline") or {}, payload["budget"])
     if one_run:
         lines += [
             "",
@@ -1252,6 +1387,7 @@ def _run(
         "gradient_cost": cost_info,
         "gradient_evaluations": n_grad,
         "checkpoints": _checkpoints(budget),
+        "headline": headline(curves, tuners, grid.optimum, budget),
         "tuners": ordered,
         "curves": {
             "x": list(range(1, budget + 1)),

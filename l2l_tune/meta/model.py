@@ -77,6 +77,13 @@ _MAX_LENGTHSCALE = 1.0
 _MAX_VALUE_SPREAD = 1e8
 #: Width of the confidence bound that keeps the recommendation away from unexplored guesses.
 _RECOMMEND_BETA = 2.0
+#: First step of the descent design in ``log η`` (a factor 3); each further step doubles.
+_DESCENT_STEP = math.log(3.0)
+#: Proposals stay within this distance in ``log η`` (a factor 3) of the told step sizes: the
+#: explored range grows by at most that much per proposal. With the lengthscale capped
+#: at 1 the GP's uncertainty far from the data is the prior's, and EI would spend a noisy
+#: study's runs at the domain's edges; step-size objectives are unimodal at that scale.
+_EXPLORE_MARGIN = math.log(3.0)
 
 
 _BLAS_LIMITED = threading.local()
@@ -211,6 +218,10 @@ class _State:
     finite_x: FloatArray  # step sizes with a finite value
     finite_values: FloatArray  # their raw values
     barrier: float | None
+    # Finite records for the descent design: log η and slopes d value/d log η (NaN where
+    # the gradient is missing or not believable).
+    descent_x: FloatArray = field(default_factory=lambda: np.zeros(0))
+    descent_slope: FloatArray = field(default_factory=lambda: np.zeros(0))
     models: list[_Model] = field(default_factory=list)  # [global, local] (or just global)
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -223,6 +234,11 @@ class _State:
     def exact(self) -> bool:
         """Whether the model nearest the optimum found the values exact."""
         return bool(self.models) and self.models[-1].exact
+
+    @property
+    def descent_seen(self) -> bool:
+        """Whether any finite record carries a believable meta-gradient."""
+        return bool(np.isfinite(self.descent_slope).any())
 
 
 def _warp(values: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -365,10 +381,14 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         max_fit_records: Most records the GP is fitted on, ``≥ 8``: the nearest
             ``3/4`` to the incumbent in ``log η`` plus a spread of the rest.
         grid_size: Points of the acquisition grid, ``≥ 16``.
+        trend: The GP's prior mean, ``"quadratic"`` (a convex quadratic in ``log η``
+            fitted to the records; far from them the posterior rises, so expected
+            improvement does not spend runs at the domain's edges) or
+            ``"constant"``.
 
     Raises:
         ValueError: for a bad ``eta0``, ``bounds``, ``n_initial``, ``tol``,
-            ``seed``, ``max_fit_records`` or ``grid_size`` (naming it).
+            ``seed``, ``max_fit_records``, ``grid_size`` or ``trend`` (naming it).
     """
 
     name = "model"
@@ -385,6 +405,7 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         max_fit_records: int = 24,
         local_records: int = 10,
         grid_size: int = 512,
+        trend: str = "quadratic",
     ) -> None:
         super().__init__(eta0, bounds=bounds)
         self.n_initial = _check_int(n_initial, "n_initial", 1)
@@ -393,6 +414,9 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         self.max_fit_records = _check_int(max_fit_records, "max_fit_records", 8)
         self.local_records = _check_int(local_records, "local_records", 4)
         self.grid_size = _check_int(grid_size, "grid_size", 16)
+        if trend not in ("constant", "quadratic"):
+            raise ValueError(f"trend must be 'constant' or 'quadratic', got {trend!r}")
+        self.trend = trend
         if self.bounds is not None:
             low, high = self.bounds
             low = low if low > 0.0 else high * 1e-6
@@ -433,7 +457,14 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
             return None, None
         key = hashlib.blake2b(
             repr(
-                (self.eta0, self.bounds, self.domain, self.max_fit_records, self.local_records)
+                (
+                    self.eta0,
+                    self.bounds,
+                    self.domain,
+                    self.max_fit_records,
+                    self.local_records,
+                    self.trend,
+                )
             ).encode()
             + _records_bytes(prefix),
             digest_size=20,
@@ -494,6 +525,14 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         lo, hi = self._proposal_domain(barrier)
         told_x = np.concatenate([x, np.log(np.array(partial, dtype=np.float64))])
         state = _State(lo, hi, told_x, x[failed], x[finite], raw[finite], barrier)
+        if finite.any():
+            state.descent_x = x[finite]
+            with np.errstate(all="ignore"):
+                slope = eta[finite] * grad[finite]
+                scale = max(float(np.ptp(raw[finite])), float(np.abs(raw[finite]).max()))
+            usable = np.isfinite(slope) & (slope != 0.0)
+            usable &= np.abs(slope) <= _MAX_GRADIENT_RATIO * max(scale, 1e-300)
+            state.descent_slope = np.where(usable, slope, np.nan)
         if np.unique(x[finite]).size < 2:
             return state
 
@@ -520,7 +559,9 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         ys = np.concatenate([warped, np.full(int(imputed.sum()), warped.max())])
         gs = np.concatenate([g, np.full(int(imputed.sum()), np.nan)])
         keep = self._subset(xs, ys, barrier)
-        global_model = self._model(xs[keep], ys[keep], gs[keep], lo, hi, x[finite], params[0])
+        global_model = self._model(
+            xs[keep], ys[keep], gs[keep], lo, hi, x[finite], params[0], self.trend
+        )
         state.models.append(global_model)
         n_finite = int(finite.sum())
         if n_finite > self.local_records:
@@ -536,7 +577,13 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
             local_lo, local_hi = max(lo, a - margin), min(hi, b + margin)
             if local_hi > local_lo:
                 local = self._model(
-                    xs[near], ys[near], gs[near], local_lo, local_hi, observed, params[1]
+                    xs[near],
+                    ys[near],
+                    gs[near],
+                    local_lo,
+                    local_hi,
+                    observed,
+                    params[1],
                 )
                 state.models.append(local)
         return state
@@ -550,6 +597,7 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         hi: float,
         observed: FloatArray,
         params: GPHyperparameters | None = None,
+        trend: str = "constant",
     ) -> _Model:
         gp = fit_gaussian_process(
             x,
@@ -558,6 +606,7 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
             lengthscale_prior=_LENGTHSCALE_PRIOR,
             max_lengthscale=_MAX_LENGTHSCALE,
             hyperparameters=params,
+            trend=trend,
         )
         inside = observed[(observed >= lo - 1e-12) & (observed <= hi + 1e-12)]
         if inside.size == 0:
@@ -616,7 +665,38 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         return state.lo
 
     def _in_design(self, state: _State) -> bool:
-        return state.gp is None or len(self.history) < self.n_initial
+        if state.gp is None:
+            return True
+        return len(self.history) < self.n_initial and not state.descent_seen
+
+    def _descent(self, state: _State) -> float | None:
+        """The next point of the descent design in ``log η``, or ``None`` when it is over.
+
+        While every finite record carries a believable meta-gradient of one sign and
+        no run has failed, the optimum lies beyond the told points: step past the
+        extreme one by ``ln 3·2^(k−1)`` (``k`` finite records), as a line search
+        expands its bracket. A sign change, a failure or the domain's edge ends the
+        design, and the GP takes over with a bracket in hand. The values are not
+        compared: on a noisy objective the difference of two runs is mostly noise,
+        the sign of a hypergradient much less so. A function of the set
+        of told records. With gradients this replaces the space-filling design,
+        whose far points cost a noisy study most of its early runs.
+        """
+        x, slope = state.descent_x, state.descent_slope
+        if x.size == 0 or state.failed_x.size or not np.all(np.isfinite(slope)):
+            return None
+        signs = np.sign(slope)
+        if signs[0] == 0.0 or np.any(signs != signs[0]):
+            return None
+        direction = -float(signs[0])
+        if np.unique(x).size != x.size:
+            return None
+        step = _DESCENT_STEP * 2.0 ** (x.size - 1)
+        target = float(np.max(direction * x)) * direction + direction * step
+        target = min(max(target, state.lo), state.hi)
+        if np.any(np.abs(state.told_x - target) <= _MIN_SEPARATION):
+            return None
+        return target
 
     # ------------------------------------------------------------------ acquisition
     @staticmethod
@@ -650,6 +730,9 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         ``gp`` replaces the model's GP (the fantasy-conditioned one of :meth:`_spread`).
         """
         lo, hi = model.lo, model.hi
+        if state.told_x.size:
+            lo = max(lo, min(float(state.told_x.min()) - _EXPLORE_MARGIN, hi))
+            hi = min(hi, max(float(state.told_x.max()) + _EXPLORE_MARGIN, lo))
         gp = model.gp if gp is None else gp
         banned = self._banned(state, avoid)
 
@@ -715,7 +798,10 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         return x
 
     def _safeguard(self, state: _State) -> float | None:
-        """A golden-section point in the wider gap beside the incumbent (``None``: too narrow).
+        """A golden-section point in the wider gap beside the incumbent.
+
+        ``None`` when the gap is too narrow or the incumbent is not bracketed by told
+        points on both sides.
 
         A stationary GP cannot anticipate the kink of the log meta-objective at
         ``η*`` (a gentle slope below, the divergence wall just above, Theorem 3):
@@ -734,8 +820,10 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         told = np.unique(state.told_x)
         below = told[told < centre]
         above = told[told > centre]
-        left = float(below.max()) if below.size else state.lo
-        right = float(above.min()) if above.size else state.hi
+        if not (below.size and above.size):
+            return None  # no bracket to shrink: exploring an open side is EI's job
+        left = float(below.max())
+        right = float(above.min())
         right = min(right, state.hi)
         left = max(min(left, centre), state.lo)
         gaps = [(right - centre, 1.0), (centre - left, -1.0)]
@@ -757,10 +845,21 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
             return self._propose_from(state)
 
     def _propose_from(self, state: _State) -> float:
+        descent = self._descent(state) if state.descent_seen else None
         safeguard = None
-        if not self._in_design(state) and (len(self.history) - self.n_initial) % 2 == 1:
+        if (
+            descent is None
+            and not self._in_design(state)
+            and state.exact
+            and (len(self.history) - self.n_initial) % 2 == 1
+        ):
+            # Golden sections need exact values; on noisy ones they would spend every
+            # other run walking into unexplored (and, beside the incumbent, usually
+            # worse) territory that EI already weighs.
             safeguard = self._safeguard(state)
-        if self._in_design(state):
+        if descent is not None:
+            x = descent
+        elif self._in_design(state):
             x = self._design(len(self.history), state, np.concatenate([state.told_x]))
         elif safeguard is not None:
             x = safeguard

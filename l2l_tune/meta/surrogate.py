@@ -55,6 +55,7 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 __all__ = [
+    "fit_convex_quadratic_trend",
     "GaussianProcess",
     "GPHyperparameters",
     "clear_fit_cache",
@@ -408,6 +409,7 @@ def _fit_key(
     max_iter: int,
     lengthscale_prior: tuple[float, float] | None,
     max_lengthscale: float | None,
+    trend: str = "constant",
 ) -> bytes:
     """A digest of everything the optimisation of :func:`fit_gaussian_process` depends on.
 
@@ -415,7 +417,8 @@ def _fit_key(
     ``repr`` of the options (exact for floats).
     """
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(repr((x.shape, restarts, max_iter, lengthscale_prior, max_lengthscale)).encode())
+    options = (x.shape, restarts, max_iter, lengthscale_prior, max_lengthscale)
+    digest.update(repr(options if trend == "constant" else (*options, trend)).encode())
     for array in (x, y, grads):
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     return digest.digest()
@@ -434,11 +437,13 @@ class GaussianProcess:
         grad_mask: Which training points have a gradient observation, ``(n,)``.
         targets: Standardised observation vector ``[values, gradients]``.
         params: The hyperparameters.
-        mean: Constant mean (original units).
+        mean: Constant mean (original units): the intercept of the prior mean.
         scale: Standard deviation used to standardise (original units).
         noise_diag: Per-observation noise variances (standardised).
         chol: Lower Cholesky factor of the noisy training covariance.
         alpha: ``K⁻¹ (targets)``.
+        trend: ``None`` (a constant prior mean) or ``(b, c)``, each ``(d,)``: the prior
+            mean is ``mean + Σ_j b_j x_j + c_j x_j²`` (original units, ``c ≥ 0``).
     """
 
     x: FloatArray
@@ -450,6 +455,21 @@ class GaussianProcess:
     noise_diag: FloatArray
     chol: FloatArray
     alpha: FloatArray
+    trend: tuple[FloatArray, FloatArray] | None = None
+
+    def prior_mean(self, xq: FloatArray) -> FloatArray:
+        """The prior mean at ``xq`` (``(m, d)``), original units."""
+        if self.trend is None:
+            return np.full(len(xq), self.mean)
+        b, c = self.trend
+        return self.mean + xq @ b + (xq * xq) @ c
+
+    def prior_mean_gradient(self, xq: FloatArray) -> FloatArray:
+        """The gradient of the prior mean at ``xq``, ``(m, d)``, original units."""
+        if self.trend is None:
+            return np.zeros(xq.shape)
+        b, c = self.trend
+        return b[None, :] + 2.0 * xq * c[None, :]
 
     @property
     def value_noise(self) -> float:
@@ -498,13 +518,16 @@ class GaussianProcess:
         if info != 0:
             raise np.linalg.LinAlgError("singular Cholesky factor")
         var = np.maximum(self.params.signal_variance - np.einsum("ij,ij->j", v, v), 0.0)
+        if self.trend is not None:
+            return self.prior_mean(xq) + self.scale * mean, self.scale**2 * var
         return self.mean + self.scale * mean, self.scale**2 * var
 
     def mean_gradient(self, xq: ArrayLike) -> FloatArray:
         """Gradient of the posterior mean at ``xq``, shape ``(m, d)``, original units."""
         xq = np.atleast_2d(np.asarray(xq, dtype=np.float64))
         cross = self._cross(xq, values=False, grads=True)
-        return self.scale * (cross @ self.alpha).reshape(len(xq), -1)
+        out = self.scale * (cross @ self.alpha).reshape(len(xq), -1)
+        return out if self.trend is None else out + self.prior_mean_gradient(xq)
 
     def condition_on(self, x_new: ArrayLike, y_new: ArrayLike) -> GaussianProcess:
         """The same GP with extra value observations (fantasies) at the jitter noise.
@@ -517,7 +540,7 @@ class GaussianProcess:
             y_new: Their values, ``(k,)``, original units.
         """
         x_new = np.atleast_2d(np.asarray(x_new, dtype=np.float64))
-        y_std = (np.asarray(y_new, dtype=np.float64).ravel() - self.mean) / self.scale
+        y_std = (np.asarray(y_new, dtype=np.float64).ravel() - self.prior_mean(x_new)) / self.scale
         n = len(self.x)
         x = np.vstack([self.x, x_new])
         mask = np.concatenate([self.grad_mask, np.zeros(len(x_new), bool)])
@@ -531,7 +554,7 @@ class GaussianProcess:
         chol = _cholesky(k + np.diag(noise))
         alpha = _cho_solve(chol, targets)
         return GaussianProcess(
-            x, mask, targets, self.params, self.mean, self.scale, noise, chol, alpha
+            x, mask, targets, self.params, self.mean, self.scale, noise, chol, alpha, self.trend
         )
 
 
@@ -605,6 +628,7 @@ def fit_gaussian_process(
     lengthscale_prior: tuple[float, float] | None = None,
     max_lengthscale: float | None = None,
     hyperparameters: GPHyperparameters | None = None,
+    trend: str = "constant",
 ) -> GaussianProcess:
     """Fit a GP to values and (optional, per point) gradients by maximum a posteriori.
 
@@ -628,13 +652,25 @@ def fit_gaussian_process(
         max_lengthscale: Upper bound of every lengthscale (default ``20·span``).
         hyperparameters: Skip the optimisation and condition on these (clipped to
             the bounds above), e.g. those fitted to an earlier, smaller data set.
+        trend: The prior mean: ``"constant"`` (the values' mean) or
+            ``"quadratic"``, a separable convex quadratic ``a + Σ b_j x_j + c_j x_j²``
+            (``c ≥ 0``) fitted by least squares to the values and gradients (each
+            block normalised by its spread) before the GP models the residuals
+            (plug-in universal kriging, see :func:`fit_convex_quadratic_trend`).
+            Far from the data the posterior mean then rises instead of returning to
+            a constant, so expected improvement stops paying for the edges of the
+            domain. Falls back to a constant with fewer observations than
+            coefficients.
 
     Returns:
         The fitted :class:`GaussianProcess`.
 
     Raises:
-        ValueError: for mismatched shapes, no points, or non-finite ``x``/``values``.
+        ValueError: for mismatched shapes, no points, non-finite ``x``/``values``,
+            or an unknown ``trend``.
     """
+    if trend not in ("constant", "quadratic"):
+        raise ValueError(f"trend must be 'constant' or 'quadratic', got {trend!r}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -655,8 +691,16 @@ def fit_gaussian_process(
     mean = float(y.mean())
     spread = float(y.std())
     scale = spread if spread > 1e-12 * max(1.0, abs(mean)) else max(1.0, abs(mean)) * 1e-6
-    y_std = (y - mean) / scale
-    g_std = grads[mask] / scale
+    coefficients = (
+        fit_convex_quadratic_trend(x, y, grads) if trend == "quadratic" and n > 1 else None
+    )
+    if coefficients is None:
+        y_std = (y - mean) / scale
+        g_std = grads[mask] / scale
+    else:
+        mean, b, c = coefficients
+        y_std = (y - (mean + x @ b + (x * x) @ c)) / scale
+        g_std = (grads[mask] - (b[None, :] + 2.0 * x[mask] * c[None, :])) / scale
     targets = np.concatenate([y_std, g_std.ravel()])
 
     span = np.ptp(x, axis=0) if n > 1 else np.ones(d)
@@ -693,7 +737,7 @@ def fit_gaussian_process(
     if hyperparameters is not None:
         theta = np.clip(hyperparameters.to_log(), lower, upper)
     else:
-        key = _fit_key(x, y, grads, restarts, max_iter, lengthscale_prior, max_lengthscale)
+        key = _fit_key(x, y, grads, restarts, max_iter, lengthscale_prior, max_lengthscale, trend)
         with _FIT_CACHE_LOCK:
             cached = _FIT_CACHE.get(key)
             if cached is not None:
@@ -727,5 +771,64 @@ def fit_gaussian_process(
     k.reshape(-1)[:: len(k) + 1] += noise
     chol = _cholesky(k)
     return GaussianProcess(
-        x, mask, targets, params, mean, scale, noise, chol, _cho_solve(chol, targets)
+        x,
+        mask,
+        targets,
+        params,
+        mean,
+        scale,
+        noise,
+        chol,
+        _cho_solve(chol, targets),
+        None if coefficients is None else (coefficients[1], coefficients[2]),
     )
+
+
+def fit_convex_quadratic_trend(
+    x: FloatArray, values: FloatArray, gradients: FloatArray
+) -> tuple[float, FloatArray, FloatArray] | None:
+    """``(a, b, c)`` of the separable quadratic ``a + Σ_j b_j x_j + c_j x_j²``, ``c ≥ 0``.
+
+    Bounded linear least squares (:func:`scipy.optimize.lsq_linear`) on the values
+    and the finite gradient components, each block divided by its root-mean-square
+    spread so that neither sets the fit alone. The convexity bound encodes what is
+    known of a step-size objective at the coarse scale (too small: slow; too
+    large: unstable; Claim 1 and Theorem 3); the GP models everything finer.
+
+    Args:
+        x: Points, ``(n, d)``.
+        values: ``(n,)``.
+        gradients: ``(n, d)``, NaN where missing.
+
+    Returns:
+        The coefficients, or ``None`` when there are fewer observations than the
+        ``1 + 2d`` coefficients (a constant mean is then used).
+    """
+    n, d = x.shape
+    finite = np.isfinite(gradients)
+    n_grad = int(finite.sum())
+    if n + n_grad < 1 + 2 * d + 1:
+        return None
+    rows = [np.hstack([np.ones((n, 1)), x, x * x])]
+    y_spread = float(np.sqrt(np.mean((values - values.mean()) ** 2)))
+    y_spread = y_spread if y_spread > 0.0 else 1.0
+    targets = [values / y_spread]
+    weights = [np.full(n, 1.0 / y_spread)]
+    if n_grad:
+        g = gradients[finite]
+        g_spread = float(np.sqrt(np.mean(g * g)))
+        g_spread = g_spread if g_spread > 0.0 else 1.0
+        point, dim = np.nonzero(finite)
+        block = np.zeros((n_grad, 1 + 2 * d))
+        block[np.arange(n_grad), 1 + dim] = 1.0
+        block[np.arange(n_grad), 1 + d + dim] = 2.0 * x[point, dim]
+        rows.append(block)
+        targets.append(g / g_spread)
+        weights.append(np.full(n_grad, 1.0 / g_spread))
+    w = np.concatenate(weights)
+    a = np.vstack(rows) * w[:, None]
+    lower = np.concatenate([[-np.inf], np.full(d, -np.inf), np.zeros(d)])
+    result = scipy.optimize.lsq_linear(a, np.concatenate(targets), bounds=(lower, np.inf))
+    if not result.success or not np.all(np.isfinite(result.x)):
+        return None
+    return float(result.x[0]), result.x[1 : 1 + d].copy(), result.x[1 + d :].copy()
