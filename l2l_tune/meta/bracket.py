@@ -38,7 +38,7 @@ class BracketingMetaOptimizer(MetaOptimizer):
        to starting far above the divergence threshold ``2/L``, where even the
        plain objective overflows.
     2. **Shrink.** Inside the bracket ``[a, b]`` the next point is the minimiser
-       of the cubic through both ends' values and slopes (else the secant root
+       of the cubic in ``log η`` through both ends' values and slopes (else the secant root
        of the meta-gradient); when one end keeps moving while the bracket
        barely shrinks, the other end's gradient is halved (Illinois), and after
        two such moves the bracket is bisected,
@@ -282,17 +282,9 @@ class BracketingMetaOptimizer(MetaOptimizer):
         ):
             candidate = _kink_step(a, b)
         if candidate is None:
-            candidate = _cubic_minimiser(a, b)
             if max(left, right) >= 2:
-                if candidate is None:
-                    return midpoint
-                # One end has stopped moving: the steps from the other converge to the
-                # optimum from one side and never replace it. Double the last step so
-                # that it lands past the optimum and the stale end moves in (Illinois's
-                # idea, on the cubic step); never beyond the midpoint.
-                if left >= 2:
-                    return min(a.eta + 2.0 * (candidate - a.eta), midpoint)
-                return max(b.eta - 2.0 * (b.eta - candidate), midpoint)
+                return midpoint
+            candidate = _cubic_minimiser(a, b)
         if candidate is None:
             if left == 1:
                 g_b *= 0.5  # Illinois: a keeps moving, b does not; damp b's gradient
