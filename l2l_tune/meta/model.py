@@ -220,9 +220,8 @@ class _State:
     finite_x: FloatArray  # step sizes with a finite value
     finite_values: FloatArray  # their raw values
     barrier: float | None
-    # Finite records for the descent design: log η and slopes d value/d log η (NaN where
+    # Slopes d value/d log η of the finite records (aligned with finite_x; NaN where
     # the gradient is missing or not believable).
-    descent_x: FloatArray = field(default_factory=lambda: np.zeros(0))
     descent_slope: FloatArray = field(default_factory=lambda: np.zeros(0))
     models: list[_Model] = field(default_factory=list)  # [global, local] (or just global)
     cache: dict[str, Any] = field(default_factory=dict)
@@ -547,7 +546,6 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         told_x = np.concatenate([x, np.log(np.array(partial, dtype=np.float64))])
         state = _State(lo, hi, told_x, x[failed], x[finite], raw[finite], barrier)
         if finite.any():
-            state.descent_x = x[finite]
             with np.errstate(all="ignore"):
                 slope = eta[finite] * grad[finite]
                 scale = max(float(np.ptp(raw[finite])), float(np.abs(raw[finite]).max()))
@@ -711,7 +709,7 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         of told records. With gradients this replaces the space-filling design,
         whose far points cost a noisy study most of its early runs.
         """
-        x, slope = state.descent_x, state.descent_slope
+        x, slope = state.finite_x, state.descent_slope
         if x.size == 0 or state.failed_x.size or not np.all(np.isfinite(slope)):
             return None
         signs = np.sign(slope)
