@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -464,6 +465,16 @@ def test_fit_caches_and_refit_schedule_never_change_the_proposal() -> None:
 
 
 # ---------------------------------------------------------------------- regressions
+def told(records: list[tuple[float, float, float]], **options: Any) -> GaussianProcessMetaOptimizer:
+    """A model told ``records`` ``(η, value, meta-gradient)`` in order (chaotic ones quietly)."""
+    opt = GaussianProcessMetaOptimizer(**options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+        for eta, value, grad in records:
+            opt.tell(eta, value, grad)
+    return opt
+
+
 #: The 30 records ``(η, value, meta-gradient)`` that the TbV command told on MNIST, seed 6
 #: (``l2l-tune tune --task mnist --n-train 1000 --n-valid 1000 --label-noise 0.2 --seed 6``):
 #: the good basin near η = 0.028 (values 3.0e-4), then the overfitting hump near 0.26 (1e-3).
@@ -534,9 +545,7 @@ def test_noisy_recommendation_does_not_follow_lucky_runs(n: int) -> None:
     a lengthscale of 0.14 in log η, half the value noise the replicates show and exact
     hypergradients, and wiggled through the lucky runs. Noisy fits now take a smooth
     lengthscale prior and a gradient-noise floor."""
-    opt = GaussianProcessMetaOptimizer(eta0=0.1, bounds=(1e-3, 10.0), seed=0)
-    for eta, value, grad in DIGITS_USER_STUDY0[:n]:
-        opt.tell(eta, value, grad)
+    opt = told(DIGITS_USER_STUDY0[:n], eta0=0.1, bounds=(1e-3, 10.0), seed=0)
     assert 0.15 < opt.estimate() < 0.45, opt.estimate()
 
 
@@ -564,9 +573,7 @@ def test_noisy_fit_drops_slopes_no_smooth_objective_has() -> None:
     """With the slope at 0.9 believed, the smooth-prior fit still needed a lengthscale of 0.31
     and its posterior mean dipped below every observation at η ≈ 1.03, which was recommended
     (regret 0.54). On a noisy objective such slopes are outliers now."""
-    opt = GaussianProcessMetaOptimizer(eta0=0.1, bounds=(1e-3, 10.0), seed=3)
-    for eta, value, grad in DIGITS_USER_STUDY3:
-        opt.tell(eta, value, grad)
+    opt = told(DIGITS_USER_STUDY3, eta0=0.1, bounds=(1e-3, 10.0), seed=3)
     assert 0.15 < opt.estimate() < 0.45, opt.estimate()
 
 
@@ -617,11 +624,7 @@ def test_gradients_above_the_chaos_threshold_are_not_believed() -> None:
     set the gradient noise so high that the slopes near 0.1 carried no weight, and even made
     a bogus bracket with the descent. Above the smallest step size with a chaotic
     meta-gradient none is believed now, and the next run goes below 0.09."""
-    opt = GaussianProcessMetaOptimizer(eta0=MNIST_TBV_SEED8[0][0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
-        for eta, value, grad in MNIST_TBV_SEED8:
-            opt.tell(eta, value, grad)
+    opt = told(MNIST_TBV_SEED8, eta0=MNIST_TBV_SEED8[0][0])
     assert opt.ask() < 0.09
 
 
@@ -629,8 +632,6 @@ def test_recommendation_never_comes_from_the_local_models_margin() -> None:
     """On MNIST TbV seed 6 the local GP (fitted on the ten records nearest the incumbent)
     extrapolated 1.2e-4 into its margin at η ≈ 0.26, where every run had given 1e-3, and that
     was recommended. The recommendation must stay in the basin, with a value near the best."""
-    opt = GaussianProcessMetaOptimizer(eta0=MNIST_TBV_SEED6[0][0])
-    for eta, value, grad in MNIST_TBV_SEED6:
-        opt.tell(eta, value, grad)
+    opt = told(MNIST_TBV_SEED6, eta0=MNIST_TBV_SEED6[0][0])
     estimate = opt.estimate()
     assert 0.015 < estimate < 0.05, estimate

@@ -283,10 +283,24 @@ class _State:
         if int(usable.sum()) < 2:
             return False
         slope, x = self.descent_slope[usable], self.finite_x[usable]
-        if not (np.all(slope < 0.0) or np.all(slope > 0.0)):
-            return False
-        far = int(np.argmax(x)) if slope[0] < 0.0 else int(np.argmin(x))
-        return bool(abs(slope[far]) <= _DESCENT_FLAT * float(np.abs(slope).max()))
+        far = _descent_far_end(x, slope)
+        return far is not None and bool(
+            abs(slope[far]) <= _DESCENT_FLAT * float(np.abs(slope).max())
+        )
+
+
+def _descent_far_end(x: FloatArray, slope: FloatArray) -> int | None:
+    """Index of the point furthest along a descent whose slopes all share a sign, else None.
+
+    Negative slopes descend towards larger ``x``, positive ones towards smaller.
+    """
+    if slope.size == 0:
+        return None
+    if np.all(slope < 0.0):
+        return int(np.argmax(x))
+    if np.all(slope > 0.0):
+        return int(np.argmin(x))
+    return None
 
 
 def _smooth_slopes(values: FloatArray, slopes: FloatArray) -> FloatArray:
@@ -698,26 +712,23 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         *,
         smooth_if_noisy: bool = False,
     ) -> _Model:
-        noisy = smooth_if_noisy and params is not None and params.value_noise >= _NOISY
-        gp = fit_gaussian_process(
-            x,
-            y,
-            _smooth_slopes(y, g) if noisy else g,
-            lengthscale_prior=_NOISY_LENGTHSCALE_PRIOR if noisy else _LENGTHSCALE_PRIOR,
-            max_lengthscale=_NOISY_MAX_LENGTHSCALE if noisy else _MAX_LENGTHSCALE,
-            hyperparameters=params,
-            trend=trend,
-        )
-        if smooth_if_noisy and params is None and gp.params.value_noise >= _NOISY:
-            # Noisy: refit with the smooth prior (see _NOISY_LENGTHSCALE_PRIOR).
-            gp = fit_gaussian_process(
+
+        def fit(smooth: bool) -> GaussianProcess:
+            # smooth: the noisy-objective prior and slope rule (_NOISY_LENGTHSCALE_PRIOR).
+            return fit_gaussian_process(
                 x,
                 y,
-                _smooth_slopes(y, g),
-                lengthscale_prior=_NOISY_LENGTHSCALE_PRIOR,
-                max_lengthscale=_NOISY_MAX_LENGTHSCALE,
+                _smooth_slopes(y, g) if smooth else g,
+                lengthscale_prior=_NOISY_LENGTHSCALE_PRIOR if smooth else _LENGTHSCALE_PRIOR,
+                max_lengthscale=_NOISY_MAX_LENGTHSCALE if smooth else _MAX_LENGTHSCALE,
+                hyperparameters=params,
                 trend=trend,
             )
+
+        # Given hyperparameters come from a fit that already made this choice.
+        gp = fit(smooth_if_noisy and params is not None and params.value_noise >= _NOISY)
+        if smooth_if_noisy and params is None and gp.params.value_noise >= _NOISY:
+            gp = fit(True)
         inside = observed[(observed >= lo - 1e-12) & (observed <= hi + 1e-12)]
         if inside.size == 0:
             inside = observed
@@ -798,9 +809,9 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         x, slope, values = state.finite_x, state.descent_slope, state.finite_values
         if x.size != 2 or x[0] == x[1] or state.failed_x.size:
             return None
-        if not (np.all(np.isfinite(slope)) and (np.all(slope < 0.0) or np.all(slope > 0.0))):
+        far = _descent_far_end(x, slope) if np.all(np.isfinite(slope)) else None
+        if far is None:
             return None
-        far = int(np.argmax(x)) if slope[0] < 0.0 else int(np.argmin(x))
         near = 1 - far
         promised = abs(float(slope[near])) * abs(float(x[far] - x[near]))
         if values[far] - values[near] > promised:
