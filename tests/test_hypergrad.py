@@ -26,6 +26,8 @@ from torch.optim import Optimizer  # noqa: E402
 
 from l2l_tune.hypergrad import (  # noqa: E402
     HYPERGRADIENT_METHODS,
+    HypergradAdam,
+    HypergradAdamW,
     Hypergradient,
     HypergradSGD,
     mlp,
@@ -605,35 +607,55 @@ def test_optimizer_bad_meta_loss(tanh_problem: Problem) -> None:
 
 
 def test_optimizer_bad_arguments() -> None:
-    """Different group lrs, weight_decay ≠ 0, lr < 0 or NaN → ValueError naming the argument."""
+    """lr, momentum or weight_decay < 0 or NaN, betas outside [0, 1), Nesterov without momentum,
+    an unknown or unused name in hypergradients_of → ValueError naming the argument."""
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
     first, second = list(model[0].parameters()), list(model[2].parameters())
-    with pytest.raises(ValueError, match="lr"):
-        HypergradSGD([{"params": first}, {"params": second, "lr": 0.2}], lr=0.1)
-    with pytest.raises(ValueError, match="weight_decay"):
-        HypergradSGD(model.parameters(), lr=0.1, weight_decay=1e-4)
-    with pytest.raises(ValueError, match="weight_decay"):
-        HypergradSGD([{"params": first}, {"params": second, "weight_decay": 1e-4}], lr=0.1)
     with pytest.raises(ValueError, match="lr"):
         HypergradSGD(model.parameters(), lr=-0.1)
     with pytest.raises(ValueError, match="lr"):
         HypergradSGD(model.parameters(), lr=float("nan"))
-    with pytest.raises(ValueError, match="lr"):
-        HypergradSGD([{"params": first, "lr": -0.1}], lr=0.1)
+    with pytest.raises(ValueError, match=r"lr in param_groups\[0\]"):
+        HypergradSGD([{"params": first, "lr": -0.1}, {"params": second}], lr=0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        HypergradSGD([{"params": first}, {"params": second, "weight_decay": -1e-4}], lr=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        HypergradSGD(model.parameters(), lr=0.1, momentum=-0.5)
+    with pytest.raises(ValueError, match="nesterov"):
+        HypergradSGD(model.parameters(), lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="beta2"):
+        HypergradAdam(model.parameters(), betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="betas"):
+        HypergradAdam(model.parameters(), betas=(0.9,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eps"):
+        HypergradAdamW(model.parameters(), eps=-1.0)
+    with pytest.raises(ValueError, match="hypergradients_of"):
+        HypergradSGD(model.parameters(), lr=0.1, hypergradients_of=("lr", "beta1"))
+    with pytest.raises(ValueError, match="hypergradients_of"):
+        HypergradAdam(model.parameters(), hypergradients_of=("lr", "lr"))
+    with pytest.raises(ValueError, match="hypergradients_of"):
+        HypergradAdam(model.parameters(), hypergradients_of=())
 
 
 @quiet_create_graph
-def test_optimizer_lr_made_inconsistent_after_construction_raises_at_step() -> None:
-    """Setting different group lrs (or a negative lr) after construction fails at ``step``."""
+def test_optimizer_values_made_bad_after_construction_raise_at_step() -> None:
+    """A negative lr set after construction, or group lrs made to differ after the tangents
+    started (a shared direction cannot become per-group), fail at ``step``."""
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).to(F64)
     opt = HypergradSGD(
         [{"params": model[0].parameters()}, {"params": model[2].parameters()}], lr=0.1
     )
     x = torch.randn(4, 2, dtype=F64)
     model(x).pow(2).mean().backward(create_graph=True)
+    opt.step()
+    opt.zero_grad()
+    model(x).pow(2).mean().backward(create_graph=True)
     opt.param_groups[1]["lr"] = 0.2
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match="reset_hypergradients"):
         opt.step()
+    opt.reset_hypergradients()
+    opt.step()  # per-group from here on
+    assert isinstance(opt.hypergradients(model(x).pow(2).mean())["lr"], list)
     for group in opt.param_groups:
         group["lr"] = -0.1
     with pytest.raises(ValueError, match="lr"):
@@ -658,7 +680,8 @@ def test_optimizer_step_drops_the_graph(tanh_problem: Problem) -> None:
         assert p.grad.grad_fn is None and not p.grad.requires_grad
         assert torch.equal(p.grad, g)
     for state in opt.state.values():
-        assert state["tangent"].grad_fn is None and not state["tangent"].requires_grad
+        for tangent in state["tangents"]:
+            assert all(x.grad_fn is None and not x.requires_grad for x in tangent)
 
 
 @quiet_create_graph
