@@ -425,3 +425,67 @@ def test_functional_bad_input(kwargs: dict[str, Any], match: str) -> None:
     call: Callable[..., Any] = hypergradients
     with pytest.raises(ValueError, match=match):
         call(_loss, _start(), _batches(3), _meta, **kwargs)
+
+
+class _ListAdamW(AdamW):
+    """AdamW declared non-elementwise: its tangents take the per-direction path."""
+
+    elementwise = False
+
+
+def test_elementwise_batching_equals_the_per_direction_path() -> None:
+    """Concatenated, direction-batched tangents (elementwise rules) = one pass per direction."""
+    args = (_loss, _start(), _batches(30), _meta)
+    names = ("lr", "beta1", "weight_decay")
+    kw: dict[str, Any] = {"hparams": {"lr": 0.003}, "hypergradients_of": names}
+    batched = hypergradients(*args, rule=AdamW(), **kw)
+    looped = hypergradients(*args, rule=_ListAdamW(), **kw)
+    for name in names:
+        assert batched.gradients[name] == pytest.approx(looped.gradients[name], rel=1e-12)
+
+
+def _loss_sometimes_without_bias(p: Sequence[Tensor], rows: Tensor, k: int) -> Tensor:
+    """Every third step the model runs without its hidden bias (a branch the loss skips)."""
+    if k % 3 == 0:
+        return ((torch.tanh(_X[rows] @ p[0]) @ p[2] - _Y[rows]) ** 2).mean()
+    return _loss((p[0], p[1], p[2]), rows)
+
+
+def test_parameters_skipping_steps_keep_their_own_step_count() -> None:
+    """A tensor the loss does not use at some steps gets no gradient there (torch.optim skips
+    it, its Adam step count lags): the weights still equal torch.optim.Adam's and the
+    hypergradient equals autograd through the same run written out."""
+    start = _start()
+    batches = _batches(12)
+    ours = [nn.Parameter(p.clone()) for p in start]
+    theirs = [nn.Parameter(p.clone()) for p in start]
+    opt = HypergradAdam(ours, lr=0.01)
+    ref = torch.optim.Adam(theirs, lr=0.01)
+    for k, rows in enumerate(batches):
+        for params, o, graph in ((ours, opt, True), (theirs, ref, False)):
+            o.zero_grad(set_to_none=True)
+            _loss_sometimes_without_bias(params, rows, k).backward(create_graph=graph)
+            o.step()
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+    assert int(opt.state[ours[1]]["step"]) == 8 and int(opt.state[ours[0]]["step"]) == 12
+
+    lr = torch.tensor(0.01, dtype=F64, requires_grad=True)
+    params = [p.clone().requires_grad_(True) for p in start]
+    m = [torch.zeros_like(p) for p in start]
+    v = [torch.zeros_like(p) for p in start]
+    count = [0, 0, 0]
+    for k, rows in enumerate(batches):
+        loss = _loss_sometimes_without_bias(params, rows, k)
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            count[i] += 1
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g**2
+            denom = (v[i].sqrt() / math.sqrt(1 - 0.999 ** count[i])) + 1e-8
+            params[i] = params[i] - lr / (1 - 0.9 ** count[i]) * m[i] / denom
+    (expected,) = torch.autograd.grad(_meta((params[0], params[1], params[2])), lr)
+    got = opt.hypergradient(_meta((ours[0], ours[1], ours[2])))
+    assert got == pytest.approx(float(expected), rel=1e-10)

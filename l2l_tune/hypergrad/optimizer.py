@@ -25,6 +25,12 @@ Parameter groups: a hyperparameter whose value is the same in every group has on
 hypergradient; one whose value differs (per-layer step sizes) has one per group,
 returned as a list in group order.
 
+Parameters without a gradient at a step (the loss did not use them) are skipped, as
+``torch.optim`` skips them, and keep their own step count; their coupling to the
+others through the Hessian is zero at that step. A gradient deleted by hand while
+the loss used the parameter drops that coupling too, so the hypergradient is then
+the derivative of a run that differs from the one trained.
+
 Schedules: when a ``torch.optim.lr_scheduler`` drives ``lr`` (it records
 ``initial_lr`` in every group), the ``lr`` hypergradient is the derivative in the
 base step size that scales the whole schedule (``∂η_k/∂η = η_k/η``). Without a

@@ -63,6 +63,9 @@ class UpdateRule:
 
     #: Continuous hyperparameters and their defaults.
     hyperparameters: Mapping[str, float] = {}
+    #: Whether the update of each element depends only on that element (SGD, Adam):
+    #: then the tangents of all tensors may go through the rule concatenated.
+    elementwise: bool = True
     #: Accepted range ``[low, high)`` of each hyperparameter (``high`` included when infinite).
     bounds: Mapping[str, tuple[float, float]] = {}
 
