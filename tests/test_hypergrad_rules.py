@@ -471,13 +471,13 @@ def test_parameters_skipping_steps_keep_their_own_step_count() -> None:
     assert int(opt.state[ours[1]]["step"]) == 8 and int(opt.state[ours[0]]["step"]) == 12
 
     lr = torch.tensor(0.01, dtype=F64, requires_grad=True)
-    params = [p.clone().requires_grad_(True) for p in start]
+    unrolled: list[Tensor] = [p.clone().requires_grad_(True) for p in start]
     m = [torch.zeros_like(p) for p in start]
     v = [torch.zeros_like(p) for p in start]
     count = [0, 0, 0]
     for k, rows in enumerate(batches):
-        loss = _loss_sometimes_without_bias(params, rows, k)
-        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        loss = _loss_sometimes_without_bias(unrolled, rows, k)
+        grads = torch.autograd.grad(loss, unrolled, create_graph=True, allow_unused=True)
         for i, g in enumerate(grads):
             if g is None:
                 continue
@@ -485,7 +485,7 @@ def test_parameters_skipping_steps_keep_their_own_step_count() -> None:
             m[i] = 0.9 * m[i] + 0.1 * g
             v[i] = 0.999 * v[i] + 0.001 * g**2
             denom = (v[i].sqrt() / math.sqrt(1 - 0.999 ** count[i])) + 1e-8
-            params[i] = params[i] - lr / (1 - 0.9 ** count[i]) * m[i] / denom
-    (expected,) = torch.autograd.grad(_meta((params[0], params[1], params[2])), lr)
+            unrolled[i] = unrolled[i] - lr / (1 - 0.9 ** count[i]) * m[i] / denom
+    (expected,) = torch.autograd.grad(_meta((unrolled[0], unrolled[1], unrolled[2])), lr)
     got = opt.hypergradient(_meta((ours[0], ours[1], ours[2])))
     assert got == pytest.approx(float(expected), rel=1e-10)
