@@ -216,7 +216,8 @@ def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
         per_step = statistics.median(times[f"k={k}"])
         rows.append({"k": k, "plain_s": base, "forward_s": per_step, "ratio": per_step / base})
         print(
-            f"functional k={k}: {per_step * 1e3:.2f} ms vs {base * 1e3:.2f} ms = {per_step / base:.2f}x"
+            f"functional k={k}: {per_step * 1e3:.2f} ms vs {base * 1e3:.2f} ms "
+            f"= {per_step / base:.2f}x"
         )
     return rows
 

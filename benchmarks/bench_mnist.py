@@ -273,10 +273,14 @@ def main() -> None:
     memory_ts = [int(x) for x in args.memory_t.split(",")]
     result: dict[str, Any] = {
         "command": "python benchmarks/bench_mnist.py " + " ".join(sys.argv[1:]),
-        "settings": {k: (os.path.relpath(v) if k == "data_dir" else v)
-                     for k, v in vars(args).items() if k not in ("child", "out")},  # fmt: skip
+        "settings": {
+            k: (os.path.relpath(v) if k == "data_dir" else v)
+            for k, v in vars(args).items()
+            if k not in ("child", "out")
+        },  # fmt: skip
         "machine": {
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
+            "device": torch.cuda.get_device_name()
+            if args.device.startswith("cuda")
             else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores",
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),

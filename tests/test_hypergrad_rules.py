@@ -489,3 +489,55 @@ def test_parameters_skipping_steps_keep_their_own_step_count() -> None:
     (expected,) = torch.autograd.grad(_meta((unrolled[0], unrolled[1], unrolled[2])), lr)
     got = opt.hypergradient(_meta((ours[0], ours[1], ours[2])))
     assert got == pytest.approx(float(expected), rel=1e-10)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("method", ["forward", "backprop"])
+def test_adam_elements_whose_gradient_is_always_zero_give_finite_hypergradients(
+    amsgrad: bool, method: str
+) -> None:
+    """An input feature that is 0 in every sample leaves its weights' second moment at 0:
+    √v has no derivative there, yet the hypergradient is finite and equals the one of the
+    same run without that feature (regression: it was NaN)."""
+    x_zero = _X.clone()
+    x_zero[:, 0] = 0.0
+    start = _start()
+
+    def loss(p: tuple[Tensor, Tensor, Tensor], rows: Tensor) -> Tensor:
+        return ((torch.tanh(x_zero[rows] @ p[0] + p[1]) @ p[2] - _Y[rows]) ** 2).mean()
+
+    def meta(p: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        x_val = _XV.clone()
+        x_val[:, 0] = 0.0
+        return ((torch.tanh(x_val @ p[0] + p[1]) @ p[2] - _YV) ** 2).mean()
+
+    names = ("lr", "beta2", "eps", "weight_decay")
+    got = hypergradients(
+        loss, start, _batches(20), meta, rule=AdamW(amsgrad=amsgrad), hypergradients_of=names,
+        hparams={"lr": 0.01}, method=method,
+    )  # fmt: skip
+
+    def meta_without(p: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        return meta((torch.cat([start[0][:1], p[0]]), p[1], p[2]))
+
+    rest = (start[0][1:], start[1], start[2])
+    ref = hypergradients(
+        lambda p, rows: loss((torch.cat([start[0][:1], p[0]]), p[1], p[2]), rows), rest,
+        _batches(20), meta_without, rule=AdamW(amsgrad=amsgrad), hypergradients_of=names,
+        hparams={"lr": 0.01}, method="backprop",
+    )  # fmt: skip
+    for name in names:
+        value = got.gradients[name]
+        assert isinstance(value, float) and math.isfinite(value), name
+    # the zero-gradient row only decays (AdamW): its effect on the meta-loss is nil
+    for name in names:
+        assert got.gradients[name] == pytest.approx(ref.gradients[name], rel=1e-10), name
+
+
+def test_a_diverged_run_warns_and_returns_non_finite() -> None:
+    """SGD at a step size far past stability: the hypergradient is not finite, with a warning
+    naming the hyperparameter (never a silent NaN)."""
+    with pytest.warns(RuntimeWarning, match=r"non-finite hypergradient for \['lr'\]"):
+        result = hypergradients(_loss, _start(), _batches(300), _meta, hparams={"lr": 1e3})
+    gradient = result.gradients["lr"]
+    assert isinstance(gradient, float) and not math.isfinite(gradient)

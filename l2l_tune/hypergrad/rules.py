@@ -49,6 +49,20 @@ def _add_scaled(x: Tensor, y: Tensor, alpha: Scalar) -> Tensor:
     return torch.add(x, y, alpha=alpha)
 
 
+def _sqrt(x: Tensor, differentiable: bool) -> Tensor:
+    """``√x`` for ``x ≥ 0``; when differentiated, with a zero derivative where ``x = 0``.
+
+    Adam's second moment is exactly 0 for an element whose gradient has always been 0
+    (an input pixel that is 0 in every image): there ``d√x = dx/(2√x)`` is ``0/0``
+    and forward and reverse mode alike would return NaN although ``x`` (and its
+    tangent) stay 0. The values are ``torch.sqrt``'s, bit for bit.
+    """
+    if not differentiable:
+        return x.sqrt()
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), 0.0)
+
+
 def _is_zero(value: Scalar) -> bool:
     return not isinstance(value, Tensor) and value == 0.0
 
@@ -290,6 +304,7 @@ class Adam(UpdateRule):
         lr, beta1, beta2 = hparams["lr"], hparams["beta1"], hparams["beta2"]
         eps, weight_decay = hparams["eps"], hparams["weight_decay"]
         count = step + 1
+        differentiable = any(isinstance(value, Tensor) for value in hparams.values())
         if not _is_zero(weight_decay):
             if self.decoupled_weight_decay:
                 param = param * (1 - lr * weight_decay)
@@ -305,10 +320,10 @@ class Adam(UpdateRule):
         step_size = lr / bias_correction1
         if self.amsgrad:
             max_exp_avg_sq = torch.maximum(state[2], exp_avg_sq)
-            denom = max_exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
+            denom = _sqrt(max_exp_avg_sq, differentiable) / bias_correction2_sqrt + eps
             new_state: TensorState = (exp_avg, exp_avg_sq, max_exp_avg_sq)
         else:
-            denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
+            denom = _sqrt(exp_avg_sq, differentiable) / bias_correction2_sqrt + eps
             new_state = (exp_avg, exp_avg_sq)
         if isinstance(step_size, Tensor):
             return param - step_size * (exp_avg / denom), new_state

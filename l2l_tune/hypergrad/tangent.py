@@ -21,6 +21,8 @@ direction per group.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +94,21 @@ def directions_for(
 def gradients_by_name(
     directions: Sequence[Direction], derivatives: Sequence[float]
 ) -> dict[str, float | list[float]]:
-    """``{name: dM/dh}`` for a shared name, ``{name: [dM/dh_group, ...]}`` for a per-group one."""
+    """``{name: dM/dh}`` for a shared name, ``{name: [dM/dh_group, ...]}`` for a per-group one.
+
+    A non-finite derivative (a training run that diverged) is returned as it is, with a
+    ``RuntimeWarning`` naming the hyperparameters, never silently.
+    """
+    bad = sorted(
+        {d.name for d, x in zip(directions, derivatives, strict=True) if not math.isfinite(x)}
+    )
+    if bad:
+        warnings.warn(
+            f"non-finite hypergradient for {bad}: the training run diverged (a loss, weight or "
+            "optimizer state overflowed); treat the run as failed",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     out: dict[str, float | list[float]] = {}
     for direction, derivative in zip(directions, derivatives, strict=True):
         if direction.group is None:
