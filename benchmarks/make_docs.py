@@ -17,6 +17,7 @@ SECTIONS = [
     ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
     ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
+    ("hypergrad.md", "Drop-in optimizers' cost (`python benchmarks/bench_hypergrad.py`)"),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
