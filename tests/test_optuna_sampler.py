@@ -769,3 +769,63 @@ def test_auto_arguments_are_checked(kwargs: dict[str, Any], match: str) -> None:
     """``deterministic`` takes None/True/False; ``meta_optimizer`` names ``auto`` or a key."""
     with pytest.raises(ValueError, match=match):
         MetaGradientSampler(**kwargs)
+
+
+def test_report_meta_gradient_mapping_by_parameter_name(quad: Quadratic) -> None:
+    """``report_meta_gradient(trial, {"lr": g, "weight_decay": g2})`` (the drop-in optimizers'
+    ``hypergradients()``) tunes ``lr`` exactly as reporting ``g`` does; the other entries are
+    stored with the trial; a mapping without a number for ``lr`` is a trial without gradient
+    (the search runs as on a black box), with a warning."""
+
+    def objective(as_mapping: bool) -> Objective:
+        def run(trial: Trial) -> float:
+            lr = trial.suggest_float("lr", LOW, HIGH, log=True)
+            wd = trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True)
+            value, grad = quad.value_and_gradient(lr, T, log=False)
+            report_meta_gradient(trial, {"lr": grad, "weight_decay": wd} if as_mapping else grad)
+            return value
+
+        return run
+
+    studies = []
+    for as_mapping in (True, False):
+        study = optuna.create_study(
+            sampler=MetaGradientSampler(param="lr", deterministic=True, seed=0)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # weight_decay: independent sampler
+            study.optimize(objective(as_mapping), n_trials=20)
+        studies.append(study)
+    assert lrs(studies[0]) == lrs(studies[1])
+    stored = studies[0].trials[3].system_attrs["l2l_tune:meta_gradient"]
+    assert set(stored) == {"lr", "weight_decay"}
+    assert stored["weight_decay"] == studies[0].trials[3].params["weight_decay"]
+
+    def per_group(trial: Trial) -> float:
+        lr = trial.suggest_float("lr", LOW, HIGH, log=True)
+        value, grad = quad.value_and_gradient(lr, T, log=False)
+        report_meta_gradient(trial, {"lr": [grad, grad], "momentum": 1.0})
+        return value
+
+    study = optuna.create_study(sampler=MetaGradientSampler(param="lr", deterministic=True))
+    with pytest.warns(NonFiniteMetaGradientWarning, match="no number for the step size 'lr'"):
+        study.optimize(per_group, n_trials=8)
+    black_box = optuna.create_study(sampler=MetaGradientSampler(param="lr", deterministic=True))
+    black_box.optimize(black_box_objective(quad), n_trials=8)
+    assert lrs(study) == lrs(black_box)  # finite-difference pairs, as without any gradient
+
+
+@pytest.mark.parametrize(
+    ("grad", "match"),
+    [
+        ({1: 0.5}, "keys"),
+        ({"lr": "steep"}, r"grad\['lr'\]"),
+        ({"lr": [0.5, None]}, r"grad\['lr'\]"),
+        ({"lr": True}, r"grad\['lr'\]"),
+    ],
+)
+def test_report_meta_gradient_rejects_bad_mappings(grad: Any, match: str) -> None:
+    study = optuna.create_study(sampler=MetaGradientSampler(deterministic=True, param="lr"))
+    trial = study.ask()
+    with pytest.raises(ValueError, match=match):
+        report_meta_gradient(trial, grad)

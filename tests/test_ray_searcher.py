@@ -668,3 +668,27 @@ def test_auto_arguments_are_checked(kwargs: dict[str, Any], match: str) -> None:
     """``deterministic`` takes None/True/False; ``meta_optimizer`` names ``auto`` or a key."""
     with pytest.raises(ValueError, match=match):
         MetaGradientSearch(metric="loss", mode="min", **kwargs)
+
+
+def test_gradient_mapping_by_parameter_name() -> None:
+    """A trainable reporting the drop-in optimizers' mapping ``{"loss_grad": {"lr": g,
+    "weight_decay": g2}}`` (flattened by Ray to ``"loss_grad/lr"``, …) runs exactly as one
+    reporting ``"loss_grad": g``; with a per-group list for the step size it runs as on a
+    black box."""
+
+    def mapping(lr: float) -> Result:
+        value, grad = Q.value_and_gradient(lr, T, log=False)
+        return flatten_dict({"loss": value, "loss_grad": {"lr": grad, "weight_decay": 7.0}})
+
+    assert set(mapping(0.01)) == {"loss", "loss_grad/lr", "loss_grad/weight_decay"}
+    assert run_sequential(make_search(), 25, mapping) == run_sequential(
+        make_search(), 25, quad_result
+    )
+
+    def per_group(lr: float) -> Result:
+        value, grad = Q.value_and_gradient(lr, T, log=False)
+        return {"loss": value, "loss_grad": {"lr": [grad, grad]}}
+
+    assert run_sequential(make_search(), 8, per_group) == run_sequential(
+        make_search(), 8, quad_result_black_box
+    )

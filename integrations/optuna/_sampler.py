@@ -12,7 +12,8 @@ crash and ``n_jobs > 1`` therefore all see one state.
 Per-trial bookkeeping lives in the trials' system attributes:
 
 * ``l2l_tune:meta_gradient``: the reported derivative of the objective value with
-  respect to the step size (:func:`report_meta_gradient`);
+  respect to the step size, or a mapping of derivatives by parameter name
+  (:func:`report_meta_gradient`);
 * ``l2l_tune:role`` and ``l2l_tune:pair``: for black-box objectives, which trial
   is the finite-difference partner of which probe;
 * ``l2l_tune:eta``: the step size claimed by a trial, written as soon as it is
@@ -76,8 +77,8 @@ _SETTLED_ATTR = "l2l_tune:eta_settled"
 _FAILED_ATTR = "l2l_tune:failed_run"
 
 
-def report_meta_gradient(trial: Trial, grad: float) -> None:
-    """Report ``d value / d step size`` for the value this trial will return.
+def report_meta_gradient(trial: Trial, grad: float | Mapping[str, float | Sequence[float]]) -> None:
+    """Report the derivative of the value this trial will return in its hyperparameters.
 
     Call it from the objective, before returning the value. The derivative is of
     the *returned* value (not of its log: the sampler applies the chain rule when
@@ -85,23 +86,56 @@ def report_meta_gradient(trial: Trial, grad: float) -> None:
 
     Args:
         trial: The running :class:`optuna.trial.Trial`.
-        grad: The derivative (a non-finite one is stored, then skipped with a
-            warning when the sampler reads it).
+        grad: ``d value / d step size``, or a mapping from parameter names to
+            derivatives, as the drop-in optimizers' ``hypergradients()`` returns it
+            (``{"lr": g1, "weight_decay": g2}``; a list for a per-group value). The
+            sampler uses the entry of its step-size parameter; the others are
+            stored with the trial. A non-finite derivative is stored, then skipped
+            with a warning when the sampler reads it.
 
     Raises:
-        ValueError: if ``trial`` is not a running Optuna trial or ``grad`` is not a number.
+        ValueError: if ``trial`` is not a running Optuna trial, ``grad`` is not a
+            number, or a mapping has a key that is not a string or an entry that is
+            neither a number nor a sequence of numbers.
     """
     if not isinstance(trial, optuna.trial.Trial):
         raise ValueError(
             "trial must be the optuna.trial.Trial passed to the objective, "
             f"got {type(trial).__name__}"
         )
+    stored: float | str | dict[str, Any]
+    if isinstance(grad, Mapping):
+        stored = {}
+        for name, entry in grad.items():
+            if not isinstance(name, str):
+                raise ValueError(f"grad's keys must be parameter names (str), got {name!r}")
+            if isinstance(entry, Sequence) and not isinstance(entry, str):
+                stored[name] = [_stored_gradient(item, f"grad[{name!r}]") for item in entry]
+            else:
+                stored[name] = _stored_gradient(entry, f"grad[{name!r}]")
+    else:
+        stored = _stored_gradient(grad, "grad")
+    trial.study._storage.set_trial_system_attr(trial._trial_id, GRADIENT_ATTR, stored)
+
+
+def _stored_gradient(grad: Any, name: str) -> float | str:
+    """A derivative as storage keeps it: a float, or the repr of a non-finite one."""
+    if isinstance(grad, bool):
+        raise ValueError(f"{name} must be a real number, got {grad!r}")
     try:
         value = float(grad)
     except (TypeError, ValueError):
-        raise ValueError(f"grad must be a real number, got {grad!r}") from None
-    stored: float | str = value if math.isfinite(value) else repr(value)
-    trial.study._storage.set_trial_system_attr(trial._trial_id, GRADIENT_ATTR, stored)
+        raise ValueError(f"{name} must be a real number, got {grad!r}") from None
+    return value if math.isfinite(value) else repr(value)
+
+
+def _step_size_gradient(grad: Any, name: str) -> float | None:
+    """The stored derivative in the step size ``name`` (``None`` when there is none)."""
+    if isinstance(grad, Mapping):
+        grad = grad.get(name)
+        if grad is None or isinstance(grad, list):
+            return None
+    return None if grad is None else float(grad)
 
 
 def task_objective(
@@ -355,11 +389,20 @@ class MetaGradientSampler(BaseSampler):
     # ------------------------------------------------------------------ the state, from storage
     def _evaluations(self, study: Study, name: str) -> list[Evaluation]:
         """The study's trials that have (or have claimed) the step size, as engine evaluations."""
-        return [
-            evaluation
-            for tr in study.get_trials(deepcopy=False)
-            if (evaluation := _evaluation(tr, name)) is not None
-        ]
+        evaluations = []
+        for tr in study.get_trials(deepcopy=False):
+            evaluation = _evaluation(tr, name)
+            if evaluation is None:
+                continue
+            reported = tr.system_attrs.get(GRADIENT_ATTR)
+            if isinstance(reported, Mapping) and evaluation.grad is None:
+                self._warn_once(
+                    f"no-step-size-gradient-{tr.number}",
+                    f"trial {tr.number} reported meta-gradients for {sorted(reported)} but no "
+                    f"number for the step size {name!r}: its value is used without gradient",
+                )
+            evaluations.append(evaluation)
+        return evaluations
 
     def _records(self, study: Study, evaluations: list[Evaluation]) -> list[MetaRecord]:
         def skip(evaluation: Evaluation, reason: str) -> None:
@@ -560,14 +603,14 @@ def _evaluation(tr: FrozenTrial, name: str) -> Evaluation | None:
         value = float(tr.value)
     elif tr.state == TrialState.PRUNED and tr.intermediate_values:
         value = float(tr.intermediate_values[max(tr.intermediate_values)])
-    grad = attrs.get(GRADIENT_ATTR)
+    grad = _step_size_gradient(attrs.get(GRADIENT_ATTR), name)
     pair = attrs.get(_PAIR_ATTR)
     h = attrs.get(_STEP_ATTR)
     return Evaluation(
         key=tr.number,
         eta=eta,
         value=value,
-        grad=None if grad is None else float(grad),
+        grad=grad,
         running=tr.state == TrialState.RUNNING,
         role=attrs.get(_ROLE_ATTR),
         pair=None if pair is None else int(pair),

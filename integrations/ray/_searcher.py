@@ -246,7 +246,15 @@ class MetaGradientSearch(Searcher):
             step.failed.add(seed)
             return
         grad_key = self.grad_metric or f"{self.metric}_grad"
-        grad = result.get(grad_key) if result is not None else None
+        grad = None
+        if result is not None:
+            grad = result.get(grad_key)
+            if grad is None:  # a mapping by parameter name, flattened by Ray
+                grad = result.get(f"{grad_key}/{self._step_size_domain()[0]}")
+            elif isinstance(grad, Mapping):  # the same, not flattened (a direct call)
+                grad = grad.get(self._step_size_domain()[0])
+            if isinstance(grad, list | tuple):  # per-group derivatives: no single step size
+                grad = None
         grad_f: float | None = None
         if grad is not None:
             try:
