@@ -14,6 +14,10 @@
 ``"auto"`` (:func:`resolve_meta_optimizer`, the default of the tuner and the
 adapters) picks ``"bracket"`` where the objective is exact and deterministic and
 ``"model"`` otherwise.
+
+Several hyperparameters at once (:mod:`~l2l_tune.meta.vector`):
+:class:`VectorLogAdam` and :class:`VectorProjectedGD` over a
+:class:`HyperparameterSpace`, the same ask/tell protocol with mappings.
 """
 
 from __future__ import annotations
@@ -26,19 +30,35 @@ from .bracket import BracketingMetaOptimizer
 from .driver import Evaluation, Proposal, propose, records_from_evaluations
 from .gradient import LogAdamMetaOptimizer, ProjectedMetaGD
 from .model import GaussianProcessMetaOptimizer
+from .vector import (
+    VECTOR_META_OPTIMIZERS,
+    Hyperparameter,
+    HyperparameterSpace,
+    VectorLogAdam,
+    VectorMetaOptimizer,
+    VectorProjectedGD,
+    VectorRecord,
+)
 
 __all__ = [
     "META_OPTIMIZERS",
     "META_OPTIMIZER_CHOICES",
+    "VECTOR_META_OPTIMIZERS",
     "BracketingMetaOptimizer",
     "Evaluation",
     "GaussianProcessMetaOptimizer",
+    "Hyperparameter",
+    "HyperparameterSpace",
     "LogAdamMetaOptimizer",
     "MetaOptimizer",
     "MetaRecord",
     "NonFiniteMetaGradientWarning",
     "ProjectedMetaGD",
     "Proposal",
+    "VectorLogAdam",
+    "VectorMetaOptimizer",
+    "VectorProjectedGD",
+    "VectorRecord",
     "make_meta_optimizer",
     "propose",
     "records_from_evaluations",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._validation import check_positive
 from .base import MetaOptimizer
+from .vector import adam_iterate, projected_gd_iterate
 
 __all__ = ["LogAdamMetaOptimizer", "ProjectedMetaGD"]
 
@@ -46,11 +49,12 @@ class ProjectedMetaGD(MetaOptimizer):
     def _propose(self) -> float:
         if not self.history:
             return self.eta0
-        k = len(self.history)
         record = self.history[-1]
-        if record.grad is None or not math.isfinite(record.grad):
-            return record.eta
-        return self._clip(record.eta - self.lr / math.sqrt(k) * record.grad)
+        grad = None
+        if record.grad is not None and math.isfinite(record.grad):
+            grad = np.array([record.grad])
+        step = projected_gd_iterate(np.array([record.eta]), grad, len(self.history), self.lr)
+        return self._clip(float(step[0]))
 
     @property
     def converged(self) -> bool:
@@ -113,27 +117,23 @@ class LogAdamMetaOptimizer(MetaOptimizer):
     def _propose(self) -> float:
         if not self.history:
             return self.eta0
-        m = v = 0.0
-        n_moments = 0
-        theta = math.log(self.eta0)
-        for k, record in enumerate(self.history, start=1):
-            theta = math.log(max(record.eta, 1e-300))
-            rate = self.lr / math.sqrt(k)
-            if not record.finite:
-                theta -= rate
-                continue
-            assert record.grad is not None
-            grad_theta = record.grad * record.eta  # d/dlogη = η · d/dη
-            # Adam only uses m/√v, so capping the magnitude keeps the direction and
-            # avoids OverflowError in grad² for exploding meta-gradients (Theorem 3).
-            grad_theta = math.copysign(min(abs(grad_theta), 1e150), grad_theta)
-            n_moments += 1
-            m = self.beta1 * m + (1 - self.beta1) * grad_theta
-            v = self.beta2 * v + (1 - self.beta2) * grad_theta**2
-            m_hat = m / (1 - self.beta1**n_moments)
-            v_hat = v / (1 - self.beta2**n_moments)
-            theta -= rate * m_hat / (math.sqrt(v_hat) + self.eps)
-        return self._clip(math.exp(min(theta, 690.0)))
+        steps = [
+            (
+                np.array([math.log(max(record.eta, 1e-300))]),
+                np.array([(record.grad or 0.0) * record.eta]) if record.finite else None,
+            )
+            for record in self.history
+        ]
+        theta = adam_iterate(
+            steps,
+            np.array([math.log(self.eta0)]),
+            lr=self.lr,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            eps=self.eps,
+            on_diverged=lambda theta, rate: theta - rate,  # a diverged run: shrink η
+        )
+        return self._clip(math.exp(min(float(theta[0]), 690.0)))
 
     @property
     def converged(self) -> bool:
