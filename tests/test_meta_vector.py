@@ -94,6 +94,19 @@ def test_proposals_stay_in_bounds_and_a_diverged_run_goes_back() -> None:
     assert optimizer.ask() == pytest.approx(start, rel=1e-12)  # back to the last finite θ
 
 
+def test_a_diverged_start_shrinks_the_log_scale_hyperparameters() -> None:
+    """No finite point to go back to: lr and weight decay shrink by e^{lr/√k}, the linear
+    momentum stays."""
+    optimizer = VectorLogAdam(SPACE, lr=0.5)
+    start = optimizer.ask()
+    with pytest.warns(NonFiniteMetaGradientWarning):
+        optimizer.tell(start, math.inf, None)
+    after = optimizer.ask()
+    assert after["lr"] == pytest.approx(start["lr"] * math.exp(-0.5), rel=1e-12)
+    assert after["weight_decay"] == pytest.approx(start["weight_decay"] * math.exp(-0.5), rel=1e-12)
+    assert after["momentum"] == pytest.approx(start["momentum"], rel=1e-12)
+
+
 def test_value_only_records_are_kept_but_do_not_step() -> None:
     optimizer = VectorLogAdam(SPACE)
     first = optimizer.ask()

@@ -18,7 +18,7 @@ import optuna
 import optunahub
 import pytest
 import yaml
-from l2l_tune.integrations.optuna import MetaGradientSampler
+from l2l_tune.integrations.optuna import HypergradientSampler, MetaGradientSampler
 from optuna.samplers import BaseSampler
 from optuna.testing.pytest_samplers import (
     BasicSamplerTestCase,
@@ -104,3 +104,30 @@ def test_optunahub_readme_front_matter() -> None:
         assert meta.get(key), f"front-matter key {key!r} missing or empty"
     assert isinstance(meta["tags"], list)
     assert isinstance(meta["optuna_versions"], list)
+
+
+class _VectorFactory:
+    """The suites' ``sampler`` fixture for :class:`HypergradientSampler` tuning ``x`` and ``y``
+    (names the suites suggest as floats, and as other kinds in some tests)."""
+
+    @pytest.fixture
+    def sampler(self) -> Callable[[], BaseSampler]:
+        return lambda: HypergradientSampler(("x", "y"), seed=0)
+
+
+_VECTOR_FILTER = pytest.mark.filterwarnings("ignore:.* is suggested as .*:UserWarning")
+
+
+@_VECTOR_FILTER
+class TestVectorBasicSampler(_VectorFactory, BasicSamplerTestCase):
+    """Optuna's basic suite for the vector sampler."""
+
+
+@_VECTOR_FILTER
+class TestVectorRelativeSampler(_VectorFactory, RelativeSamplerTestCase):
+    """Optuna's relative suite for the vector sampler."""
+
+
+@_VECTOR_FILTER
+class TestVectorSingleOnlySampler(_VectorFactory, SingleOnlySamplerTestCase):
+    """Optuna's single-objective-only suite for the vector sampler."""

@@ -8,7 +8,9 @@ Switch an existing study with one line::
     study = optuna.create_study(sampler=MetaGradientSampler(param="lr"))
 
 The objective may call ``report_meta_gradient(trial, d_value_d_lr)`` for the exact,
-fastest path; otherwise the sampler estimates it from paired trials. Needs the
+fastest path; otherwise the sampler estimates it from paired trials.
+``HypergradientSampler(params=("lr", "weight_decay"))`` tunes several float
+parameters with the mapping of hypergradients the objective reports. Needs the
 ``[optuna]`` extra. This folder is also an OptunaHub package (see its README.md).
 """
 
@@ -20,5 +22,12 @@ from l2l_tune.integrations.optuna._sampler import (
     report_meta_gradient,
     task_objective,
 )
+from l2l_tune.integrations.optuna._vector import HypergradientSampler
 
-__all__ = ["GRADIENT_ATTR", "MetaGradientSampler", "report_meta_gradient", "task_objective"]
+__all__ = [
+    "GRADIENT_ATTR",
+    "HypergradientSampler",
+    "MetaGradientSampler",
+    "report_meta_gradient",
+    "task_objective",
+]

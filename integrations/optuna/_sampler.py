@@ -186,7 +186,62 @@ def task_objective(
     return objective
 
 
-class MetaGradientSampler(BaseSampler):
+class _FromTrialsSampler(BaseSampler):
+    """The plumbing of the samplers that rebuild their search from the trials.
+
+    Every tuned parameter is answered in ``sample_independent`` (the relative
+    search space is empty, so the first trial already starts where the search
+    starts); other parameters go to ``_independent_sampler``; a FAIL trial whose
+    objective raised or returned NaN is marked as a failed run, which a FAIL through
+    the heartbeat (a killed worker, never evaluated) is not.
+    """
+
+    _independent_sampler: BaseSampler
+
+    def reseed_rng(self) -> None:
+        """Reseed the independent sampler (called by Optuna for ``n_jobs > 1``)."""
+        self._independent_sampler.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """Empty: the tuned parameters are proposed in ``sample_independent``."""
+        self._raise_error_if_multi_objective(study)
+        return {}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """Sample each parameter of ``search_space`` as ``sample_independent`` would."""
+        self._raise_error_if_multi_objective(study)
+        return {
+            name: self.sample_independent(study, trial, name, dist)
+            for name, dist in search_space.items()
+        }
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        """Forward to the independent sampler."""
+        self._independent_sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Mark a FAIL as a failed run; forward to the independent sampler.
+
+        Optuna calls this in the worker when the objective raised or returned NaN,
+        not when it fails a stale trial of a killed worker (heartbeat): only marked
+        FAIL trials are failed runs, an unmarked one was never evaluated.
+        """
+        if state == TrialState.FAIL:
+            study._storage.set_trial_system_attr(trial._trial_id, _FAILED_ATTR, True)
+        self._independent_sampler.after_trial(study, trial, state, values)
+
+
+class MetaGradientSampler(_FromTrialsSampler):
     """Tune a study's step-size parameter by meta-gradient descent (paper, Theorem 4).
 
     A drop-in sampler: ``optuna.create_study(sampler=MetaGradientSampler())`` on an
@@ -279,28 +334,6 @@ class MetaGradientSampler(BaseSampler):
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ Optuna's interface
-    def reseed_rng(self) -> None:
-        """Reseed the independent sampler (called by Optuna for ``n_jobs > 1``)."""
-        self._independent_sampler.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """Empty: the step size is proposed in :meth:`sample_independent`, so that the
-        very first trial already starts at ``eta0``."""
-        self._raise_error_if_multi_objective(study)
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        """Sample each parameter of ``search_space`` as :meth:`sample_independent` would."""
-        self._raise_error_if_multi_objective(study)
-        return {
-            name: self.sample_independent(study, trial, name, dist)
-            for name, dist in search_space.items()
-        }
-
     def sample_independent(
         self,
         study: Study,
@@ -326,28 +359,6 @@ class MetaGradientSampler(BaseSampler):
         return self._independent_sampler.sample_independent(
             study, trial, param_name, param_distribution
         )
-
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        """Forward to the independent sampler."""
-        self._independent_sampler.before_trial(study, trial)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        """Mark a FAIL as a failed run (see below); forward to the independent sampler.
-
-        Optuna calls this in the worker when the objective raised or returned NaN,
-        not when it fails a stale trial of a killed worker (heartbeat): only marked
-        FAIL trials are failed runs, an unmarked one was never evaluated (no record;
-        its step size may be proposed again).
-        """
-        if state == TrialState.FAIL:
-            study._storage.set_trial_system_attr(trial._trial_id, _FAILED_ATTR, True)
-        self._independent_sampler.after_trial(study, trial, state, values)
 
     # ------------------------------------------------------------------ which parameter
     def _is_step_size(

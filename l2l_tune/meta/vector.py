@@ -390,8 +390,10 @@ class VectorLogAdam(VectorMetaOptimizer):
     meta-gradients of sampled tasks are normalised per coordinate (their scales
     differ by orders of magnitude between a step size and a weight decay). A
     diverged run (a non-finite value or gradient) sends ``θ`` back to the last
-    finite record (or the start) and the next rates keep decaying, so one blow-up
-    at a large step size never leaves the search there.
+    finite record; when there is none (the start diverged) or the divergence
+    happened there, every log-scale hyperparameter shrinks by ``e^{lr/√k}`` (the
+    scalar optimizer's rule: divergence comes from steps too large, Theorem 3). The
+    rates keep decaying, so one blow-up never leaves the search there.
 
     Args:
         space: The hyperparameters.
@@ -427,17 +429,23 @@ class VectorLogAdam(VectorMetaOptimizer):
     def _propose(self) -> FloatArray:
         theta0 = self.space.to_internal(self.start)
         steps = self._steps()
-        finite_before: list[FloatArray] = []
-        last_finite = theta0
+        shrink = np.array([1.0 if p.log else 0.0 for p in self.space.parameters])
+        last_finite: list[FloatArray | None] = []  # at each diverged record, in order
+        finite: FloatArray | None = None
         for theta, grad in steps:
-            finite_before.append(last_finite)
-            if grad is not None:
-                last_finite = theta
-        fallback = iter(finite_before)
+            if grad is None:
+                last_finite.append(finite)
+            else:
+                finite = theta
+        fallback = iter(last_finite)
 
-        def back_to_last_finite(theta: FloatArray, rate: float) -> FloatArray:
-            del theta, rate
-            return next(fallback)
+        def after_divergence(theta: FloatArray, rate: float) -> FloatArray:
+            previous = next(fallback)
+            if previous is not None and not np.array_equal(previous, theta):
+                return previous
+            # the start (or the fallback itself) diverged: smaller step sizes and decays
+            # (Theorem 3: divergence comes from steps too large for the curvature)
+            return theta - rate * shrink
 
         return adam_iterate(
             steps,
@@ -446,7 +454,7 @@ class VectorLogAdam(VectorMetaOptimizer):
             beta1=self.beta1,
             beta2=self.beta2,
             eps=self.eps,
-            on_diverged=back_to_last_finite,
+            on_diverged=after_divergence,
         )
 
 
