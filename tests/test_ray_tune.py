@@ -36,7 +36,12 @@ from _ray_helpers import (
     ray_environment,
     relative_error,
 )
-from l2l_tune.integrations.ray import MetaGradientSearch, task_trainable, with_resources
+from l2l_tune.integrations.ray import (
+    HypergradientSearch,
+    MetaGradientSearch,
+    task_trainable,
+    with_resources,
+)
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -319,3 +324,35 @@ def test_interrupted_tuner_restores_and_continues(ray_session: Path) -> None:
     repeated = [eta for eta, n in Counter(r.eta for r in history).items() if n > 1]
     assert all(relative_error(eta, ETA_STAR) <= 1e-6 for eta in repeated), repeated
     check_convergence(best_trial(results).config["lr"], ETA_STAR, final)
+
+
+def test_hypergradient_search_under_a_tuner(ray_session: Path) -> None:
+    """``HypergradientSearch`` in a real Tuner (2 concurrent trials): a trainable reporting a
+    mapping of derivatives (flattened by Ray) tunes ``lr`` and ``weight_decay`` together; every
+    trial's config holds both within their domains and the estimate moves toward the optimum."""
+
+    def trainable(config: dict[str, Any]) -> None:
+        a = math.log(config["lr"] / 0.03)
+        b = math.log(config["weight_decay"] / 1e-3)
+        grads = {"lr": 2 * a / config["lr"], "weight_decay": b / config["weight_decay"]}
+        tune.report({"loss": 1.0 + a * a + 0.5 * b * b, "loss_grad": grads})
+
+    search = HypergradientSearch(("lr", "weight_decay"), metric="loss", mode="min")
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "lr": tune.loguniform(1e-5, 1.0),
+            "weight_decay": tune.loguniform(1e-6, 1e-1),
+        },
+        tune_config=tune_config(search, num_samples=24),
+        run_config=run_config(ray_session, "hypergradient_search"),
+    )
+    results = tuner.fit()
+    trials = finished_trials(results)
+    assert len(trials) == 24
+    for trial in trials:
+        assert 1e-5 <= trial.config["lr"] <= 1.0 and 1e-6 <= trial.config["weight_decay"] <= 0.1
+        assert set(trial.metrics["loss_grad"]) == {"lr", "weight_decay"}
+    first = math.log(math.sqrt(1e-5) / 0.03) ** 2
+    got = search.meta_optimizer_state().estimate()
+    assert math.log(got["lr"] / 0.03) ** 2 < 0.1 * first

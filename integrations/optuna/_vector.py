@@ -37,6 +37,8 @@ from l2l_tune.meta.vector import (
     Hyperparameter,
     VectorMetaOptimizer,
     VectorRecord,
+    check_names,
+    log_objective_records,
 )
 
 if TYPE_CHECKING:
@@ -107,13 +109,7 @@ class HypergradientSampler(_FromTrialsSampler):
         seed: int | None = None,
         meta_optimizer_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(params, str):
-            params = (params,)
-        names = tuple(params)
-        if not names or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"params must name at least one parameter, got {params!r}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"params must be distinct, got {list(names)}")
+        names = check_names(params)
         self.params = names
         self.meta_optimizer = check_choice(
             meta_optimizer, "meta_optimizer", tuple(VECTOR_META_OPTIMIZERS)
@@ -240,17 +236,8 @@ class HypergradientSampler(_FromTrialsSampler):
             if grads is not None:
                 grads = {n: sign * g for n, g in grads.items()}
             out.append(VectorRecord(values, value, grads))
-        if self.log_objective and out and all(r.value > 0 for r in out if math.isfinite(r.value)):
-            out = [
-                VectorRecord(
-                    r.values,
-                    math.log(r.value) if math.isfinite(r.value) else r.value,
-                    None
-                    if r.gradients is None or not math.isfinite(r.value)
-                    else {n: g / r.value for n, g in r.gradients.items()},
-                )
-                for r in out
-            ]
+        if self.log_objective:
+            out = log_objective_records(out)
         return out
 
 

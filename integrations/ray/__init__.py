@@ -13,11 +13,14 @@
             num_samples=30, max_concurrent_trials=2),
     )
 
-Needs the ``[ray]`` extra.
+``HypergradientSearch(("lr", "weight_decay"), metric="loss", mode="min")`` tunes several
+float hyperparameters with the mapping of hypergradients a trainable reports. Needs the
+``[ray]`` extra.
 """
 
 from __future__ import annotations
 
 from l2l_tune.integrations.ray._searcher import MetaGradientSearch, task_trainable, with_resources
+from l2l_tune.integrations.ray._vector import HypergradientSearch
 
-__all__ = ["MetaGradientSearch", "task_trainable", "with_resources"]
+__all__ = ["HypergradientSearch", "MetaGradientSearch", "task_trainable", "with_resources"]

@@ -91,7 +91,47 @@ class _MetaStep:
         )
 
 
-class MetaGradientSearch(Searcher):
+class _StatefulSearcher(Searcher):
+    """The plumbing of the searchers whose whole state is ``get_state()``: the Tuner's
+    metric, mode and ``param_space``, and pickled checkpoints (``Tuner.restore``)."""
+
+    _space: dict[str, Any] | None
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+    ) -> bool:
+        """Take metric, mode and the Tuner's ``param_space`` (unless set in ``__init__``)."""
+        if self._space is not None and config:
+            return False
+        if metric:
+            self._metric = metric
+        if mode:
+            check_choice(mode, "mode", ("min", "max"))
+            self._mode = mode
+        if config:
+            self._space = dict(config)
+        return True
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue."""
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s result."""
+        raise NotImplementedError
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the state to ``checkpoint_path`` (Tune calls this for experiment checkpoints)."""
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load a state written by :meth:`save`."""
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))
+
+
+class MetaGradientSearch(_StatefulSearcher):
     """Ray Tune searcher that tunes a step size by meta-gradient descent.
 
     The trainable reports ``metric`` and, when it can, the derivative of the
@@ -176,21 +216,6 @@ class MetaGradientSearch(Searcher):
         self._trial_step: dict[str, int] = {}
 
     # ------------------------------------------------------------------ Ray's interface
-    def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
-    ) -> bool:
-        """Take metric, mode and the Tuner's ``param_space`` (unless set in ``__init__``)."""
-        if self._space is not None and config:
-            return False
-        if metric:
-            self._metric = metric
-        if mode:
-            check_choice(mode, "mode", ("min", "max"))
-            self._mode = mode
-        if config:
-            self._space = dict(config)
-        return True
-
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next trial's config: the current meta-step's step size and a task seed."""
         name, domain = self._step_size_domain()
@@ -201,7 +226,7 @@ class MetaGradientSearch(Searcher):
         step.trials[trial_id] = seed
         self._trial_step[trial_id] = step.key
         assert self._space is not None
-        config = self._resolve(self._space, name, step.eta)
+        config = resolve_config(self._space, {name: step.eta}, self._rng)
         config["task_seed"] = seed
         return config
 
@@ -246,15 +271,7 @@ class MetaGradientSearch(Searcher):
             step.failed.add(seed)
             return
         grad_key = self.grad_metric or f"{self.metric}_grad"
-        grad = None
-        if result is not None:
-            grad = result.get(grad_key)
-            if grad is None:  # a mapping by parameter name, flattened by Ray
-                grad = result.get(f"{grad_key}/{self._step_size_domain()[0]}")
-            elif isinstance(grad, Mapping):  # the same, not flattened (a direct call)
-                grad = grad.get(self._step_size_domain()[0])
-            if isinstance(grad, list | tuple):  # per-group derivatives: no single step size
-                grad = None
+        grad = _reported_gradient(result, grad_key, self._step_size_domain()[0])
         grad_f: float | None = None
         if grad is not None:
             try:
@@ -291,16 +308,6 @@ class MetaGradientSearch(Searcher):
         self._mode = state["mode"]
         if state.get("space") is not None:
             self._space = state["space"]
-
-    def save(self, checkpoint_path: str) -> None:
-        """Pickle the state to ``checkpoint_path`` (Tune calls this for experiment checkpoints)."""
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.get_state(), handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load a state written by :meth:`save`."""
-        with open(checkpoint_path, "rb") as handle:
-            self.set_state(pickle.load(handle))
 
     # ------------------------------------------------------------------ results
     def meta_optimizer_state(self) -> MetaOptimizer:
@@ -397,18 +404,39 @@ class MetaGradientSearch(Searcher):
         self._steps.append(step)
         return step
 
-    def _resolve(self, space: Mapping[str, Any], name: str | None, eta: float) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for key, value in space.items():
-            if key == name:
-                config[key] = eta
-            elif isinstance(value, Domain):
-                config[key] = value.sample(random_state=self._rng)
-            elif isinstance(value, Mapping):
-                config[key] = self._resolve(value, None, eta)
-            else:
-                config[key] = value
-        return config
+
+def resolve_config(
+    space: Mapping[str, Any], fixed: Mapping[str, float], rng: np.random.RandomState
+) -> dict[str, Any]:
+    """A trial's config: the top-level keys of ``fixed`` at their values, every other
+    domain sampled with ``rng`` (nested dicts resolved), constants as they are."""
+    config: dict[str, Any] = {}
+    for key, value in space.items():
+        if key in fixed:
+            config[key] = fixed[key]
+        elif isinstance(value, Domain):
+            config[key] = value.sample(random_state=rng)
+        elif isinstance(value, Mapping):
+            config[key] = resolve_config(value, {}, rng)
+        else:
+            config[key] = value
+    return config
+
+
+def _reported_gradient(result: Mapping[str, Any] | None, grad_key: str, name: str) -> Any:
+    """The derivative in ``name`` a result reports: under ``grad_key`` itself, or in a
+    mapping by parameter name there (flattened by Ray to ``grad_key/name``, or not);
+    ``None`` for none or for a per-group list."""
+    if result is None:
+        return None
+    grad = result.get(grad_key)
+    if grad is None:  # a mapping by parameter name, flattened by Ray
+        grad = result.get(f"{grad_key}/{name}")
+    elif isinstance(grad, Mapping):  # the same, not flattened (a direct call)
+        grad = grad.get(name)
+    if isinstance(grad, list | tuple):  # per-group derivatives: no single value
+        return None
+    return grad
 
 
 def _is_step_size_domain(domain: Any) -> bool:

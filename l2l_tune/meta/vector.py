@@ -46,6 +46,8 @@ __all__ = [
     "VectorProjectedGD",
     "VectorRecord",
     "adam_iterate",
+    "check_names",
+    "log_objective_records",
     "projected_gd_iterate",
 ]
 
@@ -201,6 +203,42 @@ class VectorRecord:
         if self.partial:
             out["partial"] = True
         return out
+
+
+def check_names(params: str | Sequence[str], name: str = "params") -> tuple[str, ...]:
+    """The names of tuned hyperparameters as a tuple (one string is one name).
+
+    Raises:
+        ValueError: for no name, a name that is not a non-empty string, or a repeat.
+    """
+    names = (params,) if isinstance(params, str) else tuple(params)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{name} must name at least one parameter, got {params!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name} must be distinct names, got {list(names)}")
+    return names
+
+
+def log_objective_records(records: Sequence[VectorRecord]) -> list[VectorRecord]:
+    """The records on ``log(value)`` when every finite value is positive (else unchanged).
+
+    The paper's log meta-objective (Theorem 4, up to ``1/t``): ``∂ log M/∂x =
+    (∂M/∂x)/M``; diverged records stay as they are.
+    """
+    finite = [r.value for r in records if math.isfinite(r.value)]
+    if not finite or any(v <= 0 for v in finite):
+        return list(records)
+    return [
+        r
+        if not math.isfinite(r.value)
+        else VectorRecord(
+            r.values,
+            math.log(r.value),
+            None if r.gradients is None else {n: g / r.value for n, g in r.gradients.items()},
+            r.partial,
+        )
+        for r in records
+    ]
 
 
 def adam_iterate(
