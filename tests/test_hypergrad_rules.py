@@ -384,7 +384,7 @@ def test_drop_in_lr_scheduler_gives_the_base_lr_derivative() -> None:
         if hyper:
             assert isinstance(opt, HypergradOptimizer)
             return float(opt.hypergradient(meta)), opt
-        return float(meta), None
+        return meta.item(), None
 
     got, _ = run(0.01, True)
     h = 1e-6 * 0.01
