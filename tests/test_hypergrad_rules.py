@@ -29,7 +29,7 @@ from l2l_tune.hypergrad import (  # noqa: E402
     hypergradients,
     sgd_hypergradient,
 )
-from l2l_tune.hypergrad.rules import SGD, Adam, AdamW, UpdateRule  # noqa: E402
+from l2l_tune.hypergrad.rules import SGD, Adam, AdamW, Scheduled, UpdateRule  # noqa: E402
 
 F64 = torch.float64
 
@@ -541,3 +541,70 @@ def test_a_diverged_run_warns_and_returns_non_finite() -> None:
         result = hypergradients(_loss, _start(), _batches(300), _meta, hparams={"lr": 1e3})
     gradient = result.gradients["lr"]
     assert isinstance(gradient, float) and not math.isfinite(gradient)
+
+
+# ------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("decay", ["cosine", "linear", "exponential"])
+@pytest.mark.parametrize(
+    ("inner", "hparams"),
+    [
+        pytest.param(SGD(momentum_buffer=True), {"lr": 0.05, "momentum": 0.5}, id="sgd-momentum"),
+        pytest.param(AdamW(), {"lr": 0.01}, id="adamw"),
+    ],
+)
+def test_schedule_fractions_are_differentiable(
+    decay: str, inner: UpdateRule, hparams: dict[str, float]
+) -> None:
+    """Warmup fraction and final fraction of a scheduled step size: forward mode = reverse
+    mode (1e-10) = central differences (1e-5), with lr, over the schedule's 100 steps."""
+    t = 100
+    rule = Scheduled(inner, t, decay=decay)
+    names = ("lr", "warmup_fraction", "final_fraction")
+    hp = {**hparams, "warmup_fraction": 0.1234, "final_fraction": 0.05}
+    args = (_loss, _start(), _batches(t), _meta)
+    kw: dict[str, Any] = {"rule": rule, "hparams": hp, "hypergradients_of": names}
+    forward = hypergradients(*args, **kw)
+    backprop = hypergradients(*args, method="backprop", **kw)
+    fd = hypergradients(*args, method="finite-difference", fd_step=1e-6, **kw)
+    for name in names:
+        f, b, d = (r.gradients[name] for r in (forward, backprop, fd))
+        assert isinstance(f, float) and isinstance(b, float) and isinstance(d, float)
+        assert f == pytest.approx(b, rel=1e-10), name
+        assert f == pytest.approx(d, rel=1e-5), name
+
+
+def test_scheduled_run_equals_torch_lambda_lr() -> None:
+    """The scheduled rule's run is torch.optim.SGD under LambdaLR with the same factor."""
+    t = 40
+    rule = Scheduled(SGD(momentum_buffer=True), t, decay="cosine")
+    hp = {"lr": 0.05, "momentum": 0.9, "warmup_fraction": 0.2, "final_fraction": 0.1}
+    ours = hypergradients(_loss, _start(), _batches(t), _meta, rule=rule, hparams=hp)
+    params = [nn.Parameter(p.clone()) for p in _start()]
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: rule.factor(k, 0.2, 0.1))
+    for rows in _batches(t):
+        opt.zero_grad()
+        _loss((params[0], params[1], params[2]), rows).backward()
+        opt.step()
+        sched.step()
+    for p, q in zip(ours.params, params, strict=True):
+        assert torch.equal(p, q.detach())
+
+
+def test_schedule_bad_input() -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        Scheduled(SGD(), 0)
+    with pytest.raises(ValueError, match="decay"):
+        Scheduled(SGD(), 10, decay="step")
+    with pytest.raises(ValueError, match="rule"):
+        Scheduled(Scheduled(SGD(), 10), 10)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        hypergradients(
+            _loss, _start(), _batches(3), _meta, rule=Scheduled(SGD(), 3),
+            hparams={"lr": 0.1, "warmup_fraction": 1.0},
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="final_fraction"):
+        hypergradients(
+            _loss, _start(), _batches(3), _meta, rule=Scheduled(SGD(), 3, decay="exponential"),
+            hparams={"lr": 0.1, "final_fraction": 0.0},
+        )  # fmt: skip

@@ -31,7 +31,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["SGD", "Adam", "AdamW", "Hyperparameters", "UpdateRule", "groups_of", "update_groups"]
+__all__ = [
+    "SCHEDULE_DECAYS",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Hyperparameters",
+    "Scheduled",
+    "UpdateRule",
+    "groups_of",
+    "update_groups",
+]
 
 #: One hyperparameter's value: a Python float (the exact ``torch.optim`` arithmetic)
 #: or a 0-d tensor (differentiable).
@@ -383,3 +393,102 @@ def update_groups(
         for i, p, s in zip(index, stepped, stepped_states, strict=True):
             new_params[i], new_states[i] = p, s
     return new_params, new_states
+
+
+#: The decays of :class:`Scheduled`.
+SCHEDULE_DECAYS = ("cosine", "linear", "exponential")
+
+
+class Scheduled(UpdateRule):
+    """An update rule whose step size follows a schedule with continuous parameters.
+
+    Over ``horizon`` steps the step size of step ``k`` (0-based) is ``lr · s(k)``: a linear
+    warmup to ``lr`` over the first ``W = warmup_fraction · horizon`` steps,
+    ``s(k) = min(1, (k + 1)/W)``, then a decay to ``final_fraction · lr`` at the horizon,
+    with progress ``p = clip((k − W)/(horizon − W), 0, 1)``: cosine
+    ``f + (1 − f)(1 + cos πp)/2``, linear ``1 − (1 − f)p`` or exponential ``f^p``. Both
+    fractions are hyperparameters like ``lr``, so a run is differentiable in them (the
+    warmup is piecewise smooth in ``warmup_fraction``: kinks where ``W`` crosses a step).
+    With the defaults (no warmup, ``final_fraction = 1``) the schedule is constant and
+    the rule is the inner one. With float hyperparameters the step size is
+    ``lr · s(k)`` in Python floats, as ``torch.optim.lr_scheduler.LambdaLR`` computes it.
+
+    Args:
+        rule: The inner rule (:class:`SGD`, :class:`Adam`, :class:`AdamW`).
+        horizon: The number of steps the schedule spans, ``≥ 1``.
+        decay: ``"cosine"``, ``"linear"`` or ``"exponential"``.
+
+    Raises:
+        ValueError: for a rule that is not an :class:`UpdateRule`, ``horizon < 1`` or an
+            unknown ``decay``.
+    """
+
+    def __init__(self, rule: UpdateRule, horizon: int, *, decay: str = "cosine") -> None:
+        if not isinstance(rule, UpdateRule) or isinstance(rule, Scheduled):
+            raise ValueError(f"rule must be an unscheduled UpdateRule, got {rule!r}")
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if decay not in SCHEDULE_DECAYS:
+            raise ValueError(f"decay must be one of {SCHEDULE_DECAYS}, got {decay!r}")
+        self.rule, self.horizon, self.decay = rule, horizon, decay
+        self.elementwise = rule.elementwise
+        self.hyperparameters = {
+            **rule.hyperparameters,
+            "warmup_fraction": 0.0,
+            "final_fraction": 1.0,
+        }
+        low = 1e-300 if decay == "exponential" else 0.0
+        self.bounds = {
+            **rule.bounds,
+            "warmup_fraction": (0.0, 1.0),
+            "final_fraction": (low, math.inf),
+        }
+
+    def factor(self, step: int, warmup_fraction: Scalar, final_fraction: Scalar) -> Scalar:
+        """``s(step)``: a float for float fractions, a differentiable tensor otherwise."""
+        w, f = warmup_fraction, final_fraction
+        if not isinstance(w, Tensor) and not isinstance(f, Tensor):
+            warm = float(w) * self.horizon
+            ramp: Scalar = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+            progress: Scalar = min(max((step - warm) / (self.horizon - warm), 0.0), 1.0)
+            return ramp * self._decayed(progress, float(f), math.cos)
+        like = w if isinstance(w, Tensor) else f
+        assert isinstance(like, Tensor)
+        w_t = torch.as_tensor(w, dtype=like.dtype, device=like.device)
+        f_t = torch.as_tensor(f, dtype=like.dtype, device=like.device)
+        warm_t = w_t * self.horizon
+        ramp = torch.where(
+            warm_t > 0, torch.clamp((step + 1) / torch.clamp(warm_t, min=1e-30), max=1.0), 1.0
+        )
+        progress = torch.clamp((step - warm_t) / (self.horizon - warm_t), 0.0, 1.0)
+        return ramp * self._decayed(progress, f_t, torch.cos)
+
+    def _decayed(self, progress: Any, final: Any, cos: Any) -> Any:
+        """The decay at ``progress ∈ [0, 1]`` (floats and ``math.cos``, or tensors)."""
+        if self.decay == "cosine":
+            return final + (1 - final) * 0.5 * (1 + cos(math.pi * progress))
+        if self.decay == "linear":
+            return 1 - (1 - final) * progress
+        return final**progress
+
+    def check_differentiable(self, names: Sequence[str]) -> None:
+        inner = [n for n in names if n not in ("warmup_fraction", "final_fraction")]
+        unknown = sorted(set(names) - set(self.hyperparameters))
+        if unknown:
+            raise ValueError(
+                f"hypergradients_of names {unknown}, not hyperparameters of the scheduled "
+                f"{type(self.rule).__name__}; accepted: {sorted(self.hyperparameters)}"
+            )
+        self.rule.check_differentiable(inner)
+
+    def init_one(self, param: Tensor) -> TensorState:
+        return self.rule.init_one(param)
+
+    def update_one(
+        self, param: Tensor, grad: Tensor, state: TensorState, hparams: Hyperparameters, step: int
+    ) -> tuple[Tensor, TensorState]:
+        inner = {k: v for k, v in hparams.items() if k in self.rule.hyperparameters}
+        inner["lr"] = hparams["lr"] * self.factor(
+            step, hparams["warmup_fraction"], hparams["final_fraction"]
+        )
+        return self.rule.update_one(param, grad, state, inner, step)
