@@ -18,6 +18,7 @@ SECTIONS = [
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
     ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
     ("hypergrad.md", "Drop-in optimizers' cost (`python benchmarks/bench_hypergrad.py`)"),
+    ("vector.md", "AdamW (lr, weight decay) on digits (`python benchmarks/bench_vector.py`)"),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
