@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -43,7 +44,7 @@ from l2l_tune.hypergrad import (  # noqa: E402
     HypergradSGD,
     hypergradients,
 )
-from l2l_tune.hypergrad.rules import SGD  # noqa: E402
+from l2l_tune.hypergrad.rules import SGD, AdamW  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
 
@@ -222,6 +223,56 @@ def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_crossover(rounds: int, t: int, ks: Sequence[int]) -> list[dict[str, Any]]:
+    """Forward mode (cost grows with k) against reverse mode (does not), paper MLP, AdamW."""
+    sizes, batch = MODELS[0]
+    torch.manual_seed(0)
+    model = _mlp(sizes)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(2)
+    xs = torch.randn(t + 1, batch, sizes[0], generator=gen)
+    ys = torch.randint(0, sizes[-1], (t + 1, batch), generator=gen)
+
+    def loss_fn(p: dict[str, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
+        return F.cross_entropy(torch.func.functional_call(model, p, (b[0],)), b[1])
+
+    def meta(p: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(torch.func.functional_call(model, p, (xs[t],)), ys[t])
+
+    batches = list(zip(xs[:t], ys[:t], strict=True))
+    names = ("lr", "weight_decay", "beta1", "beta2", "eps")
+    every = max(1, round(math.sqrt(t)))
+    rows = []
+    for k in ks:
+        variants: dict[str, Callable[[], Any]] = {}
+        for label, extra in (
+            ("forward", {"method": "forward"}),
+            ("backprop", {"method": "backprop"}),
+            (
+                f"backprop, checkpoint every {every}",
+                {"method": "backprop", "checkpoint_every": every},
+            ),
+        ):
+            variants[label] = lambda extra=extra, k=k: hypergradients(  # type: ignore[misc]
+                loss_fn, params, batches, meta, rule=AdamW(),
+                hparams={"lr": 1e-3, "weight_decay": 1e-2}, hypergradients_of=names[:k],
+                **extra,
+            )  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) / t)
+        row = {"k": k, **{name: statistics.median(v) for name, v in times.items()}}
+        rows.append(row)
+        print(
+            "crossover",
+            {key: (f"{v * 1e3:.2f} ms" if isinstance(v, float) else v) for key, v in row.items()},
+        )
+    return rows
+
+
 def report(result: dict[str, Any]) -> str:
     """The markdown section."""
     lines = [
@@ -277,14 +328,54 @@ def report(result: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if result.get("crossover"):
+        lines += _crossover_lines(result["crossover"], result["crossover_t"])
     return "\n".join(lines)
+
+
+def _crossover_lines(cross: list[dict[str, Any]], t: int) -> list[str]:
+    labels = [key for key in cross[0] if key != "k"]
+    return [
+        f"Forward against reverse mode (`hypergradients`, AdamW, paper MLP, t = {t}; seconds "
+        "per step of the whole computation, median of 3 interleaved rounds):",
+        "",
+        markdown_table(
+            ["k", *labels],
+            [[str(r["k"]), *(f"{r[key] * 1e3:.2f} ms" for key in labels)] for r in cross],
+        ),
+        "",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the paper's MLP only, 3 rounds")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (markdown beside it)")
+    parser.add_argument(
+        "--crossover-only",
+        action="store_true",
+        help="only forward against reverse mode (to results/hypergrad_crossover.json)",
+    )
     args = parser.parse_args(argv)
+    if args.crossover_only:
+        t = 100
+        crossover: dict[str, Any] = {
+            "command": "python benchmarks/bench_hypergrad.py --crossover-only",
+            "machine": machine_info(),
+            "drop_in": [],
+            "functional": [],
+            "crossover_t": t,
+            "crossover": bench_crossover(3, t, (1, 2, 3, 5)),
+            "rounds": 3,
+            "steps": t,
+        }
+        out = args.out or Path(__file__).resolve().parent / "results" / "hypergrad_crossover.json"
+        out.write_text(json.dumps(to_jsonable(crossover), indent=2) + "\n")
+        lines = [f"Command: `{crossover['command']}`.", ""]
+        lines += _crossover_lines(crossover["crossover"], t)
+        out.with_suffix(".md").write_text("\n".join(lines))
+        print("\n".join(lines))
+        return crossover
     rounds, steps = (3, 20) if args.quick else (7, 30)
     models = MODELS[:1] if args.quick else MODELS
     result: dict[str, Any] = {

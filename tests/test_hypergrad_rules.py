@@ -608,3 +608,29 @@ def test_schedule_bad_input() -> None:
             _loss, _start(), _batches(3), _meta, rule=Scheduled(SGD(), 3, decay="exponential"),
             hparams={"lr": 0.1, "final_fraction": 0.0},
         )  # fmt: skip
+
+
+# ------------------------------------------------------------------------- checkpointing
+@pytest.mark.parametrize("every", [1, 7, 30, 1000])
+def test_checkpointed_reverse_mode_equals_reverse_mode(every: int) -> None:
+    """Reverse mode keeping the graph of ``every`` steps at a time (segments recomputed in the
+    backward pass) gives reverse mode's value and hypergradients to 1e-12 (momentum state
+    carried across segments; a last, shorter segment; a segment longer than the run)."""
+    args = (_loss, _start(), _batches(30), _meta)
+    kw: dict[str, Any] = {
+        "rule": AdamW(),
+        "hparams": {"lr": 0.01},
+        "hypergradients_of": ("lr", "beta1", "weight_decay"),
+        "method": "backprop",
+    }
+    plain = hypergradients(*args, **kw)
+    segmented = hypergradients(*args, checkpoint_every=every, **kw)
+    assert segmented.value == pytest.approx(plain.value, rel=1e-14)
+    for name in ("lr", "beta1", "weight_decay"):
+        assert segmented.gradients[name] == pytest.approx(plain.gradients[name], rel=1e-12)
+
+
+@pytest.mark.parametrize(("every", "method"), [(0, "backprop"), (2.5, "backprop"), (5, "forward")])
+def test_checkpoint_every_bad_input(every: Any, method: str) -> None:
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        hypergradients(_loss, _start(), _batches(3), _meta, method=method, checkpoint_every=every)

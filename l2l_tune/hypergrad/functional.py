@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .._validation import check_choice, check_relative_step, check_step_size
+from .._validation import check_choice, check_horizon, check_relative_step, check_step_size
 from .rules import SGD, TensorState, UpdateRule, update_groups
 from .tangent import (
     Direction,
@@ -170,6 +171,7 @@ def hypergradients(
     groups: Sequence[int] | None = None,
     method: str = "forward",
     fd_step: float | None = None,
+    checkpoint_every: int | None = None,
 ) -> Hypergradients:
     """Train with ``rule`` on ``loss_fn`` and differentiate ``meta_loss_fn(w_t)`` in ``h``.
 
@@ -189,6 +191,10 @@ def hypergradients(
         method: ``"forward"``, ``"backprop"`` or ``"finite-difference"``.
         fd_step: Relative step ``ε`` of the central difference at ``h(1 ± ε)``
             (absolute where ``h = 0``); default ``√ε`` of the parameters' dtype.
+        checkpoint_every: With ``method="backprop"``, keep the graph of only
+            ``checkpoint_every`` steps at a time and recompute each segment during the
+            backward pass (``torch.utils.checkpoint``): memory ``O(t/c + c)`` graphs of
+            one step instead of ``O(t)``, for one more forward pass. ``None``: keep all.
 
     Returns:
         The :class:`Hypergradients`.
@@ -196,18 +202,23 @@ def hypergradients(
     Raises:
         ValueError: for an unknown ``method`` or hyperparameter, a value out of its
             range, no batches, parameters that are not floating tensors, ``groups``
-            that do not match ``params``, a per-group sequence of the wrong length, or
-            an ``fd_step`` outside ``(0, 1)``.
+            that do not match ``params``, a per-group sequence of the wrong length, an
+            ``fd_step`` outside ``(0, 1)``, or a ``checkpoint_every`` that is not an
+            integer ``≥ 1`` (or is given without ``method="backprop"``).
     """
     check_choice(method, "method", HYPERGRADIENT_METHODS)
     if fd_step is not None:
         fd_step = check_relative_step(fd_step)
+    if checkpoint_every is not None:
+        checkpoint_every = check_horizon(checkpoint_every, "checkpoint_every")
+        if method != "backprop":
+            raise ValueError("checkpoint_every applies to method='backprop' only")
     rule = SGD() if rule is None else rule
     run = _prepare(rule, params, batches, dict(hparams or {}), hypergradients_of, groups)
     if method == "forward":
         return _forward(rule, loss_fn, run, meta_loss_fn)
     if method == "backprop":
-        return _backprop(rule, loss_fn, run, meta_loss_fn)
+        return _backprop(rule, loss_fn, run, meta_loss_fn, checkpoint_every)
     return _finite_difference(rule, loss_fn, run, meta_loss_fn, fd_step)
 
 
@@ -372,6 +383,7 @@ def _backprop(
     loss_fn: Callable[[Any, Any], Tensor],
     run: _Run,
     meta_loss_fn: Callable[[Any], Tensor],
+    checkpoint_every: int | None = None,
 ) -> Hypergradients:
     like = run.leaves[0]
     inputs: list[Tensor] = []
@@ -385,15 +397,41 @@ def _backprop(
             group_values[group][direction.name] = leaf
     current = [p.clone().requires_grad_(True) for p in run.leaves]
     states = rule.init(current)
-    for step, batch in enumerate(run.batches):
-        loss = loss_fn(tree_unflatten(current, run.spec), batch)
-        grads = torch.autograd.grad(loss, current, create_graph=True, allow_unused=True)
-        full = [
-            torch.zeros_like(p) if g is None else g for p, g in zip(current, grads, strict=True)
-        ]
-        current, states = update_groups(
-            rule, run.group_of, group_values, current, full, states, [step] * len(current)
-        )
+
+    def steps(
+        first: int, params: list[Tensor], states: list[TensorState]
+    ) -> tuple[list[Tensor], list[TensorState]]:
+        """Steps ``first, …`` of one segment, keeping the graph (``create_graph=True``)."""
+        stop = len(run.batches) if checkpoint_every is None else first + checkpoint_every
+        for step in range(first, min(stop, len(run.batches))):
+            loss = loss_fn(tree_unflatten(params, run.spec), run.batches[step])
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            full = [
+                torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+            ]
+            params, states = update_groups(
+                rule, run.group_of, group_values, params, full, states, [step] * len(params)
+            )
+        return params, states
+
+    if checkpoint_every is None:
+        current, states = steps(0, current, states)
+    else:
+        sizes = [len(s) for s in states]
+        for first in range(0, len(run.batches), checkpoint_every):
+
+            def segment(*flat: Tensor, first: int = first) -> tuple[Tensor, ...]:
+                params = list(flat[: len(sizes)])
+                rest = iter(flat[len(sizes) :])
+                segment_states = [tuple(next(rest) for _ in range(n)) for n in sizes]
+                params, segment_states = steps(first, params, segment_states)
+                return (*params, *(x for state in segment_states for x in state))
+
+            flat_in = (*current, *(x for state in states for x in state))
+            flat_out = torch.utils.checkpoint.checkpoint(segment, *flat_in, use_reentrant=False)
+            current = list(flat_out[: len(sizes)])
+            rest = iter(flat_out[len(sizes) :])
+            states = [tuple(next(rest) for _ in range(n)) for n in sizes]
     meta = meta_loss_fn(tree_unflatten(current, run.spec))
     derivatives = torch.autograd.grad(meta, inputs, allow_unused=True)
     final = tree_unflatten([p.detach() for p in current], run.spec)
