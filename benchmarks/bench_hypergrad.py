@@ -21,13 +21,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 def bench_drop_in(
-    rounds: int, steps: int, models: list[tuple[tuple[int, ...], int]]
+    rounds: int, steps: int, models: Sequence[tuple[tuple[int, ...], int]]
 ) -> list[dict[str, Any]]:
     """Seconds per step of each variant, interleaved rounds, one row per (model, rule, k)."""
     rows: list[dict[str, Any]] = []
@@ -126,21 +127,19 @@ def bench_drop_in(
                 model.load_state_dict(base.state_dict())
                 opts[k] = drop_in(model.parameters(), hypergradients_of=names[:k], **kwargs)
                 variants[f"k={k}"] = _loop(model, opts[k], data, True)
-            times: dict[str, list[float]] = {name: [] for name in variants}
             for run in variants.values():
                 run(3)  # warm-up
-            for _ in range(rounds):
-                for name, run in variants.items():
-                    start = time.perf_counter()
-                    run(steps)
-                    times[name].append((time.perf_counter() - start) / steps)
-            plain = statistics.median(times["plain"])
+            timed: dict[str, Callable[[], Any]] = {
+                name: functools.partial(run, steps) for name, run in variants.items()
+            }
+            medians = _interleaved(timed, rounds, steps)
+            plain = medians["plain"]
             for k in range(1, len(names) + 1):
                 opt = opts[k]
                 before = _state_bytes(opt)
                 variants[f"k={k}"](450)
                 after = _state_bytes(opt)
-                per_step = statistics.median(times[f"k={k}"])
+                per_step = medians[f"k={k}"]
                 rows.append(
                     {
                         "model": "-".join(map(str, sizes)),
@@ -163,6 +162,20 @@ def bench_drop_in(
                     flush=True,
                 )
     return rows
+
+
+def _interleaved(
+    variants: Mapping[str, Callable[[], Any]], rounds: int, per: int
+) -> dict[str, float]:
+    """Median seconds per unit (a call divided by ``per``) of each variant, the variants
+    timed in turn in every round (so a change of machine load hits them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) / per)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
@@ -206,15 +219,10 @@ def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
                 hypergradients_of=names[:k],
             )
         )
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) / t)
-    base = statistics.median(times["plain"])
+    medians = _interleaved(variants, rounds, t)
+    base = medians["plain"]
     for k in (1, 2, 3):
-        per_step = statistics.median(times[f"k={k}"])
+        per_step = medians[f"k={k}"]
         rows.append({"k": k, "plain_s": base, "forward_s": per_step, "ratio": per_step / base})
         print(
             f"functional k={k}: {per_step * 1e3:.2f} ms vs {base * 1e3:.2f} ms "
@@ -258,13 +266,7 @@ def bench_crossover(rounds: int, t: int, ks: Sequence[int]) -> list[dict[str, An
                 hparams={"lr": 1e-3, "weight_decay": 1e-2}, hypergradients_of=names[:k],
                 **extra,
             )  # fmt: skip
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(rounds):
-            for name, fn in variants.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) / t)
-        row = {"k": k, **{name: statistics.median(v) for name, v in times.items()}}
+        row = {"k": k, **_interleaved(variants, rounds, t)}
         rows.append(row)
         print(
             "crossover",
