@@ -127,6 +127,9 @@ def test_trials_without_every_gradient_do_not_step() -> None:
         ({"params": ()}, "params"),
         ({"params": ("lr", "lr")}, "distinct"),
         ({"params": ("lr",), "meta_optimizer": "bracket"}, "meta_optimizer"),
+        ({"params": ("lr", "wd"), "start": {"lr": 0.1}}, "start"),
+        ({"params": ("lr",), "start": {"lr": math.nan}}, r"start\['lr'\]"),
+        ({"params": ("lr",), "start": [0.1]}, "mapping"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:

@@ -107,6 +107,8 @@ def test_errors_and_missing_gradients() -> None:
         ({"params": ("lr", "lr")}, "params"),
         ({"params": ("lr",), "meta_optimizer": "model"}, "meta_optimizer"),
         ({"params": ("lr",), "mode": "up"}, "mode"),
+        ({"params": ("lr", "wd"), "start": {"lr": 0.1, "momentum": 0.9}}, "start"),
+        ({"params": ("lr",), "start": {"lr": "fast"}}, r"start\['lr'\]"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:

@@ -197,6 +197,8 @@ class _FromTrialsSampler(BaseSampler):
     """
 
     _independent_sampler: BaseSampler
+    #: Parameters (and other keys) already warned about.
+    _warned: set[str]
 
     def reseed_rng(self) -> None:
         """Reseed the independent sampler (called by Optuna for ``n_jobs > 1``)."""
@@ -218,6 +220,24 @@ class _FromTrialsSampler(BaseSampler):
             name: self.sample_independent(study, trial, name, dist)
             for name, dist in search_space.items()
         }
+
+    def _sample_elsewhere(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        name: str,
+        distribution: BaseDistribution,
+        why: str | None,
+    ) -> Any:
+        """The independent sampler's value; with ``why``, a warning once per parameter."""
+        if why is not None and name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(
+                f"{why}; it is sampled by {type(self._independent_sampler).__name__}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return self._independent_sampler.sample_independent(study, trial, name, distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Forward to the independent sampler."""
@@ -347,17 +367,12 @@ class MetaGradientSampler(_FromTrialsSampler):
         if self._is_step_size(study, trial, param_name, param_distribution):
             assert isinstance(param_distribution, FloatDistribution)
             return self._sample_step_size(study, trial, param_name, param_distribution)
-        if param_name not in self._warned:
-            self._warned.add(param_name)
-            warnings.warn(
-                f"The parameter '{param_name}' is not the step size tuned by "
-                f"{type(self).__name__}; it is sampled by "
-                f"{type(self._independent_sampler).__name__}.",
-                UserWarning,
-                stacklevel=2,
-            )
-        return self._independent_sampler.sample_independent(
-            study, trial, param_name, param_distribution
+        return self._sample_elsewhere(
+            study,
+            trial,
+            param_name,
+            param_distribution,
+            f"The parameter '{param_name}' is not the step size tuned by {type(self).__name__}",
         )
 
     # ------------------------------------------------------------------ which parameter

@@ -38,6 +38,7 @@ from l2l_tune.meta.vector import (
     VectorMetaOptimizer,
     VectorRecord,
     check_names,
+    check_start,
     log_objective_records,
 )
 
@@ -114,7 +115,7 @@ class HypergradientSampler(_FromTrialsSampler):
         self.meta_optimizer = check_choice(
             meta_optimizer, "meta_optimizer", tuple(VECTOR_META_OPTIMIZERS)
         )
-        self.start = None if start is None else dict(start)
+        self.start = check_start(start, names)
         self.log_objective = bool(log_objective)
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
@@ -130,19 +131,14 @@ class HypergradientSampler(_FromTrialsSampler):
     ) -> Any:
         """The proposal's value for a tuned parameter; the independent sampler's otherwise."""
         self._raise_error_if_multi_objective(study)
-        if param_name not in self.params or not _is_continuous(param_distribution):
-            if param_name in self.params and param_name not in self._warned:
-                self._warned.add(param_name)
-                warnings.warn(
-                    f"{param_name!r} is suggested as {param_distribution!r}, not a continuous "
-                    f"float: {type(self).__name__} cannot step it; it is sampled by "
-                    f"{type(self._independent_sampler).__name__}.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            return self._independent_sampler.sample_independent(
-                study, trial, param_name, param_distribution
+        if param_name not in self.params:
+            return self._sample_elsewhere(study, trial, param_name, param_distribution, None)
+        if not _is_continuous(param_distribution):
+            why = (
+                f"{param_name!r} is suggested as {param_distribution!r}, not a continuous "
+                f"float: {type(self).__name__} cannot step it"
             )
+            return self._sample_elsewhere(study, trial, param_name, param_distribution, why)
         proposal = self._proposal(study, trial, param_name, param_distribution)
         low, high = param_distribution.low, param_distribution.high  # type: ignore[attr-defined]
         return min(max(float(proposal[param_name]), low), high)

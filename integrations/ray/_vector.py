@@ -35,6 +35,7 @@ from l2l_tune.meta.vector import (
     VectorMetaOptimizer,
     VectorRecord,
     check_names,
+    check_start,
     log_objective_records,
 )
 
@@ -114,7 +115,7 @@ class HypergradientSearch(_StatefulSearcher):
             meta_optimizer, "meta_optimizer", tuple(VECTOR_META_OPTIMIZERS)
         )
         self.grad_metric = grad_metric
-        self.start = None if start is None else dict(start)
+        self.start = check_start(start, names)
         self.log_objective = bool(log_objective)
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
         self._space: dict[str, Any] | None = dict(space) if space is not None else None

@@ -287,17 +287,13 @@ def _flat_grad_fn(
     return flat
 
 
-def _train(rule: UpdateRule, loss_fn: Callable[[Any, Any], Tensor], run: _Run) -> list[Tensor]:
-    """The run itself (the rule's exact float arithmetic), for finite differences."""
-    return _train_at(rule, loss_fn, run, run.group_hparams)
-
-
 def _train_at(
     rule: UpdateRule,
     loss_fn: Callable[[Any, Any], Tensor],
     run: _Run,
     group_hparams: Sequence[Mapping[str, float]],
 ) -> list[Tensor]:
+    """The run itself at ``group_hparams`` (the rule's exact float arithmetic)."""
     grad_leaves = _flat_grad_fn(loss_fn, run.spec)
     leaves = list(run.leaves)
     states = rule.init(leaves)
@@ -469,7 +465,7 @@ def _finite_difference(
                 values[group][direction.name] = base + sign * width
             moved.append(meta_at(values))
         derivatives.append((moved[0] - moved[1]) / (2 * width))
-    final = _train(rule, loss_fn, run)
+    final = _train_at(rule, loss_fn, run, run.group_hparams)
     with torch.no_grad():
         value = float(meta_loss_fn(tree_unflatten(final, run.spec)))
     return Hypergradients(

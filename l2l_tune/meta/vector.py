@@ -25,6 +25,7 @@ The scalar :class:`~l2l_tune.meta.LogAdamMetaOptimizer` and
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "VectorRecord",
     "adam_iterate",
     "check_names",
+    "check_start",
     "log_objective_records",
     "projected_gd_iterate",
 ]
@@ -217,6 +219,32 @@ def check_names(params: str | Sequence[str], name: str = "params") -> tuple[str,
     if len(set(names)) != len(names):
         raise ValueError(f"{name} must be distinct names, got {list(names)}")
     return names
+
+
+def check_start(start: Mapping[str, Any] | None, names: Sequence[str]) -> dict[str, float] | None:
+    """A first point naming exactly ``names`` with finite numbers (``None`` stays ``None``).
+
+    Raises:
+        ValueError: for something that is not a mapping, a missing or unknown name, or a
+            value that is not a finite real number.
+    """
+    if start is None:
+        return None
+    if not isinstance(start, Mapping):
+        raise ValueError(f"start must be a mapping {{name: value}}, got {start!r}")
+    if set(start) != set(names):
+        raise ValueError(f"start must give a value for each of {list(names)}, got {sorted(start)}")
+    out = {}
+    for name in names:
+        value = start[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"start[{name!r}] must be a finite number, got {value!r}")
+        out[name] = float(value)
+    return out
 
 
 def log_objective_records(records: Sequence[VectorRecord]) -> list[VectorRecord]:
