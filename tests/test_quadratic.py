@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import mpmath as mp
 import numpy as np
 import pytest
 from _helpers import (
+    DPS,
+    FLOAT_MAX,
     assert_close_mp,
     assert_float_of_mp,
     quadratic_reference,
@@ -15,6 +18,7 @@ from _helpers import (
 )
 
 from l2l_tune import Quadratic
+from l2l_tune.tasks.base import HyperparameterTask
 
 HORIZONS = [1, 10, 80, 1000, 10**5, 10**6]
 INSTANCES = [("paper", 0), ("paper", 1), ("authors", 0), ("authors", 1)]
@@ -303,3 +307,288 @@ def test_exact_landing_on_minimiser() -> None:
     value, grad = q.value_and_gradient(eta, t, log=True)
     assert value == pytest.approx(math.log(9.0 * 0.4 ** (2 * t)) / t, rel=1e-13)
     assert grad == pytest.approx(-2 * 2 / 0.4, rel=1e-13)
+
+
+# ---------------------------------------------------------------------- heavy-ball momentum
+HB_QUAD_SEED = 0
+HB_STEPS = (0.5, 1.0, 1.9, 2.5, 4.0, 5.0)  # η·L; heavy ball is stable for ηL < 2(1 + β)
+HB_MOMENTA = (0.0, 0.5, 0.9, 0.99)
+HB_FD_STEP = mp.mpf("1e-20")
+
+
+@pytest.fixture
+def hb_quad() -> Quadratic:
+    """A small "paper"-variant instance (d = 5) for the 50-digit heavy-ball references."""
+    return Quadratic.random(5, HB_QUAD_SEED)
+
+
+def _modes_mp(q: Quadratic) -> list[tuple[mp.mpf, mp.mpf]]:
+    """``(λ_i, c_i)`` converted exactly from the float data the library sees."""
+    return [
+        (mp.mpf(float(lam)), mp.mpf(float(c)))
+        for lam, c in zip(q.eigenvalues, q.coefficients, strict=True)
+    ]
+
+
+def heavy_ball_loss_unrolled(q: Quadratic, eta: mp.mpf, beta: mp.mpf, t: int) -> mp.mpf:
+    """``f(w_t)`` after ``t`` steps of ``torch.optim.SGD(momentum=β)``, unrolled in mpmath.
+
+    Per eigen-mode (the modes do not interact): ``b_0 = g_0``, ``b_k = β b_{k−1} + g_k``,
+    ``x_{k+1} = x_k − η b_k`` with ``g_k = λ x_k``; then ``f = ½ Σ λ x_t²``.
+    """
+    total = mp.mpf(0)
+    for lam, c in _modes_mp(q):
+        x, buf = c, mp.mpf(0)
+        for k in range(t):
+            buf = lam * x if k == 0 else beta * buf + lam * x
+            x = x - eta * buf
+        total += lam * x * x / 2
+    return total
+
+
+def heavy_ball_loss_two_roots(q: Quadratic, eta: mp.mpf, beta: mp.mpf, t: int) -> mp.mpf:
+    """The same ``f(w_t)`` from ``x_t = A μ₁^t + B μ₂^t`` (roots of ``μ² − τμ + β``), any ``t``.
+
+    Not an unroll: cheap at ``t = 10⁵``. The roots may be complex; near critical
+    damping ``A`` and ``B`` cancel, which 50 digits absorb for ``|μ₁ − μ₂| ≳ 1e-20``.
+    """
+    total = mp.mpf(0)
+    for lam, c in _modes_mp(q):
+        tau = 1 + beta - eta * lam
+        root = mp.sqrt(mp.mpc(tau * tau - 4 * beta))
+        mu1, mu2 = (tau + root) / 2, (tau - root) / 2
+        x0, x1 = c, (1 - eta * lam) * c
+        B = (x1 - mu1 * x0) / (mu2 - mu1)
+        A = x0 - B
+        x = mp.re(A * mu1**t + B * mu2**t)
+        total += lam * x * x / 2
+    return total
+
+
+def heavy_ball_reference(
+    q: Quadratic, eta: float, beta: float, t: int, *, loss: Any = heavy_ball_loss_unrolled
+) -> tuple[mp.mpf, mp.mpf, mp.mpf]:
+    """``(f, ∂f/∂η, ∂f/∂β)`` in 50 digits, the derivatives by central differences.
+
+    The steps (1e-20, relative for η) leave ~30 correct digits, ample for 1e-9.
+    """
+    with mp.workdps(DPS):
+        e, b = mp.mpf(eta), mp.mpf(beta)
+        he = e * HB_FD_STEP
+        hb = HB_FD_STEP
+        f = loss(q, e, b, t)
+        df_eta = (loss(q, e + he, b, t) - loss(q, e - he, b, t)) / (2 * he)
+        df_beta = (loss(q, e, b + hb, t) - loss(q, e, b - hb, t)) / (2 * hb)
+        return f, df_eta, df_beta
+
+
+def _rel_err(actual: float, expected: mp.mpf, scale: mp.mpf | None = None) -> float:
+    """``|actual − expected| / scale`` (scale ``|expected|``; exact 0 must be met exactly)."""
+    scale = abs(expected) if scale is None else scale
+    if scale == 0:
+        return 0.0 if actual == 0.0 else math.inf
+    return float(abs(mp.mpf(actual) - expected) / scale)
+
+
+def check_heavy_ball(
+    q: Quadratic, eta: float, beta: float, t: int, ref: tuple[mp.mpf, mp.mpf, mp.mpf]
+) -> float:
+    """Log and plain value and both gradients against ``ref``; returns the largest error."""
+    f, df_eta, df_beta = ref
+    where = f"eta*L={eta * q.smoothness:.6g}, beta={beta}, t={t}"
+    hp = {"lr": eta, "momentum": beta}
+    errors = []
+    # log=True: (1/t) log f, error relative to max(|·|, 1/t) as for plain GD.
+    value, grads = q.value_and_gradients(hp, t, log=True)
+    assert set(grads) == {"lr", "momentum"}
+    log_value = mp.log(f) / t
+    errors.append(_rel_err(value, log_value, max(abs(log_value), mp.mpf(1) / t)))
+    errors.append(_rel_err(grads["lr"], df_eta / f / t))
+    errors.append(_rel_err(grads["momentum"], df_beta / f / t))
+    # log=False: relative where float64 represents the exact value, saturated past it.
+    value, grads = q.value_and_gradients(hp, t, log=False)
+    for got, exact in ((value, f), (grads["lr"], df_eta), (grads["momentum"], df_beta)):
+        assert not math.isnan(got), where
+        if abs(exact) > FLOAT_MAX:
+            assert math.isinf(got) and (got > 0) == (exact > 0), (where, got)
+        elif exact == 0 or abs(exact) > mp.mpf("1e-300"):
+            errors.append(_rel_err(got, exact))
+    worst = max(errors)
+    assert worst <= RTOL, (where, errors)
+    return worst
+
+
+@pytest.mark.parametrize("t", [1, 2, 10])
+def test_heavy_ball_matches_mpmath_unroll(hb_quad: Quadratic, t: int) -> None:
+    """Value and both gradients match a 50-digit unroll of SGD with momentum to 1e-9."""
+    L = hb_quad.smoothness
+    for k in HB_STEPS:
+        for beta in HB_MOMENTA:
+            ref = heavy_ball_reference(hb_quad, k / L, beta, t)
+            check_heavy_ball(hb_quad, k / L, beta, t, ref)
+
+
+@pytest.mark.parametrize("beta", HB_MOMENTA)
+def test_heavy_ball_matches_mpmath_unroll_t1000(hb_quad: Quadratic, beta: float) -> None:
+    """Same at t = 1000, in the stable range and past it (f beyond float64's range)."""
+    L = hb_quad.smoothness
+    for k in (1.0, 4.0):
+        eta = k / L
+        check_heavy_ball(hb_quad, eta, beta, 1000, heavy_ball_reference(hb_quad, eta, beta, 1000))
+
+
+def test_heavy_ball_long_horizon(hb_quad: Quadratic) -> None:
+    """t = 10⁵ at β = 0.9: finite log objective, ≈ log β once every mode is underdamped.
+
+    At t = 2000 the closed form matches a 50-digit unroll (10⁵ steps are not unrolled).
+    """
+    L, a = hb_quad.smoothness, hb_quad.strong_convexity
+    beta = 0.9
+    for k in (0.5, 1.0, 3.0, 5.0):
+        eta = k / L
+        value, grads = hb_quad.value_and_gradients({"lr": eta, "momentum": beta}, 10**5, log=True)
+        assert all(math.isfinite(x) for x in (value, *grads.values())), k
+        # Every mode underdamped: |μ| = √β, so (1/t) log f → log β up to O(log(t)/t).
+        if all(abs(1 + beta - eta * lam) < 2 * math.sqrt(beta) for lam in (a, L)):
+            assert abs(value - math.log(beta)) < 1e-3, k
+        plain, plain_grads = hb_quad.value_and_gradients(
+            {"lr": eta, "momentum": beta}, 10**5, log=False
+        )
+        assert not any(math.isnan(x) for x in (plain, *plain_grads.values()))
+        if k == 5.0:  # past 2(1 + β)/L: the loss grows like |μ|^{2t}
+            assert value > 1.0 and plain == math.inf and plain_grads["lr"] == math.inf
+    for k in (1.0, 5.0):
+        eta = k / L
+        check_heavy_ball(hb_quad, eta, beta, 2000, heavy_ball_reference(hb_quad, eta, beta, 2000))
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.99])
+def test_heavy_ball_critical_damping_t_1e5(hb_quad: Quadratic, beta: float) -> None:
+    """t = 10⁵ near critical damping of the top mode (a Jordan block) and elsewhere.
+
+    Reference: the 50-digit two-root form. The log objective keeps 1e-9 relative accuracy
+    (rounding errors grow like t·ε, not t²·ε, near the double root).
+    """
+    L = hb_quad.smoothness
+    sb = math.sqrt(beta)
+    steps = [1.0, (1 - sb) ** 2 * (1 + 1e-9), (1 + sb) ** 2 * (1 - 1e-12), 2 * (1 + beta) + 0.5]
+    for k in steps:
+        eta = k / L
+        f, df_eta, df_beta = heavy_ball_reference(
+            hb_quad, eta, beta, 10**5, loss=heavy_ball_loss_two_roots
+        )
+        value, grads = hb_quad.value_and_gradients({"momentum": beta, "lr": eta}, 10**5, log=True)
+        assert list(grads) == ["momentum", "lr"]
+        log_value = mp.log(f) / 10**5
+        assert _rel_err(value, log_value, max(abs(log_value), mp.mpf("1e-5"))) <= RTOL, k
+        assert _rel_err(grads["lr"], df_eta / f / 10**5) <= RTOL, k
+        assert _rel_err(grads["momentum"], df_beta / f / 10**5) <= RTOL, k
+
+
+def test_heavy_ball_matches_torch_sgd(hb_quad: Quadratic) -> None:
+    """f(w_50) equals torch.optim.SGD(lr, momentum) run in float64, to 1e-10 relative."""
+    torch = pytest.importorskip("torch")
+    L = hb_quad.smoothness
+    H = torch.as_tensor(hb_quad.H, dtype=torch.float64)
+    t = 50
+    for k in (0.5, 1.0, 3.0):
+        for beta in HB_MOMENTA:
+            w = torch.nn.Parameter(torch.as_tensor(hb_quad.w0, dtype=torch.float64).clone())
+            opt = torch.optim.SGD([w], lr=k / L, momentum=beta)
+            for _ in range(t):
+                opt.zero_grad()
+                loss = 0.5 * (w @ (H @ w))
+                loss.backward()
+                opt.step()
+            expected = float(0.5 * (w @ (H @ w)).detach())
+            value, _ = hb_quad.value_and_gradients({"lr": k / L, "momentum": beta}, t)
+            assert abs(value - expected) <= 1e-10 * expected, (k, beta, value, expected)
+
+
+@pytest.mark.parametrize("t", [1, 2, 10, 80, 1000, 10**5])
+def test_heavy_ball_at_zero_momentum_is_gd(quad: Quadratic, t: int) -> None:
+    """β = 0 (or absent) gives value_and_gradient's value and lr gradient; ∂/∂β from the
+    closed form matches the 50-digit ``−2(t−1)η Σ c²λ² q^{2t−2} / Σ c²λ q^{2t}`` (q = 1 − ηλ).
+    """
+    L = quad.smoothness
+    for k in (0.5, 1.0, 1.9, 2.0, 3.0, 100.0):
+        eta = k / L
+        for log in (True, False):
+            value, grad = quad.value_and_gradient(eta, t, log=log)
+            assert quad.value_and_gradients({"lr": eta}, t, log=log) == (value, {"lr": grad})
+            v0, g0 = quad.value_and_gradients({"lr": eta, "momentum": 0.0}, t, log=log)
+            assert v0 == value and g0["lr"] == grad and list(g0) == ["lr", "momentum"]
+            if log:
+                with mp.workdps(DPS):
+                    e = mp.mpf(eta)
+                    modes = _modes_mp(quad)
+                    num = mp.fsum(c**2 * lam**2 * (1 - e * lam) ** (2 * t - 2) for lam, c in modes)
+                    den = mp.fsum(c**2 * lam * (1 - e * lam) ** (2 * t) for lam, c in modes)
+                    expected = -2 * (t - 1) * e * num / den / t
+                assert _rel_err(g0["momentum"], expected) <= RTOL, (k, t)
+
+
+def test_heavy_ball_exact_landing() -> None:
+    """w0 in one eigenspace, η = 1/λ, β = 0: w_t = 0, log objective −inf, gradients 0."""
+    q = Quadratic(np.diag([1.0, 2.0, 4.0]), np.array([0.0, 3.0, 0.0]))
+    for t in (1, 2, 7):
+        value, grads = q.value_and_gradients({"lr": 0.5, "momentum": 0.0}, t, log=True)
+        assert value == -math.inf and grads == {"lr": 0.0, "momentum": 0.0}
+        value, grads = q.value_and_gradients({"lr": 0.5, "momentum": 0.0}, t, log=False)
+        assert value == 0.0 and grads == {"lr": 0.0, "momentum": 0.0}
+    # With momentum the iterate overshoots: x_2 = −β x_0, f = ½·2·(1.5)² at β = 0.5.
+    value, grads = q.value_and_gradients({"lr": 0.5, "momentum": 0.5}, 2, log=False)
+    assert value == pytest.approx(2.25, rel=1e-15)
+    assert all(math.isfinite(g) for g in grads.values())
+
+
+def test_heavy_ball_extreme_inputs_finite(hb_quad: Quadratic) -> None:
+    """Huge t and η, β → 0 or → 1: the log objective is a number, nothing is NaN."""
+    L = hb_quad.smoothness
+    for t in (10**9, 10**18):
+        for eta in (1e-6 / L, 1 / L, 100 / L, 1e300):
+            for beta in (1e-300, 0.5, 1 - 2**-53):
+                value, grads = hb_quad.value_and_gradients(
+                    {"lr": eta, "momentum": beta}, t, log=True
+                )
+                assert math.isfinite(value), (t, eta, beta)
+                assert not any(math.isnan(g) for g in grads.values()), (t, eta, beta)
+
+
+def test_heavy_ball_hyperparameter_space(hb_quad: Quadratic) -> None:
+    """lr on a log scale in [1e-6/L, 4/L], momentum linear in [0, 0.999]; the protocol holds."""
+    space = hb_quad.hyperparameter_space()
+    assert space.names == ("lr", "momentum")
+    lr, momentum = space.parameters
+    L = hb_quad.smoothness
+    assert (lr.low, lr.high, lr.log) == (1e-6 / L, 4.0 / L, True)
+    assert (momentum.low, momentum.high, momentum.log) == (0.0, 0.999, False)
+    assert isinstance(hb_quad, HyperparameterTask)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "t", "split", "match"),
+    [
+        ({"lr": -0.1}, 10, "train", "lr must be"),
+        ({"lr": math.nan}, 10, "train", "lr must be"),
+        ({"lr": math.inf}, 10, "train", "lr must be"),
+        ({"lr": "0.1"}, 10, "train", "lr must be"),
+        ({"momentum": 0.5}, 10, "train", "must name 'lr'"),
+        ({}, 10, "train", "must name 'lr'"),
+        ({"lr": 0.01, "momentum": 1.0}, 10, "train", r"momentum must be .*\[0, 1\)"),
+        ({"lr": 0.01, "momentum": -0.1}, 10, "train", "momentum must be"),
+        ({"lr": 0.01, "momentum": math.nan}, 10, "train", "momentum must be"),
+        ({"lr": 0.01, "momentum": True}, 10, "train", "momentum must be"),
+        ({"lr": 0.01, "weight_decay": 0.1}, 10, "train", r"unknown names \['weight_decay'\]"),
+        ([("lr", 0.01)], 10, "train", "hyperparameters must be a mapping"),
+        ({"lr": 0.01}, 0, "train", "t must be"),
+        ({"lr": 0.01}, 2.5, "train", "t must be"),
+        ({"lr": 0.01, "momentum": 0.5}, 10, "valid", "split must be"),
+    ],
+)
+def test_heavy_ball_bad_input(
+    hb_quad: Quadratic, hyperparameters: Any, t: Any, split: str, match: str
+) -> None:
+    """Each bad argument raises ValueError naming it and what is accepted."""
+    with pytest.raises(ValueError, match=match):
+        hb_quad.value_and_gradients(hyperparameters, t, split=split)

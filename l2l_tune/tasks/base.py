@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["MetaObjectiveTask", "SPLITS", "is_exact_task"]
+if TYPE_CHECKING:
+    from ..meta.vector import HyperparameterSpace
+
+__all__ = ["HyperparameterTask", "MetaObjectiveTask", "SPLITS", "is_exact_task"]
 
 #: Where a meta-loss is measured: the training set (train-by-train, TbT) or a
 #: held-out validation set (train-by-validation, TbV); paper, Section 4.
@@ -26,6 +30,18 @@ class MetaObjectiveTask(Protocol):
     closed forms), ``False`` or absent for training runs (noisy, rugged at the kinks
     of a ReLU network, chaotic at large ``η``: Theorem 3). ``meta_optimizer="auto"``
     uses it to pick the bracketing search or the model-based one.
+
+    Non-finite results, the same for every task and honoured the same way by
+    :class:`~l2l_tune.StepSizeTuner`, the Optuna sampler and the Ray searcher:
+
+    - a **value** is finite whenever the run is: a run that diverges is truncated
+      (the paper's 40σ rule: its loss is replaced by the truncation bound) or
+      reported as ``+inf``; ``NaN`` is never returned;
+    - a **gradient** of ``+inf`` means the meta-gradient overflowed (the run is
+      chaotic at this step size, Theorem 3: too large); tuners treat the point as
+      diverged (the step size is shrunk, the value still counts as a value);
+    - a **gradient** of ``0`` at a truncated run carries no information (the
+      truncated objective is flat); the model-based search learns from the value.
     """
 
     def meta_objective(
@@ -53,3 +69,39 @@ def is_exact_task(task: object) -> bool:
     training run (noisy or rugged), the safe assumption.
     """
     return getattr(task, "exact_meta_objective", False) is True
+
+
+@runtime_checkable
+class HyperparameterTask(Protocol):
+    """A task whose meta-objective is differentiated in several named hyperparameters.
+
+    The vector form of :class:`MetaObjectiveTask`: the inner optimizer has a step
+    size ``"lr"`` and possibly more continuous hyperparameters (``"momentum"``,
+    ``"weight_decay"``, Adam's betas, a schedule's fractions, a step size per layer);
+    the meta-objective is the same (the last loss on ``split``, or ``(1/t)·log`` of
+    it, Theorem 4) and its gradient comes from the one tangent recursion of
+    :mod:`l2l_tune.hypergrad` (paper Eqn 2 for a general rule) or a closed form.
+    The scalar methods of :class:`MetaObjectiveTask` are the one-name case
+    ``{"lr": eta}`` with the other hyperparameters at the task's values.
+
+    Non-finite results follow :class:`MetaObjectiveTask`'s rules, per gradient entry.
+    """
+
+    def hyperparameter_space(self) -> HyperparameterSpace:
+        """Every hyperparameter the task can differentiate in: name, bounds, scale."""
+        ...
+
+    def value_and_gradients(
+        self,
+        hyperparameters: Mapping[str, float],
+        t: int,
+        *,
+        split: str = "train",
+        log: bool = False,
+    ) -> tuple[float, dict[str, float]]:
+        """The meta-objective at ``hyperparameters`` and its gradient in each of them.
+
+        ``hyperparameters`` names a subset of :meth:`hyperparameter_space`; the
+        others keep the task's values. The gradients are keyed by the same names.
+        """
+        ...
