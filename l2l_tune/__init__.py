@@ -20,7 +20,7 @@ from .meta import (
     make_meta_optimizer,
 )
 from .tasks import LeastSquares, LeastSquaresBatch, LeastSquaresEvaluation, Quadratic
-from .tuner import EvalRecord, StepSizeTuner
+from .tuner import EvalRecord, HyperparameterTuner, StepSizeTuner
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "META_OPTIMIZERS",
     "BracketingMetaOptimizer",
     "EvalRecord",
+    "HyperparameterTuner",
     "GridSearch",
     "LeastSquares",
     "LeastSquaresBatch",

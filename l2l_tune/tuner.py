@@ -1,4 +1,8 @@
-"""``StepSizeTuner``: tasks + meta-objective + meta-optimizer → a step size.
+"""``StepSizeTuner`` and ``HyperparameterTuner``: tasks + meta-objective + meta-optimizer.
+
+:class:`StepSizeTuner` tunes the step size; :class:`HyperparameterTuner` tunes
+several named hyperparameters of the inner optimizer (the step size, weight decay,
+momentum, per-layer step sizes) with their gradients.
 
 Follows scikit-learn's conventions: ``__init__`` only stores its arguments,
 :meth:`StepSizeTuner.fit` validates them, runs the ask/tell loop and returns the
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,9 +26,17 @@ from .meta import (
     make_meta_optimizer,
     resolve_meta_optimizer,
 )
-from .tasks.base import SPLITS, MetaObjectiveTask, is_exact_task
+from .meta.vector import (
+    VECTOR_META_OPTIMIZERS,
+    HyperparameterSpace,
+    VectorMetaOptimizer,
+    VectorRecord,
+    check_names,
+    check_start,
+)
+from .tasks.base import SPLITS, HyperparameterTask, MetaObjectiveTask, is_exact_task
 
-__all__ = ["EvalRecord", "StepSizeTuner", "TuningResultMixin"]
+__all__ = ["EvalRecord", "HyperparameterTuner", "StepSizeTuner", "TuningResultMixin"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +247,136 @@ class StepSizeTuner(TuningResultMixin):
             self.meta_optimizer_, "name", type(self.meta_optimizer_).__name__
         )
         return out
+
+
+class HyperparameterTuner:
+    """Tune several hyperparameters of a task's inner optimizer by meta-gradient descent.
+
+    The vector form of :class:`StepSizeTuner`: each evaluation runs the inner
+    optimizer once and returns the meta-objective and its gradient in every tuned
+    hyperparameter (:meth:`~l2l_tune.tasks.HyperparameterTask.value_and_gradients`:
+    forward mode through the update rule, paper Eqn 2, or a closed form); a vector
+    meta-optimizer (:class:`~l2l_tune.meta.VectorLogAdam`, the default, or
+    :class:`~l2l_tune.meta.VectorProjectedGD`, Theorem 4's iteration) proposes the
+    next values on the log scale of step sizes and decays and the linear scale of
+    momenta. The step size alone (``params=("lr",)``) is the one-name case.
+
+    Args:
+        params: The names to tune (their bounds from the task's
+            :meth:`~l2l_tune.tasks.HyperparameterTask.hyperparameter_space`), or a
+            :class:`~l2l_tune.meta.HyperparameterSpace` (your own bounds).
+        meta_optimizer: ``"adam"`` (default), ``"paper"`` (projected meta-GD) or a
+            :class:`~l2l_tune.meta.VectorMetaOptimizer` instance (used as given).
+        start: First values (default: the geometric mean of each log-scale range,
+            the middle of each linear one).
+        max_evals: Training runs with their gradients, ``≥ 1``.
+        meta_optimizer_options: Keyword arguments of a named meta-optimizer
+            (``{"lr": 0.3}``).
+        callback: Called as ``callback(record)`` after every evaluation.
+
+    Attributes:
+        hyperparameters_: The tuned values: the meta-optimizer's estimate (the last
+            iterate, Theorem 4), or the best evaluated values when the estimate is
+            worse than them (a noisy or chaotic run can mislead an iterate, the
+            values cannot).
+        meta_objective_: The meta-objective at ``hyperparameters_``.
+        history_: One :class:`~l2l_tune.meta.VectorRecord` per evaluation.
+        meta_optimizer_: The fitted meta-optimizer.
+    """
+
+    def __init__(
+        self,
+        params: str | Sequence[str] | HyperparameterSpace,
+        meta_optimizer: str | VectorMetaOptimizer = "adam",
+        start: Mapping[str, float] | None = None,
+        max_evals: int = 30,
+        meta_optimizer_options: Mapping[str, Any] | None = None,
+        callback: Callable[[VectorRecord], None] | None = None,
+    ) -> None:
+        self.params = params
+        self.meta_optimizer = meta_optimizer
+        self.start = start
+        self.max_evals = max_evals
+        self.meta_optimizer_options = meta_optimizer_options
+        self.callback = callback
+
+    def _build_optimizer(self, task: HyperparameterTask) -> VectorMetaOptimizer:
+        if isinstance(self.meta_optimizer, VectorMetaOptimizer):
+            return self.meta_optimizer
+        if not isinstance(self.meta_optimizer, str) or (
+            self.meta_optimizer not in VECTOR_META_OPTIMIZERS
+        ):
+            raise ValueError(
+                "meta_optimizer must be one of "
+                + ", ".join(repr(k) for k in VECTOR_META_OPTIMIZERS)
+                + f" or a VectorMetaOptimizer instance; got {self.meta_optimizer!r}"
+            )
+        if isinstance(self.params, HyperparameterSpace):
+            space = self.params
+        else:
+            space = task.hyperparameter_space().subset(check_names(self.params))
+        start = check_start(self.start, space.names)
+        return VECTOR_META_OPTIMIZERS[self.meta_optimizer](
+            space, start=start, **dict(self.meta_optimizer_options or {})
+        )
+
+    def fit(
+        self, task: HyperparameterTask, t: int, split: str = "train", log: bool = False
+    ) -> HyperparameterTuner:
+        """Run the ask/tell loop on ``task``'s meta-objective.
+
+        Args:
+            task: A :class:`~l2l_tune.tasks.HyperparameterTask` (an
+                :class:`~l2l_tune.tasks.MNISTBatch` with any inner optimizer, a
+                :class:`~l2l_tune.tasks.Quadratic` with heavy-ball momentum).
+            t: Inner steps, ``≥ 1``.
+            split: ``"train"`` (train-by-train) or ``"valid"`` (train-by-validation).
+            log: Tune ``(1/t)·log`` of the meta-loss (Theorem 4) rather than the loss.
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            ValueError: for a task without the protocol, bad ``t``, ``split``,
+                ``max_evals``, names, ``start`` or meta-optimizer.
+        """
+        if not isinstance(task, HyperparameterTask):
+            raise ValueError(
+                "task must provide hyperparameter_space and value_and_gradients (an "
+                f"MNISTBatch or a Quadratic, for example); got {type(task).__name__}"
+            )
+        t = check_horizon(t)
+        check_choice(split, "split", SPLITS)
+        max_evals = check_horizon(self.max_evals, "max_evals")
+        optimizer = self._build_optimizer(task)
+        names = optimizer.space.names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteMetaGradientWarning)
+            for _ in range(max_evals):
+                values = optimizer.ask()
+                value, gradients = task.value_and_gradients(values, t, split=split, log=log)
+                optimizer.tell(values, value, {n: gradients[n] for n in names})
+                if self.callback is not None:
+                    self.callback(optimizer.history[-1])
+            estimate = optimizer.estimate()
+            value = task.value_and_gradients(estimate, t, split=split, log=log)[0]
+        best = optimizer.best
+        if best is not None and not value <= best.value:
+            estimate, value = dict(best.values), best.value
+        self.meta_optimizer_ = optimizer
+        self.history_ = list(optimizer.history)
+        self.hyperparameters_ = estimate
+        self.meta_objective_ = float(value)
+        return self
+
+    def result_dict(self) -> dict[str, Any]:
+        """The fitted state as a JSON-friendly dict."""
+        if not hasattr(self, "hyperparameters_"):
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        return {
+            "hyperparameters": dict(self.hyperparameters_),
+            "meta_objective": self.meta_objective_,
+            "n_evals": len(self.history_),
+            "meta_optimizer": self.meta_optimizer_.name or type(self.meta_optimizer_).__name__,
+            "history": [r.to_dict() for r in self.history_],
+        }

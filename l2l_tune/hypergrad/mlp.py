@@ -32,7 +32,9 @@ __all__ = [
     "loss",
     "loss_and_gradient",
     "loss_gradient_and_hvp",
+    "loss_gradient_and_hvps",
     "loss_and_directional_derivative",
+    "loss_and_directional_derivatives",
 ]
 
 #: Weights and biases ``[W_1, b_1, …, W_L, b_L]``, ``W_l`` of shape ``(m, d_l, d_{l+1})``
@@ -155,10 +157,57 @@ def loss_gradient_and_hvp(
     Returns:
         ``(loss, grads, hvp)``.
     """
+    loss, grads, (hvp,) = loss_gradient_and_hvps(params, [tangent], x, y)
+    return loss, grads, hvp
+
+
+def loss_gradient_and_hvps(
+    params: Params, tangents: Sequence[Params], x: Tensor, y: Tensor
+) -> tuple[Tensor, Params, list[Params]]:
+    """Loss, gradient and one Hessian-vector product per direction, sharing one backward pass.
+
+    The forward and backward passes run once; each direction ``V_j`` adds its
+    tangent forward pass and the tangent of the backward pass (the directions of
+    several hyperparameters, paper Eqn 2 for each).
+
+    Args:
+        params: The ``m`` networks.
+        tangents: The directions ``V_j``, each shaped like ``params``.
+        x: Inputs ``(m, B, d_0)``.
+        y: Labels ``(m, B)``.
+
+    Returns:
+        ``(loss, grads, [∇²ℓ(w)·V_j for each j])``.
+    """
     n_layers = len(params) // 2
     out, inputs, masks = _forward(params, x)
+    loss, p = _cross_entropy(out, y)
+    delta = _output_gradient(p, y)
+    deltas: list[Tensor] = [torch.empty(0)] * n_layers  # ∂ℓ/∂a_l
+    grads: Params = [torch.empty(0)] * len(params)
+    for layer in range(n_layers - 1, -1, -1):
+        deltas[layer] = delta
+        grads[2 * layer] = torch.bmm(inputs[layer].transpose(1, 2), delta)
+        grads[2 * layer + 1] = delta.sum(dim=1)
+        if layer:
+            delta = torch.bmm(delta, params[2 * layer].transpose(1, 2)) * masks[layer - 1]
+    hvps = [_hvp_from_passes(params, tangent, inputs, masks, p, deltas, y) for tangent in tangents]
+    return loss, grads, hvps
+
+
+def _hvp_from_passes(
+    params: Params,
+    tangent: Params,
+    inputs: list[Tensor],
+    masks: list[Tensor],
+    p: Tensor,
+    deltas: list[Tensor],
+    y: Tensor,
+) -> Params:
+    """``∇²ℓ(w)·V``: the tangent of the forward pass, then of the backward pass."""
+    n_layers = len(params) // 2
     # Tangent of the forward pass: ȧ_l = ḣ_{l−1} W_l + h_{l−1} V_l + c_l.
-    dots = [torch.zeros_like(x)]
+    dots = [torch.zeros_like(inputs[0])]
     dot_out = torch.empty(0)
     for layer in range(n_layers):
         dot_a = torch.baddbmm(
@@ -170,44 +219,48 @@ def loss_gradient_and_hvp(
             dot_out = dot_a
         else:
             dots.append(dot_a * masks[layer])
-    loss, p = _cross_entropy(out, y)
-    delta = _output_gradient(p, y)
     # d(softmax)/dη = p ∘ (ȯ − ⟨p, ȯ⟩).
     dot_delta = p * (dot_out - (p * dot_out).sum(dim=-1, keepdim=True)) / y.shape[-1]
-    grads: Params = [torch.empty(0)] * len(params)
     hvp: Params = [torch.empty(0)] * len(params)
     for layer in range(n_layers - 1, -1, -1):
-        grads[2 * layer] = torch.bmm(inputs[layer].transpose(1, 2), delta)
-        grads[2 * layer + 1] = delta.sum(dim=1)
         dot_grad = torch.bmm(inputs[layer].transpose(1, 2), dot_delta)
         if layer:
-            dot_grad = dot_grad + torch.bmm(dots[layer].transpose(1, 2), delta)
+            dot_grad = dot_grad + torch.bmm(dots[layer].transpose(1, 2), deltas[layer])
         hvp[2 * layer] = dot_grad
         hvp[2 * layer + 1] = dot_delta.sum(dim=1)
         if layer:
-            weight_t = params[2 * layer].transpose(1, 2)
-            new_dot = torch.bmm(dot_delta, weight_t) + torch.bmm(
-                delta, tangent[2 * layer].transpose(1, 2)
+            new_dot = torch.bmm(dot_delta, params[2 * layer].transpose(1, 2)) + torch.bmm(
+                deltas[layer], tangent[2 * layer].transpose(1, 2)
             )
-            delta = torch.bmm(delta, weight_t) * masks[layer - 1]
             dot_delta = new_dot * masks[layer - 1]
-    return loss, grads, hvp
+    return hvp
 
 
 def loss_and_directional_derivative(
     params: Params, tangent: Params, x: Tensor, y: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Per-task loss ``(m,)`` and its derivative along ``tangent`` (forward pass only)."""
+    loss, (derivative,) = loss_and_directional_derivatives(params, [tangent], x, y)
+    return loss, derivative
+
+
+def loss_and_directional_derivatives(
+    params: Params, tangents: Sequence[Params], x: Tensor, y: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """Per-task loss ``(m,)`` and its derivative ``(m,)`` along each tangent (one forward pass)."""
     n_layers = len(params) // 2
     out, inputs, masks = _forward(params, x)
-    dot_h = torch.zeros_like(x)
-    for layer in range(n_layers):
-        dot_a = torch.baddbmm(
-            tangent[2 * layer + 1].unsqueeze(1), inputs[layer], tangent[2 * layer]
-        )
-        if layer:
-            dot_a = dot_a + torch.bmm(dot_h, params[2 * layer])
-        dot_h = dot_a * masks[layer] if layer < n_layers - 1 else dot_a
     loss, p = _cross_entropy(out, y)
     delta = _output_gradient(p, y)
-    return loss, (delta * dot_h).sum(dim=(1, 2))
+    derivatives = []
+    for tangent in tangents:
+        dot_h = torch.zeros_like(x)
+        for layer in range(n_layers):
+            dot_a = torch.baddbmm(
+                tangent[2 * layer + 1].unsqueeze(1), inputs[layer], tangent[2 * layer]
+            )
+            if layer:
+                dot_a = dot_a + torch.bmm(dot_h, params[2 * layer])
+            dot_h = dot_a * masks[layer] if layer < n_layers - 1 else dot_a
+        derivatives.append((delta * dot_h).sum(dim=(1, 2)))
+    return loss, derivatives

@@ -239,8 +239,37 @@ class SGD(UpdateRule):
         if unused and not self.momentum_buffer:
             raise ValueError(
                 f"hypergradients_of names {unused}, which SGD without a momentum buffer does "
-                "not use: construct the rule with momentum_buffer=True"
+                "not use: construct the rule with momentum_buffer=True (an MNIST task: "
+                "optimizer='momentum')"
             )
+
+    def check_hyperparameters(
+        self, hparams: Mapping[str, Any], where: str = ""
+    ) -> dict[str, float]:
+        """As :meth:`UpdateRule.check_hyperparameters`, with ``torch.optim.SGD``'s two rules.
+
+        Raises:
+            ValueError: also for ``momentum ≠ 0`` without a momentum buffer (it would be
+                ignored; ``torch.optim.SGD`` keeps a buffer whenever ``momentum ≠ 0``), and
+                for Nesterov momentum with ``momentum ≤ 0``. (``torch.optim.SGD`` also
+                refuses Nesterov with ``dampening ≠ 0``; the rule accepts it, so that a run
+                can be differentiated in ``dampening`` at 0 and checked by finite
+                differences there.)
+        """
+        out = super().check_hyperparameters(hparams, where)
+        at = f" in {where}" if where else ""
+        if not self.momentum_buffer and out["momentum"] != 0.0:
+            raise ValueError(
+                f"momentum{at} is {out['momentum']:g}, which SGD without a momentum buffer "
+                "would ignore: construct SGD(momentum_buffer=True) (an MNIST task: "
+                "optimizer='momentum')"
+            )
+        if self.nesterov and out["momentum"] <= 0.0:
+            raise ValueError(
+                f"Nesterov momentum{at} needs momentum > 0 (as torch.optim.SGD); got "
+                f"momentum={out['momentum']:g}"
+            )
+        return out
 
     def init_one(self, param: Tensor) -> TensorState:
         return (torch.zeros_like(param),) if self.momentum_buffer else ()

@@ -42,6 +42,8 @@ __all__ = [
     "zero_tangents",
 ]
 
+#: Tensors of this many elements or more go through an elementwise rule on their own.
+_JOIN_BELOW = 1 << 15
 #: The tangents of one parameter tensor: ``(V, *S)``, each stacked over the directions.
 TangentState = tuple[Tensor, ...]
 
@@ -237,11 +239,16 @@ def _push(
     like = params[0]
     if rule.elementwise and len(params) == 1:
         column = (n_dir, 1)
+
+        def rows(x: Tensor) -> Tensor:
+            # One row per direction (a view for one direction: no copy).
+            return x.reshape(1, -1) if n_dir == 1 else x.reshape(1, -1).repeat(column)
+
         with fwAD.dual_level():
-            p = fwAD.make_dual(params[0].reshape(1, -1).repeat(column), vp[0].reshape(n_dir, -1))
-            g = fwAD.make_dual(grads[0].reshape(1, -1).repeat(column), hv[0].reshape(n_dir, -1))
+            p = fwAD.make_dual(rows(params[0]), vp[0].reshape(n_dir, -1))
+            g = fwAD.make_dual(rows(grads[0]), hv[0].reshape(n_dir, -1))
             s = tuple(
-                fwAD.make_dual(x.reshape(1, -1).repeat(column), v.reshape(n_dir, -1))
+                fwAD.make_dual(rows(x), v.reshape(n_dir, -1))
                 for x, v in zip(states[0], vs[0], strict=True)
             )
             h = {
@@ -292,17 +299,23 @@ def _clusters(
 ) -> list[list[int]]:
     """The tensors whose tangents go through the rule in one call.
 
-    An elementwise rule runs once on the concatenation of every tensor with the same
-    step count, dtype and device (one ``jvp`` instead of one per tensor: the
-    dispatch overhead of forward-mode AD dominates small tensors); other rules run
-    on their list of tensors as it is.
+    An elementwise rule runs once on the concatenation of every small tensor with
+    the same step count, dtype and device (one ``jvp`` instead of one per tensor: the
+    dispatch overhead of forward-mode AD dominates small tensors) and once on each
+    tensor of ``_JOIN_BELOW`` elements or more (there the copies of a concatenation
+    cost more than the dispatch they save); other rules run on their list of
+    tensors as it is.
     """
     if not rule.elementwise:
         return [index]
     clusters: dict[tuple[int, torch.dtype, torch.device], list[int]] = {}
+    alone: list[list[int]] = []
     for i in index:
-        clusters.setdefault((steps[i], params[i].dtype, params[i].device), []).append(i)
-    return list(clusters.values())
+        if params[i].numel() >= _JOIN_BELOW:
+            alone.append([i])  # large enough that copying it costs more than a dispatch
+        else:
+            clusters.setdefault((steps[i], params[i].dtype, params[i].device), []).append(i)
+    return alone + list(clusters.values())
 
 
 def _join(

@@ -135,6 +135,19 @@ class HyperparameterSpace:
         """The names, in order."""
         return tuple(p.name for p in self.parameters)
 
+    def subset(self, names: str | Sequence[str]) -> HyperparameterSpace:
+        """The hyperparameters named, in the order given.
+
+        Raises:
+            ValueError: for a name not in this space, a repeat or no name.
+        """
+        wanted = check_names(names, "names")
+        by_name = {p.name: p for p in self.parameters}
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise ValueError(f"names {unknown} are not in the space; accepted: {list(by_name)}")
+        return HyperparameterSpace(tuple(by_name[n] for n in wanted))
+
     def to_internal(self, values: Mapping[str, float]) -> FloatArray:
         """``θ`` of a mapping that names every hyperparameter.
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from .base import SPLITS, MetaObjectiveTask, is_exact_task
+from .base import SPLITS, HyperparameterTask, MetaObjectiveTask, is_exact_task
 from .least_squares import (
     TRUNCATION_RADIUS,
     LeastSquares,
     LeastSquaresBatch,
     LeastSquaresEvaluation,
 )
-from .mnist import MNIST, MNISTBatch, MNISTEvaluation
+from .mnist import INNER_OPTIMIZERS, MNIST, MNISTBatch, MNISTEvaluation
 from .quadratic import Quadratic
 
 __all__ = [
     "SPLITS",
     "TRUNCATION_RADIUS",
+    "HyperparameterTask",
     "LeastSquares",
     "LeastSquaresBatch",
     "LeastSquaresEvaluation",
@@ -22,6 +23,7 @@ __all__ = [
     "MNISTBatch",
     "MNISTEvaluation",
     "MetaObjectiveTask",
+    "INNER_OPTIMIZERS",
     "Quadratic",
     "is_exact_task",
 ]

@@ -27,9 +27,11 @@ NaN.
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +46,16 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ..data import ImageDataset
+    from ..hypergrad.rules import UpdateRule
+    from ..hypergrad.tangent import Direction
+    from ..meta.vector import HyperparameterSpace
 
 __all__ = [
     "MNIST",
     "MNISTBatch",
     "MNISTEvaluation",
     "META_GRADIENT_METHODS",
+    "INNER_OPTIMIZERS",
     "TRUNCATION_FACTOR",
 ]
 
@@ -62,6 +68,8 @@ META_GRADIENT_METHODS = ("forward", "backprop", "finite-difference")
 _DTYPES = ("float32", "float64")
 # Rows of the inputs gathered at once when a split's loss is measured.
 _CHUNK_ELEMENTS = 1 << 22
+# A per-layer hyperparameter: ``name[i]``.
+_LAYER_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]")
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
@@ -122,6 +130,7 @@ class MNISTEvaluation:
             ``eval_every``).
         test_accuracy_curve: ``(m, len(curve_steps))``.
         train_accuracy_curve: ``(m, len(curve_steps))``.
+        hyperparameters: The hyperparameters evaluated, when given as a mapping.
     """
 
     eta: float
@@ -134,6 +143,7 @@ class MNISTEvaluation:
     curve_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     test_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     train_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    hyperparameters: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Means over tasks (and the number truncated), JSON-friendly."""
@@ -218,6 +228,9 @@ class MNIST:
         n_valid: int = 0,
         label_noise: float = 0.0,
         seed: int | None = None,
+        *,
+        optimizer: str | UpdateRule = "sgd",
+        hyperparameters: Mapping[str, float] | None = None,
     ) -> MNISTBatch:
         """Draw ``m`` tasks: disjoint training and validation samples, an initialisation, an order.
 
@@ -228,6 +241,13 @@ class MNIST:
             label_noise: Fraction ``p ∈ [0, 1]`` of each task's training and
                 validation labels replaced by uniformly random labels (Fig 4b).
             seed: Seed of everything random in the batch.
+            optimizer: The inner optimizer: ``"sgd"`` (the paper's), ``"momentum"``,
+                ``"nesterov"``, ``"adam"``, ``"adamw"`` or an update rule of
+                :mod:`l2l_tune.hypergrad.rules` (``Scheduled(AdamW(), horizon=t)`` for
+                a schedule).
+            hyperparameters: Its fixed hyperparameters (defaults: ``torch.optim``'s, with
+                ``momentum = 0.9`` for ``"momentum"`` and ``"nesterov"``); the scalar
+                methods' ``eta`` is ``lr``.
 
         Returns:
             The :class:`MNISTBatch`.
@@ -235,7 +255,8 @@ class MNIST:
         Raises:
             ValueError: for ``m < 1``, ``n_train < 1``, ``n_valid < 0``,
                 ``n_train + n_valid`` above the training set size, or ``label_noise``
-                outside ``[0, 1]``.
+                outside ``[0, 1]``, an unknown ``optimizer`` or hyperparameter, or a
+                hyperparameter out of its range.
         """
         torch = _torch()
         m = _check_int(m, "m", 1)
@@ -281,6 +302,8 @@ class MNIST:
             label_noise=float(label_noise),
             init=init,
             order_seeds=[int(s) for s in order_seeds],
+            optimizer=optimizer,
+            hyperparameters=hyperparameters,
         )
 
     def __repr__(self) -> str:
@@ -293,17 +316,82 @@ class MNIST:
 @dataclass
 class _RunResult:
     params: list[Tensor]
+    #: Per direction, the tangent ``∂w/∂h`` of every tensor, stacked ``(d, m, ...)``.
     tangent: list[Tensor] | None
     alive: Tensor
+    #: ``(d, m)``: whether each direction's tangent stayed finite on each task.
     tangent_finite: Tensor | None
+
+
+#: The inner optimizers by name (:meth:`MNIST.sample`'s ``optimizer``).
+INNER_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+
+
+def _resolve_optimizer(optimizer: Any) -> UpdateRule:
+    """An :class:`~l2l_tune.hypergrad.rules.UpdateRule` from a name or an instance."""
+    from ..hypergrad.rules import SGD, Adam, AdamW, UpdateRule
+
+    if isinstance(optimizer, UpdateRule):
+        return optimizer
+    if isinstance(optimizer, str) and optimizer in INNER_OPTIMIZERS:
+        rules: dict[str, Callable[[], UpdateRule]] = {
+            "sgd": SGD,
+            "momentum": lambda: SGD(momentum_buffer=True),
+            "nesterov": lambda: SGD(nesterov=True),
+            "adam": Adam,
+            "adamw": AdamW,
+        }
+        return rules[optimizer]()
+    raise ValueError(
+        f"optimizer must be one of {INNER_OPTIMIZERS} or an l2l_tune.hypergrad.rules.UpdateRule "
+        f"(SGD, Adam, AdamW, Scheduled); got {optimizer!r}"
+    )
+
+
+#: Fixed hyperparameters of the named optimizers that differ from ``torch.optim``'s defaults.
+_PRESET_HYPERPARAMETERS: dict[str, dict[str, float]] = {
+    "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9},
+}
+
+
+def _inner_rule(rule: UpdateRule) -> UpdateRule:
+    return getattr(rule, "rule", rule)
+
+
+def _search_bounds(rule: UpdateRule, name: str) -> tuple[float, float, bool]:
+    """``(low, high, log)``: where a search over ``name`` looks for a training run of this rule."""
+    from ..hypergrad.rules import Adam
+
+    if name == "lr":
+        return (1e-5, 1.0, True) if isinstance(_inner_rule(rule), Adam) else (1e-3, 10.0, True)
+    return {
+        "weight_decay": (1e-6, 1.0, True),
+        "momentum": (0.0, 0.99, False),
+        "dampening": (0.0, 0.99, False),
+        "beta1": (0.0, 0.99, False),
+        "beta2": (0.9, 0.9999, False),
+        "eps": (1e-10, 1e-3, True),
+        "warmup_fraction": (0.0, 0.5, False),
+        "final_fraction": (1e-3, 1.0, True),
+    }[name]
 
 
 class MNISTBatch:
     """``m`` MNIST tasks trained at once (batched matrix products, CPU or CUDA).
 
     Built by :meth:`MNIST.sample`. Offers the :class:`~l2l_tune.tasks.MetaObjectiveTask`
-    interface, so :class:`~l2l_tune.StepSizeTuner`, the Optuna sampler and the Ray
-    searcher tune it like the closed-form tasks.
+    interface (the step size ``η``), so :class:`~l2l_tune.StepSizeTuner`, the Optuna
+    sampler and the Ray searcher tune it like the closed-form tasks, and the
+    :class:`~l2l_tune.tasks.HyperparameterTask` interface (every continuous
+    hyperparameter of the inner optimizer, a step size per layer) for
+    :class:`~l2l_tune.HyperparameterTuner` and the vector sampler and searcher.
+
+    The inner optimizer is an update rule of :mod:`l2l_tune.hypergrad.rules`
+    (SGD, SGD with momentum or Nesterov, Adam, AdamW, each with weight decay, and a
+    schedule), the same code the drop-in optimizers run; its tangents come from the
+    one tangent recursion (:func:`~l2l_tune.hypergrad.tangent.tangent_step`) with
+    the hand-derived Hessian-vector products of :mod:`l2l_tune.hypergrad.mlp`.
 
     Attributes:
         m: Number of tasks.
@@ -311,6 +399,11 @@ class MNISTBatch:
         n_valid: Validation samples per task.
         label_noise: Fraction of noisy labels.
         truncation_loss: The divergence bound ``40·ln C``.
+        optimizer: The inner optimizer's update rule.
+        hyperparameters: Its hyperparameters other than those a call names (``lr``
+            is the scalar methods' ``eta``).
+        n_layers: Layers of the network; parameter group ``i`` is layer ``i`` (its
+            weight and bias), so ``"lr[i]"`` is layer ``i``'s step size.
         exact_meta_objective: ``False``: the meta-gradient is exact for the sampled
             batches, but the meta-objective of a ReLU network is rugged and chaotic at
             large step sizes (Theorem 3), so Claim 1 cannot be trusted.
@@ -329,6 +422,8 @@ class MNISTBatch:
         label_noise: float,
         init: list[Tensor],
         order_seeds: list[int],
+        optimizer: Any = "sgd",
+        hyperparameters: Mapping[str, float] | None = None,
     ) -> None:
         self.distribution = distribution
         self.m = int(indices.shape[0])
@@ -336,12 +431,69 @@ class MNISTBatch:
         self.n_valid = n_valid
         self.label_noise = label_noise
         self.truncation_loss = TRUNCATION_FACTOR * math.log(distribution.data.n_classes)
+        self.n_layers = len(init) // 2
+        self.optimizer = _resolve_optimizer(optimizer)
+        if not isinstance(hyperparameters, (Mapping, type(None))):
+            raise ValueError(
+                f"hyperparameters must be a mapping {{name: value}}, got {hyperparameters!r}"
+            )
+        preset = _PRESET_HYPERPARAMETERS.get(optimizer, {}) if isinstance(optimizer, str) else {}
+        self.hyperparameters = self.optimizer.check_hyperparameters(
+            {**preset, **(hyperparameters or {})}, "hyperparameters"
+        )
         self._indices = indices
         self._labels = labels
         self._init = init
         self._order_seeds = order_seeds
         self._order: Tensor | None = None
         self._scale: float | None = None
+
+    def with_optimizer(
+        self, optimizer: Any, hyperparameters: Mapping[str, float] | None = None
+    ) -> MNISTBatch:
+        """The same tasks (samples, initialisations, batch orders) with another inner optimizer.
+
+        Args:
+            optimizer: A name of :data:`INNER_OPTIMIZERS` or an update rule.
+            hyperparameters: Its fixed hyperparameters (defaults: ``torch.optim``'s).
+
+        Raises:
+            ValueError: for an unknown optimizer or hyperparameter, or a value out of range.
+        """
+        return MNISTBatch(
+            self.distribution,
+            indices=self._indices,
+            labels=self._labels,
+            n_train=self.n_train,
+            n_valid=self.n_valid,
+            label_noise=self.label_noise,
+            init=self._init,
+            order_seeds=self._order_seeds,
+            optimizer=optimizer,
+            hyperparameters=hyperparameters,
+        )
+
+    def hyperparameter_space(self) -> HyperparameterSpace:
+        """What a search over this optimizer looks at: every differentiable name, then ``lr[i]``.
+
+        The bounds are the usual search ranges (SGD ``lr ∈ [1e-3, 10]``, Adam
+        ``lr ∈ [1e-5, 1]``, ``weight_decay ∈ [1e-6, 1]`` on a log scale, momenta and
+        betas on a linear one); pick the names to tune with
+        :meth:`~l2l_tune.meta.HyperparameterSpace.subset`.
+        """
+        from ..meta.vector import Hyperparameter, HyperparameterSpace
+
+        names = []
+        for name in self.optimizer.hyperparameters:
+            try:
+                self.optimizer.check_differentiable([name])
+            except ValueError:
+                continue
+            names.append(name)
+        entries = [Hyperparameter(n, *_search_bounds(self.optimizer, n)) for n in names]
+        low, high, log = _search_bounds(self.optimizer, "lr")
+        entries += [Hyperparameter(f"lr[{i}]", low, high, log) for i in range(self.n_layers)]
+        return HyperparameterSpace(tuple(entries))
 
     # ------------------------------------------------------------------ data
     def _batch_order(self, t: int) -> Tensor:
@@ -376,71 +528,165 @@ class MNISTBatch:
         return self._indices[:, self.n_train :], self._labels[:, self.n_train :]
 
     # ------------------------------------------------------------------ checks
-    def _check(self, eta: Any, t: Any, split: str) -> tuple[float, int]:
-        eta = check_step_size(eta)
-        t = check_horizon(t)
+    def _check_split(self, split: str) -> None:
         check_choice(split, "split", SPLITS)
         if split == "valid" and not self.n_valid:
             raise ValueError(
                 "split='valid' needs validation samples: sample the batch with n_valid > 0"
             )
+
+    def _check(self, eta: Any, t: Any, split: str) -> tuple[float, int]:
+        eta = check_step_size(eta)
+        t = check_horizon(t)
+        self._check_split(split)
         return eta, t
 
+    def _group_values(
+        self, hyperparameters: Any, *, differentiate: bool
+    ) -> tuple[list[dict[str, float]], list[Direction], list[str]]:
+        """Each layer's hyperparameters, the directions of the named ones and their keys.
+
+        A key is a name of the optimizer (every layer) or ``name[i]`` (layer ``i``).
+
+        Raises:
+            ValueError: for a key that is neither, a name given both ways, a value out
+                of range, or (``differentiate``) a name the optimizer does not use.
+        """
+        from ..hypergrad.tangent import Direction
+
+        if not isinstance(hyperparameters, Mapping) or not hyperparameters:
+            raise ValueError(
+                "hyperparameters must be a non-empty mapping {name: value} with names among "
+                f"{sorted(self.optimizer.hyperparameters)} or 'name[i]' for layer i < "
+                f"{self.n_layers}; got {hyperparameters!r}"
+            )
+        groups = [dict(self.hyperparameters) for _ in range(self.n_layers)]
+        directions: list[Direction] = []
+        keys: list[str] = []
+        shared: set[str] = set()
+        per_layer: set[str] = set()
+        for key, value in hyperparameters.items():
+            match = _LAYER_KEY.fullmatch(key) if isinstance(key, str) else None
+            name, layer = (match.group(1), int(match.group(2))) if match else (key, None)
+            if name not in self.optimizer.hyperparameters or (
+                layer is not None and layer >= self.n_layers
+            ):
+                raise ValueError(
+                    f"hyperparameters names {key!r}; accepted: "
+                    f"{sorted(self.optimizer.hyperparameters)} (every layer) or 'name[i]' "
+                    f"for layer i < {self.n_layers}"
+                )
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"hyperparameters[{key!r}] must be a real number; got {value!r}")
+            (shared if layer is None else per_layer).add(name)
+            for i in range(self.n_layers) if layer is None else (layer,):
+                groups[i][name] = float(value)
+            directions.append(Direction(name, layer))
+            keys.append(key)
+        both = sorted(shared & per_layer)
+        if both:
+            raise ValueError(
+                f"hyperparameters gives {both} both for every layer and per layer; give one"
+            )
+        for i, group in enumerate(groups):
+            self.optimizer.check_hyperparameters(group, f"layer {i}")
+        if differentiate:
+            self.optimizer.check_differentiable(sorted(shared | per_layer))
+        return groups, directions, keys
+
     # ------------------------------------------------------------------ training
-    def _train(
+    def _run(
         self,
-        eta: float,
+        group_hparams: Sequence[Mapping[str, Any]],
         t: int,
         *,
-        tangent: bool,
+        directions: Sequence[Direction] = (),
         on_step: Callable[[int, list[Tensor]], None] | None = None,
+        graph: bool = False,
     ) -> _RunResult:
-        """``t`` SGD steps of every task, with the tangent ``∂w/∂η`` when asked."""
+        """``t`` steps of the inner optimizer on every task, with tangents along ``directions``.
+
+        Forward mode (paper Eqn 2 for the optimizer's rule): one Hessian-vector
+        product per direction and step, the rule's Jacobian-vector product from
+        :func:`~l2l_tune.hypergrad.tangent.tangent_step`. With ``graph`` the run is
+        recorded by autograd (reverse mode: tensor hyperparameters in
+        ``group_hparams``). A task whose mini-batch loss reaches the truncation bound,
+        or whose next weights or state would not be finite, is frozen (weights, state
+        and tangents).
+        """
         torch = _torch()
         from ..hypergrad import mlp
+        from ..hypergrad.rules import update_groups
+        from ..hypergrad.tangent import tangent_step, zero_tangents
 
+        rule = self.optimizer
         order = self._batch_order(t)
         params = [p.clone() for p in self._init]
-        tangents = [torch.zeros_like(p) for p in params] if tangent else None
+        group_of = [i // 2 for i in range(len(params))]
+        states = rule.init(params)
+        n_dir = len(directions)
+        tangents = zero_tangents(params, states, n_dir) if n_dir else None
         alive = torch.ones(self.m, dtype=torch.bool, device=self.distribution.device)
         cap = self.truncation_loss
-        with torch.no_grad():
+        with torch.enable_grad() if graph else torch.no_grad():
             for step in range(t):
                 x, y = self._minibatch(order, step)
+                steps = [step] * len(params)
+                new_tangents = None
                 if tangents is None:
                     loss, grads = mlp.loss_and_gradient(params, x, y)
-                    hvps = None
+                    new_params, new_states = update_groups(
+                        rule, group_of, group_hparams, params, grads, states, steps
+                    )
                 else:
-                    loss, grads, hvps = mlp.loss_gradient_and_hvp(params, tangents, x, y)
-                new_params = [p - eta * g for p, g in zip(params, grads, strict=True)]
-                ok = alive & (loss < cap)  # False for NaN too
-                for p in new_params:
-                    ok &= torch.isfinite(p).flatten(1).all(dim=1)
-                alive = ok
+                    directional = [[tg[0][j] for tg in tangents] for j in range(n_dir)]
+                    loss, grads, hvps = mlp.loss_gradient_and_hvps(params, directional, x, y)
+                    stacked = [
+                        hvps[0][i].unsqueeze(0) if n_dir == 1 else torch.stack([h[i] for h in hvps])
+                        for i in range(len(params))
+                    ]
+                    new_params, new_states, new_tangents = tangent_step(
+                        rule,
+                        group_of,
+                        group_hparams,
+                        params,
+                        grads,
+                        states,
+                        steps,
+                        directions,
+                        tangents,
+                        stacked,
+                    )
+                with torch.no_grad():
+                    ok = alive & (loss < cap)  # False for NaN too
+                    for x_new in (*new_params, *(s for state in new_states for s in state)):
+                        ok &= torch.isfinite(x_new).flatten(1).all(dim=1)
+                    alive = ok
                 params = [
                     _where(alive, new, old) for new, old in zip(new_params, params, strict=True)
                 ]
-                if tangents is not None and hvps is not None:
-                    new_tangents = [
-                        v - g - eta * h for v, g, h in zip(tangents, grads, hvps, strict=True)
-                    ]
+                states = [
+                    tuple(_where(alive, n, o) for n, o in zip(new, old, strict=True))
+                    for new, old in zip(new_states, states, strict=True)
+                ]
+                if new_tangents is not None:
                     tangents = [
-                        _where(alive, new, old)
-                        for new, old in zip(new_tangents, tangents, strict=True)
+                        tuple(_where(alive, n, o, rows=True) for n, o in zip(new, old, strict=True))
+                        for new, old in zip(new_tangents, tangents or (), strict=True)
                     ]
                 if on_step is not None:
                     on_step(step + 1, params)
-        finite = None
-        if tangents is not None:
-            finite = torch.ones(self.m, dtype=torch.bool, device=alive.device)
-            for v in tangents:
-                finite &= torch.isfinite(v).flatten(1).all(dim=1)
-        return _RunResult(params, tangents, alive, finite)
+        if tangents is None:
+            return _RunResult(params, None, alive, None)
+        finite = torch.ones((n_dir, self.m), dtype=torch.bool, device=alive.device)
+        for tangent in tangents:
+            finite &= torch.isfinite(tangent[0]).flatten(2).all(dim=2)
+        return _RunResult(params, [tg[0] for tg in tangents], alive, finite)
 
     def _split_loss(
         self, params: list[Tensor], split: str, tangent: list[Tensor] | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """Per-task mean loss on ``split`` (and its derivative along ``tangent``)."""
+        """Per-task mean loss on ``split`` (and its ``(d, m)`` derivatives along ``tangent``)."""
         rows, labels = self._split_rows(split)
         return self._loss_on(params, rows, labels, tangent)
 
@@ -460,7 +706,8 @@ class MNISTBatch:
         features = self.distribution.sizes[0]
         chunk = max(1, _CHUNK_ELEMENTS // (self.m * features))
         total = torch.zeros(self.m, dtype=self.distribution.dtype, device=labels.device)
-        dtotal = torch.zeros_like(total) if tangent is not None else None
+        n_dir = 0 if tangent is None else int(tangent[0].shape[0])
+        dtotal = torch.zeros((n_dir, self.m), dtype=total.dtype, device=total.device)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             if test:
@@ -473,37 +720,99 @@ class MNISTBatch:
             if tangent is None:
                 loss = mlp.loss(params, x, y)
             else:
-                loss, dloss = mlp.loss_and_directional_derivative(params, tangent, x, y)
-                assert dtotal is not None
-                dtotal += dloss * (stop - start)
+                directional = [[v[j] for v in tangent] for j in range(n_dir)]
+                loss, dlosses = mlp.loss_and_directional_derivatives(params, directional, x, y)
+                dtotal += torch.stack(dlosses) * (stop - start)
             total += loss * (stop - start)
-        return total / n, (dtotal / n if dtotal is not None else None)
+        return total / n, (dtotal / n if tangent is not None else None)
 
     # ------------------------------------------------------------------ meta-objective
     def _combine(
         self, losses: Tensor, dlosses: Tensor | None, alive: Tensor, t: int, log: bool
-    ) -> tuple[float, float | None]:
+    ) -> tuple[float, list[float]]:
+        """The mean (or ``(1/t)·log`` mean) over tasks and its derivative per direction."""
         torch = _torch()
         losses = torch.where(alive, losses, torch.full_like(losses, self.truncation_loss))
         mean = float(losses.double().mean())
-        dmean = None
+        dmeans: list[float] = []
         if dlosses is not None:
             dlosses = torch.where(alive, dlosses, torch.zeros_like(dlosses))
-            dmean = float(dlosses.double().mean())
+            dmeans = [float(x) for x in dlosses.double().mean(dim=1)]
         if not log:
-            return mean, dmean
+            return mean, dmeans
         if mean <= 0.0:
-            return -math.inf, (0.0 if dmean is not None else None)
-        return math.log(mean) / t, (dmean / mean / t if dmean is not None else None)
+            return -math.inf, [0.0] * len(dmeans)
+        return math.log(mean) / t, [d / mean / t for d in dmeans]
+
+    def value_and_gradients(
+        self,
+        hyperparameters: Mapping[str, float],
+        t: int,
+        *,
+        split: str = "train",
+        log: bool = False,
+    ) -> tuple[float, dict[str, float]]:
+        """The meta-loss and its exact gradient in each named hyperparameter, by forward mode.
+
+        The tangent of every named hyperparameter is carried along the run (the
+        paper's Eqn 2 for the optimizer's update rule: one Hessian-vector product per
+        hyperparameter and step); memory does not grow with ``t``.
+
+        Args:
+            hyperparameters: Values by name: a name of the optimizer's hyperparameters
+                (``"lr"``, ``"momentum"``, ``"weight_decay"``, ``"beta1"``…) sets it
+                for every layer; ``"name[i]"`` sets it for layer ``i`` only (``"lr[0]"``,
+                ``"lr[1]"``, ``"lr[2]"``: per-layer step sizes). Names not given keep
+                :attr:`hyperparameters`.
+            t: Inner steps, ``≥ 1``.
+            split: ``"train"`` (train-by-train) or ``"valid"`` (train-by-validation).
+            log: Return ``(1/t)·log F̂`` and its gradient (same minimiser).
+
+        Returns:
+            ``(value, {key: derivative})`` with the keys of ``hyperparameters``. The
+            value is always finite (a diverging task counts at the truncation bound);
+            a derivative is ``+inf`` (with a warning) when its tangent overflows the
+            dtype (the run is chaotic there, Theorem 3).
+
+        Raises:
+            ValueError: for an unknown name, a value out of the optimizer's range, a
+                name the optimizer does not use (``momentum`` without a momentum
+                buffer), ``t < 1``, an unknown ``split``, or ``split="valid"`` without
+                validation samples.
+        """
+        t = check_horizon(t)
+        self._check_split(split)
+        groups, directions, keys = self._group_values(hyperparameters, differentiate=True)
+        run = self._run(groups, t, directions=directions)
+        assert run.tangent is not None and run.tangent_finite is not None
+        losses, dlosses = self._split_loss(run.params, split, run.tangent)
+        value, grads = self._combine(losses, dlosses, run.alive, t, log)
+        exploded = (run.alive.unsqueeze(0) & ~run.tangent_finite).any(dim=1).tolist()
+        out: dict[str, float] = {}
+        for key, grad, bad in zip(keys, grads, exploded, strict=True):
+            if bad or not math.isfinite(grad):
+                warnings.warn(
+                    f"the meta-gradient in {key} at {dict(hyperparameters)} (t={t}) overflows "
+                    f"{self.distribution.dtype}: the run is chaotic there; reported as +inf "
+                    "(too large a step size)",
+                    NonFiniteMetaGradientWarning,
+                    stacklevel=2,
+                )
+                grad = math.inf
+            out[key] = grad
+        return value, out
 
     def value_and_gradient(
         self, eta: float, t: int, *, split: str = "train", log: bool = False
     ) -> tuple[float, float]:
-        """The meta-loss ``F̂(η)`` and its exact derivative, by forward mode.
+        """The meta-loss ``F̂(η)`` and its exact derivative in the step size, by forward mode.
+
+        The one-name case of :meth:`value_and_gradients` (``{"lr": eta}``, the other
+        hyperparameters at :attr:`hyperparameters`).
 
         Args:
-            eta: SGD step size ``η ≥ 0``.
-            t: SGD steps, ``≥ 1``.
+            eta: Step size ``η ≥ 0``.
+            t: Inner steps, ``≥ 1``.
             split: ``"train"`` (train-by-train) or ``"valid"`` (train-by-validation).
             log: Return ``(1/t)·log F̂`` and its derivative (same minimiser).
 
@@ -517,34 +826,38 @@ class MNISTBatch:
                 ``split="valid"`` on a batch without validation samples.
         """
         eta, t = self._check(eta, t, split)
-        run = self._train(eta, t, tangent=True)
-        assert run.tangent is not None and run.tangent_finite is not None
-        losses, dlosses = self._split_loss(run.params, split, run.tangent)
-        value, grad = self._combine(losses, dlosses, run.alive, t, log)
-        assert grad is not None
-        exploded = bool((run.alive & ~run.tangent_finite).any()) or not math.isfinite(grad)
-        if exploded:
-            warnings.warn(
-                f"the meta-gradient at eta={eta:.6g} (t={t}) overflows "
-                f"{self.distribution.dtype}: the run is chaotic there; reported as +inf "
-                "(too large a step size)",
-                NonFiniteMetaGradientWarning,
-                stacklevel=2,
-            )
-            grad = math.inf
-        return value, grad
+        value, grads = self.value_and_gradients({"lr": eta}, t, split=split, log=log)
+        return value, grads["lr"]
 
     def meta_objective(
-        self, eta: float, t: int, *, split: str = "train", log: bool = False
+        self,
+        eta: float | Mapping[str, float],
+        t: int,
+        *,
+        split: str = "train",
+        log: bool = False,
     ) -> float:
-        """``F̂(η)`` (or ``(1/t)·log F̂``) from plain SGD runs, without the tangent.
+        """``F̂`` (or ``(1/t)·log F̂``) from plain training runs, without tangents.
 
-        See :meth:`value_and_gradient` for the arguments and errors.
+        Args:
+            eta: The step size, or a mapping of hyperparameters as
+                :meth:`value_and_gradients` takes.
+            t, split, log: As in :meth:`value_and_gradient`.
+
+        Raises:
+            ValueError: as :meth:`value_and_gradient` and :meth:`value_and_gradients`.
         """
-        eta, t = self._check(eta, t, split)
-        run = self._train(eta, t, tangent=False)
+        groups = self._values_of(eta)
+        t = check_horizon(t)
+        self._check_split(split)
+        run = self._run(groups, t)
         losses, _ = self._split_loss(run.params, split)
         return self._combine(losses, None, run.alive, t, log)[0]
+
+    def _values_of(self, eta: float | Mapping[str, float]) -> list[dict[str, float]]:
+        if isinstance(eta, Mapping):
+            return self._group_values(eta, differentiate=False)[0]
+        return self._group_values({"lr": check_step_size(eta)}, differentiate=False)[0]
 
     def meta_gradient(
         self,
@@ -595,36 +908,50 @@ class MNISTBatch:
             plus = self.meta_objective(eta * (1 + h), t, split=split, log=log)
             minus = self.meta_objective(eta * (1 - h), t, split=split, log=log)
             return (plus - minus) / (2 * eta * h)
-        return self._backprop(eta, t, split, log)
+        return self.backprop_gradients({"lr": eta}, t, split=split, log=log)["lr"]
 
-    def _backprop(self, eta: float, t: int, split: str, log: bool) -> float:
-        """Reverse mode through the unrolled run: memory O(t), the contrast that explodes."""
+    def backprop_gradients(
+        self,
+        hyperparameters: Mapping[str, float],
+        t: int,
+        *,
+        split: str = "train",
+        log: bool = False,
+    ) -> dict[str, float]:
+        """The gradients of :meth:`value_and_gradients` by reverse mode through the unrolled run.
+
+        The contrast and the reference: memory ``O(t)``; whatever autograd gives is
+        returned, NaN included (it is the computation that explodes, Corollary 1).
+
+        Raises:
+            ValueError: as :meth:`value_and_gradients`.
+        """
         torch = _torch()
         from ..hypergrad import mlp
 
-        order = self._batch_order(t)
-        eta_t = torch.tensor(eta, dtype=self.distribution.dtype, requires_grad=True)
-        eta_dev = eta_t.to(self.distribution.device)
-        params = [p.clone() for p in self._init]
-        alive = torch.ones(self.m, dtype=torch.bool, device=self.distribution.device)
-        for step in range(t):
-            x, y = self._minibatch(order, step)
-            loss, grads = mlp.loss_and_gradient(params, x, y)
-            new_params = [p - eta_dev * g for p, g in zip(params, grads, strict=True)]
-            with torch.no_grad():
-                ok = alive & (loss < self.truncation_loss)
-                for p in new_params:
-                    ok &= torch.isfinite(p).flatten(1).all(dim=1)
-                alive = ok
-            params = [_where(alive, new, old) for new, old in zip(new_params, params, strict=True)]
+        t = check_horizon(t)
+        self._check_split(split)
+        groups, directions, keys = self._group_values(hyperparameters, differentiate=True)
+        leaves = [
+            torch.tensor(float(hyperparameters[key]), dtype=self.distribution.dtype)
+            .to(self.distribution.device)
+            .requires_grad_(True)
+            for key in keys
+        ]
+        tensor_groups: list[dict[str, Any]] = [dict(group) for group in groups]
+        for leaf, direction in zip(leaves, directions, strict=True):
+            for i in range(self.n_layers) if direction.group is None else (direction.group,):
+                tensor_groups[i][direction.name] = leaf
+        run = self._run(tensor_groups, t, graph=True)
         rows, labels = self._split_rows(split)
-        x = self.distribution._train_x[rows]
-        losses = mlp.loss(params, x, labels)
-        losses = torch.where(alive, losses, torch.full_like(losses, self.truncation_loss))
+        losses = mlp.loss(run.params, self.distribution._train_x[rows], labels)
+        losses = torch.where(run.alive, losses, torch.full_like(losses, self.truncation_loss))
         mean = losses.mean()
         objective = torch.log(mean) / t if log else mean
-        (grad,) = torch.autograd.grad(objective, eta_t)
-        return float(grad)
+        grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+        return {
+            key: 0.0 if grad is None else float(grad) for key, grad in zip(keys, grads, strict=True)
+        }
 
     def step_size_scale(self) -> float:
         """``1/L``, ``L`` the largest Hessian eigenvalue of the training loss at initialisation.
@@ -664,7 +991,7 @@ class MNISTBatch:
     # ------------------------------------------------------------------ evaluation
     def evaluate(
         self,
-        eta: float,
+        eta: float | Mapping[str, float],
         t: int,
         *,
         eval_every: int | None = None,
@@ -674,8 +1001,10 @@ class MNISTBatch:
         """Train every task ``t`` steps at ``eta`` (training samples only) and test it.
 
         Args:
-            eta: Step size ``η ≥ 0``.
-            t: SGD steps, ``≥ 1``.
+            eta: Step size ``η ≥ 0``, or a mapping of hyperparameters as
+                :meth:`value_and_gradients` takes (its ``lr``, else the fixed one, is
+                the evaluation's ``eta``).
+            t: Inner steps, ``≥ 1``.
             eval_every: Also record test and training accuracy every this many
                 steps (the curves of Figs 4–5); ``None`` records the end only.
             test_label_noise: Fraction of test labels replaced by random labels
@@ -690,7 +1019,8 @@ class MNISTBatch:
                 ``test_label_noise`` outside ``[0, 1]``.
         """
         torch = _torch()
-        eta, t = self._check(eta, t, "train")
+        groups = self._values_of(eta)
+        t = check_horizon(t)
         if eval_every is not None:
             eval_every = _check_int(eval_every, "eval_every", 1)
         if not (isinstance(test_label_noise, (int, float)) and 0.0 <= test_label_noise <= 1.0):
@@ -719,14 +1049,14 @@ class MNISTBatch:
                 rows, labels = self._split_rows("train")
                 train_curve.append(self._accuracy(params, rows, labels))
 
-        run = self._train(eta, t, tangent=False, on_step=record)
+        run = self._run(groups, t, on_step=record)
         with torch.no_grad():
             test_loss, _ = self._loss_on(run.params, None, test_labels, test=True)
             train_loss, _ = self._split_loss(run.params, "train")
         rows, labels = self._split_rows("train")
         empty = np.zeros((self.m, 0))
         return MNISTEvaluation(
-            eta=eta,
+            eta=groups[0]["lr"],
             t=t,
             test_accuracy=self._accuracy(run.params, None, test_labels, test=True),
             test_loss=test_loss.double().cpu().numpy(),
@@ -736,6 +1066,9 @@ class MNISTBatch:
             curve_steps=np.asarray(steps, dtype=int),
             test_accuracy_curve=np.stack(test_curve, axis=1) if steps else empty,
             train_accuracy_curve=np.stack(train_curve, axis=1) if steps else empty,
+            hyperparameters=(
+                {k: float(v) for k, v in eta.items()} if isinstance(eta, Mapping) else {}
+            ),
         )
 
     def _accuracy(
@@ -770,6 +1103,8 @@ def _expand(per_task: Tensor, like: Tensor) -> Tensor:
     return per_task.to(like).reshape((-1,) + (1,) * (like.dim() - 1))
 
 
-def _where(alive: Tensor, new: Tensor, old: Tensor) -> Tensor:
+def _where(alive: Tensor, new: Tensor, old: Tensor, *, rows: bool = False) -> Tensor:
+    """``new`` on the tasks still alive, ``old`` on the frozen ones (tasks on dim 1 if ``rows``)."""
     torch = _torch()
-    return torch.where(alive.reshape((-1,) + (1,) * (new.dim() - 1)), new, old)
+    lead = (1, -1) if rows else (-1,)
+    return torch.where(alive.reshape(lead + (1,) * (new.dim() - len(lead))), new, old)
