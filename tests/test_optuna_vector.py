@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +196,37 @@ def test_adamw_training_loop_reports_its_hypergradients() -> None:
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len({t.params["lr"] for t in study.trials}) == 6
     assert len({t.params["weight_decay"] for t in study.trials}) == 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hyperparameter_objective_tunes_heavy_ball(seed: int, tmp_path: Path) -> None:
+    """A library task in a study: (lr, momentum) of heavy ball on a quadratic, with the
+    gradients the objective reports, reaches at least twice GD's best log-rate in 30
+    trials on every seed (the closed form is exact: no noise)."""
+    from l2l_tune.integrations.optuna import hyperparameter_objective
+
+    from l2l_tune.tasks import Quadratic
+
+    q = Quadratic.random(20, seed=seed)
+    best_gd = q.value_and_gradient(q.optimal_step_size(200), 200, log=True)[0]
+    sampler = HypergradientSampler(
+        params=("lr", "momentum"), start={"lr": 1 / q.smoothness, "momentum": 0.0}
+    )
+    study = optuna.create_study(sampler=sampler, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.optimize(hyperparameter_objective(q, ("lr", "momentum"), 200), n_trials=30)
+    assert math.log(study.best_value) / 200 <= 2.0 * best_gd
+    space = q.hyperparameter_space()
+    for trial in study.trials:
+        assert set(trial.params) == {"lr", "momentum"}
+        assert space.parameters[0].low <= trial.params["lr"] <= space.parameters[0].high
+
+
+def test_hyperparameter_objective_rejects_unknown_names() -> None:
+    from l2l_tune.integrations.optuna import hyperparameter_objective
+
+    from l2l_tune.tasks import Quadratic
+
+    with pytest.raises(ValueError, match="not in the space"):
+        hyperparameter_objective(Quadratic.random(5, seed=0), ("lr", "beta1"), 10)
+    with pytest.raises(ValueError, match="split"):
+        hyperparameter_objective(Quadratic.random(5, seed=0), "lr", 10, split="test")

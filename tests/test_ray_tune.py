@@ -356,3 +356,33 @@ def test_hypergradient_search_under_a_tuner(ray_session: Path) -> None:
     first = math.log(math.sqrt(1e-5) / 0.03) ** 2
     got = search.meta_optimizer_state().estimate()
     assert math.log(got["lr"] / 0.03) ** 2 < 0.1 * first
+
+
+def test_task_trainable_with_several_hyperparameters(ray_session: Path) -> None:
+    """``task_trainable(params=...)`` reports a library task's gradient mapping: heavy-ball
+    (lr, momentum) on a quadratic, tuned by ``HypergradientSearch`` in a Tuner, beats GD at
+    its optimal step size within 20 trials (log-rate at least 1.5× GD's)."""
+    from l2l_tune.tasks import Quadratic
+
+    q = Quadratic.random(20, seed=0)
+    best_gd = q.value_and_gradient(q.optimal_step_size(200), 200, log=True)[0]
+    space = q.hyperparameter_space()
+    search = HypergradientSearch(
+        ("lr", "momentum"),
+        metric="loss",
+        mode="min",
+        start={"lr": 1 / q.smoothness, "momentum": 0.0},
+    )
+    tuner = tune.Tuner(
+        task_trainable(q, 200, params=("lr", "momentum")),
+        param_space={
+            p.name: (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
+            for p in space.parameters
+        },
+        tune_config=tune_config(search, num_samples=20),
+        run_config=run_config(ray_session, "task_trainable_vector"),
+    )
+    trials = finished_trials(tuner.fit())
+    assert len(trials) == 20
+    best = min(math.log(r.metrics["loss"]) / 200 for r in trials)
+    assert best <= 1.5 * best_gd

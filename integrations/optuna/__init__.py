@@ -22,12 +22,13 @@ from l2l_tune.integrations.optuna._sampler import (
     report_meta_gradient,
     task_objective,
 )
-from l2l_tune.integrations.optuna._vector import HypergradientSampler
+from l2l_tune.integrations.optuna._vector import HypergradientSampler, hyperparameter_objective
 
 __all__ = [
     "GRADIENT_ATTR",
     "HypergradientSampler",
     "MetaGradientSampler",
+    "hyperparameter_objective",
     "report_meta_gradient",
     "task_objective",
 ]

@@ -35,6 +35,7 @@ from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.vector import (
     VECTOR_META_OPTIMIZERS,
     Hyperparameter,
+    HyperparameterSpace,
     VectorMetaOptimizer,
     VectorRecord,
     check_names,
@@ -43,18 +44,22 @@ from l2l_tune.meta.vector import (
 )
 
 if TYPE_CHECKING:
-    from optuna import Study
+    from collections.abc import Callable
+
+    from optuna import Study, Trial
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
+
+    from l2l_tune.tasks.base import HyperparameterTask
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
-from ._sampler import _FAILED_ATTR, GRADIENT_ATTR, _FromTrialsSampler
+from ._sampler import _FAILED_ATTR, GRADIENT_ATTR, _FromTrialsSampler, report_meta_gradient
 
-__all__ = ["HypergradientSampler"]
+__all__ = ["HypergradientSampler", "hyperparameter_objective"]
 
 _PROPOSAL_ATTR = "l2l_tune:vector_proposal"
 
@@ -255,3 +260,51 @@ def _gradients(reported: Any, names: Sequence[str]) -> dict[str, float] | None:
 def _is_continuous(distribution: BaseDistribution) -> bool:
     """A float range without a quantum: what a gradient step can move."""
     return isinstance(distribution, FloatDistribution) and distribution.step is None
+
+
+def hyperparameter_objective(
+    task: HyperparameterTask,
+    params: str | Sequence[str] | HyperparameterSpace,
+    t: int,
+    *,
+    split: str = "train",
+) -> Callable[[Trial], float]:
+    """An Optuna objective for a library task that reports the hypergradient of every parameter.
+
+    The vector form of :func:`~l2l_tune.integrations.optuna.task_objective`: each
+    name is suggested as a float in the task's bounds (its
+    :meth:`~l2l_tune.tasks.HyperparameterTask.hyperparameter_space`, or the space
+    given), log-uniformly where the space is on a log scale; the objective returns the
+    meta-loss after ``t`` inner steps and reports
+    :meth:`~l2l_tune.tasks.HyperparameterTask.value_and_gradients`'s gradients with
+    :func:`~l2l_tune.integrations.optuna.report_meta_gradient`, ready for
+    :class:`HypergradientSampler` with the same names.
+
+    Args:
+        task: An :class:`~l2l_tune.tasks.MNISTBatch` (any inner optimizer), a
+            :class:`~l2l_tune.tasks.Quadratic` (heavy-ball momentum) or any
+            :class:`~l2l_tune.tasks.HyperparameterTask`.
+        params: The names to tune, or a :class:`~l2l_tune.meta.HyperparameterSpace`.
+        t: Inner steps.
+        split: ``"train"`` (TbT) or ``"valid"`` (TbV).
+
+    Raises:
+        ValueError: for a name the task's space does not have, or a bad ``split``.
+    """
+    from l2l_tune.tasks.base import SPLITS
+
+    check_choice(split, "split", SPLITS)
+    if isinstance(params, HyperparameterSpace):
+        space = params
+    else:
+        space = task.hyperparameter_space().subset(check_names(params))
+
+    def objective(trial: Trial) -> float:
+        values = {
+            p.name: trial.suggest_float(p.name, p.low, p.high, log=p.log) for p in space.parameters
+        }
+        value, gradients = task.value_and_gradients(values, t, split=split, log=False)
+        report_meta_gradient(trial, gradients)
+        return value
+
+    return objective

@@ -19,7 +19,7 @@ import math
 import numbers
 import pickle
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from l2l_tune.meta import (
 )
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.driver import Evaluation, propose, records_from_evaluations
+from l2l_tune.meta.vector import check_names
 from l2l_tune.tasks.base import is_exact_task
 
 try:
@@ -455,8 +456,14 @@ def task_trainable(
     param: str = "lr",
     metric: str = "loss",
     grad_metric: str | None = None,
+    params: Sequence[str] | None = None,
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable for one of the library's tasks (value and meta-gradient).
+
+    With ``params`` (several names, for :class:`HypergradientSearch`) the task must be
+    a :class:`~l2l_tune.tasks.HyperparameterTask`: the trainable reads every name from
+    the config and reports the mapping of gradients
+    (:meth:`~l2l_tune.tasks.HyperparameterTask.value_and_gradients`) under ``grad_metric``.
 
     Args:
         task: A task (:class:`~l2l_tune.tasks.Quadratic`,
@@ -469,6 +476,7 @@ def task_trainable(
         param: Config key of the step size.
         metric: Result key of the meta-loss (the last loss, not its log).
         grad_metric: Result key of its derivative (default ``f"{metric}_grad"``).
+        params: Config keys of several hyperparameters (instead of ``param``).
 
     The closed-form tasks are NumPy code and run on the CPU; the result records
     ``"device"`` and the GPUs Ray assigned to the trial.
@@ -479,6 +487,7 @@ def task_trainable(
     t = check_horizon(t)
     check_choice(split, "split", ("train", "valid"))
     grad_key = grad_metric or f"{metric}_grad"
+    names = check_names(params, "params") if params is not None else None
 
     def trainable(config: dict[str, Any]) -> None:
         import ray
@@ -488,7 +497,15 @@ def task_trainable(
             if callable(task) and not hasattr(task, "value_and_gradient")
             else task
         )
-        value, grad = current.value_and_gradient(float(config[param]), t, split=split, log=False)
+        grad: Any
+        if names is None:
+            value, grad = current.value_and_gradient(
+                float(config[param]), t, split=split, log=False
+            )
+        else:
+            value, grad = current.value_and_gradients(
+                {n: float(config[n]) for n in names}, t, split=split, log=False
+            )
         gpus = [str(g) for g in ray.get_gpu_ids()]
         tune.report(
             {
