@@ -22,8 +22,8 @@ import numpy as np
 
 from . import __version__
 from .meta import META_OPTIMIZER_CHOICES
-from .tasks import LeastSquares, Quadratic
-from .tuner import EvalRecord, StepSizeTuner
+from .tasks import INNER_OPTIMIZERS, LeastSquares, Quadratic
+from .tuner import EvalRecord, HyperparameterTuner, StepSizeTuner
 
 __all__ = ["build_parser", "main"]
 
@@ -37,9 +37,30 @@ class _Run:
     label: str
     split: str
     task: Any
-    tuner: StepSizeTuner
+    tuner: StepSizeTuner | HyperparameterTuner
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step_tuner(self) -> StepSizeTuner:
+        """The tuner of a step-size run (every run but ``--tune`` with several names)."""
+        assert isinstance(self.tuner, StepSizeTuner)
+        return self.tuner
+
+    def columns(self) -> list[str]:
+        """What was picked, ``× L``, the meta-objective, evaluations, converged."""
+        if isinstance(self.tuner, HyperparameterTuner):
+            picked = ", ".join(f"{k}={v:.4g}" for k, v in self.tuner.hyperparameters_.items())
+            evals = len(self.tuner.history_)
+            return [picked, "-", f"{self.tuner.meta_objective_:.6g}", str(evals), "-"]
+        scale = self.task.step_size_scale()
+        return [
+            f"{self.tuner.step_size_:.6g}",
+            f"{self.tuner.step_size_ / scale:.3g}",
+            f"{self.tuner.meta_objective_:.6g}",
+            str(self.tuner.n_evals_),
+            "yes" if self.tuner.converged_ else "no",
+        ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="fraction of training and validation labels replaced by random labels",
+    )
+    mnist.add_argument(
+        "--optimizer",
+        choices=INNER_OPTIMIZERS,
+        default="sgd",
+        help="inner optimizer (default sgd, the paper's; momentum and nesterov use momentum 0.9)",
+    )
+    mnist.add_argument(
+        "--tune",
+        default="lr",
+        metavar="NAMES",
+        help="comma-separated hyperparameters tuned jointly with their gradients, e.g. "
+        "lr,weight_decay or lr[0],lr[1],lr[2] (per layer); default lr (the step size alone)",
+    )
+    mnist.add_argument(
+        "--start",
+        default=None,
+        metavar="NAME=VALUE,...",
+        help="first values of the --tune names (default: the middle of each search range)",
     )
     mnist.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     mnist.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -220,6 +260,68 @@ def _tune(
     return _Run(label, split, task, tuner, time.perf_counter() - start)
 
 
+def _tuned_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--tune`` as names (``("lr",)`` for the step size alone)."""
+    names = tuple(n.strip() for n in str(args.tune).split(",") if n.strip())
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"--tune must list distinct hyperparameter names; got {args.tune!r}")
+    return names
+
+
+def _start_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, float] | None:
+    """``--start name=value,...`` as a mapping over exactly ``names``."""
+    if args.start is None:
+        return None
+    values: dict[str, float] = {}
+    for item in str(args.start).split(","):
+        name, sep, value = item.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--start must be NAME=VALUE,... ; got {args.start!r}")
+    if set(values) != set(names):
+        raise ValueError(f"--start must give a value for each --tune name {list(names)}")
+    return values
+
+
+def _tune_hyperparameters(
+    task: Any, args: argparse.Namespace, t: int, split: str, label: str, names: Sequence[str]
+) -> _Run:
+    """Several hyperparameters with their gradients: :class:`HyperparameterTuner`."""
+    from tqdm.auto import tqdm
+
+    from .meta.vector import VectorRecord
+
+    meta_optimizer = "adam" if args.meta_optimizer == "auto" else args.meta_optimizer
+    if meta_optimizer not in ("adam", "paper"):
+        raise ValueError(
+            f"--meta-optimizer must be auto, adam or paper with several --tune names; got "
+            f"{args.meta_optimizer!r}"
+        )
+    max_evals = args.max_evals or 30
+    bar = tqdm(total=max_evals, desc=label, unit="eval", disable=args.no_progress, leave=False)
+
+    def update(record: VectorRecord) -> None:
+        bar.set_postfix(loss=f"{record.value:.4g}", refresh=False)
+        bar.update()
+
+    tuner = HyperparameterTuner(
+        names,
+        meta_optimizer=meta_optimizer,
+        start=_start_values(args, names),
+        max_evals=max_evals,
+        callback=update,
+    )
+    start = time.perf_counter()
+    try:
+        tuner.fit(task, t=t, split=split, log=args.objective == "log")
+    finally:
+        bar.close()
+    return _Run(label, split, task, tuner, time.perf_counter() - start)
+
+
 def _run_quadratic(args: argparse.Namespace, t: int) -> list[_Run]:
     split = args.split or "train"
     if split != "train":
@@ -231,7 +333,7 @@ def _run_quadratic(args: argparse.Namespace, t: int) -> list[_Run]:
     eta_star = task.optimal_step_size(t)
     run.extra = {
         "optimal_step_size": eta_star,
-        "relative_error": abs(run.tuner.step_size_ - eta_star) / eta_star,
+        "relative_error": abs(run.step_tuner.step_size_ - eta_star) / eta_star,
         "smoothness": task.smoothness,
         "strong_convexity": task.strong_convexity,
     }
@@ -256,7 +358,7 @@ def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
         run = _tune(batch, args, t, which, label)
         n_test_train = n_train + n_valid  # the chosen η is applied to all samples
         evaluation = dist.evaluate(
-            run.tuner.step_size_, t, n_test_train, m=args.m_test, seed=args.seed + 10_000
+            run.step_tuner.step_size_, t, n_test_train, m=args.m_test, seed=args.seed + 10_000
         )
         run.extra = {"test": evaluation.summary(), "n_train": n_train, "n_valid": n_valid}
         runs.append(run)
@@ -289,15 +391,28 @@ def _run_mnist(args: argparse.Namespace, t: int) -> list[_Run]:
             raise ValueError("--n-valid must be >= 1 for train-by-validation")
         plan.append((f"TbV({args.n_train}+{args.n_valid})", "valid", args.n_valid))
     noise = args.label_noise
+    names = _tuned_names(args)
+    vector = names != ("lr",)
+    if vector and args.plot is not None:
+        raise ValueError("--plot draws the step-size search: use --json with several --tune names")
+    optimizer = args.optimizer
     # The chosen step size trains new tasks on n_train samples (the paper's Fig 4 setting).
-    test_batch = distribution.sample(args.m_test, args.n_train, 0, noise, seed=args.seed + 10_000)
+    test_batch = distribution.sample(
+        args.m_test, args.n_train, 0, noise, seed=args.seed + 10_000, optimizer=optimizer
+    )
     # Sample every batch first: bad sizes fail before any training.
-    batches = [distribution.sample(args.m, args.n_train, nv, noise, seed=args.seed)
+    batches = [distribution.sample(args.m, args.n_train, nv, noise, seed=args.seed,
+                                   optimizer=optimizer)
                for _, _, nv in plan]  # fmt: skip
     runs: list[_Run] = []
     for (label, which, n_valid), batch in zip(plan, batches, strict=True):
-        run = _tune(batch, args, t, which, label)
-        evaluation = test_batch.evaluate(run.tuner.step_size_, t)
+        if vector:
+            run = _tune_hyperparameters(batch, args, t, which, label, names)
+            assert isinstance(run.tuner, HyperparameterTuner)
+            evaluation = test_batch.evaluate(run.tuner.hyperparameters_, t)
+        else:
+            run = _tune(batch, args, t, which, label)
+            evaluation = test_batch.evaluate(run.step_tuner.step_size_, t)
         summary = evaluation.summary()
         run.extra = {
             "test": summary,
@@ -307,13 +422,15 @@ def _run_mnist(args: argparse.Namespace, t: int) -> list[_Run]:
             "n_valid": n_valid,
             "label_noise": noise,
             "dataset": distribution.name,
+            "optimizer": optimizer,
         }
         runs.append(run)
     return runs
 
 
 def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
-    headers = ["run", "step size", "x L", "meta-objective", "evals", "converged", "seconds"]
+    picked = "step size" if all(isinstance(r.tuner, StepSizeTuner) for r in runs) else "tuned"
+    headers = ["run", picked, "x L", "meta-objective", "evals", "converged", "seconds"]
     quadratic = args.task == "quadratic"
     if quadratic:
         headers += ["eta*", "rel. error"]
@@ -323,16 +440,7 @@ def _summary(args: argparse.Namespace, runs: list[_Run], t: int) -> str:
         headers += ["train RMSE", "test RMSE", "test RMSE range"]
     rows = []
     for run in runs:
-        scale = run.task.step_size_scale()
-        row = [
-            run.label,
-            f"{run.tuner.step_size_:.6g}",
-            f"{run.tuner.step_size_ / scale:.3g}",
-            f"{run.tuner.meta_objective_:.6g}",
-            str(run.tuner.n_evals_),
-            "yes" if run.tuner.converged_ else "no",
-            f"{run.seconds:.2f}",
-        ]
+        row = [run.label, *run.columns(), f"{run.seconds:.2f}"]
         if quadratic:
             row += [f"{run.extra['optimal_step_size']:.12g}", f"{run.extra['relative_error']:.2e}"]
         elif args.task == "mnist":
@@ -392,7 +500,7 @@ def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> Non
     fig, (ax_iter, ax_obj) = plt.subplots(1, 2, figsize=(11, 4))
     log = args.objective == "log"
     for run in runs:
-        etas = [r.eta for r in run.tuner.history_]
+        etas = [r.eta for r in run.step_tuner.history_]
         (line,) = ax_iter.plot(range(1, len(etas) + 1), etas, marker=".", label=run.label)
         scale = run.task.step_size_scale()
         # Each MNIST point is a full training run: a coarser grid.
@@ -400,7 +508,9 @@ def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> Non
         grid = np.geomspace(scale * 1e-3, scale * 10.0, n_grid)
         values = [run.task.meta_objective(float(e), t, split=run.split, log=log) for e in grid]
         ax_obj.plot(grid, values, color=line.get_color(), label=run.label)
-        ax_obj.axvline(run.tuner.step_size_, color=line.get_color(), linestyle="--", linewidth=1)
+        ax_obj.axvline(
+            run.step_tuner.step_size_, color=line.get_color(), linestyle="--", linewidth=1
+        )
         if "optimal_step_size" in run.extra:
             ax_iter.axhline(run.extra["optimal_step_size"], color="k", linestyle=":", label="η*")
     ax_iter.set_xlabel("meta-gradient evaluation k")

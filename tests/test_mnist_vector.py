@@ -12,9 +12,11 @@ All checks run in float64 on scikit-learn's 8×8 digits with a 64-16-8-10 networ
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -562,3 +564,55 @@ def test_named_momentum_presets_use_momentum_09(digits: MNIST) -> None:
     assert batch.hyperparameters["momentum"] == 0.9
     plain = digits.sample(2, 100, 50, seed=1, optimizer="sgd")
     assert batch.meta_objective(0.1, T) != plain.meta_objective(0.1, T)
+
+
+# ---------------------------------------------------------------------- command line
+def test_cli_tunes_per_layer_step_sizes_of_momentum_sgd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``l2l-tune tune --optimizer momentum --tune lr[0],lr[1],lr[2]``: the JSON holds the
+    three tuned step sizes, a finite meta-objective and test accuracy, and the history."""
+    from l2l_tune.cli import main
+
+    out = tmp_path / "r.json"
+    argv = [
+        "tune", "--task", "mnist", "--dataset", "digits", "--t", "30", "--m", "1",
+        "--m-test", "1", "--n-train", "100", "--n-valid", "100", "--split", "valid",
+        "--optimizer", "momentum", "--tune", "lr[0],lr[1],lr[2]",
+        "--start", "lr[0]=0.01,lr[1]=0.01,lr[2]=0.01", "--max-evals", "3",
+        "--no-progress", "--json", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["hyperparameters"]) == {"lr[0]", "lr[1]", "lr[2]"}
+    assert result["optimizer"] == "momentum" and result["n_evals"] == 3
+    assert math.isfinite(result["meta_objective"]) and 0 <= result["test_accuracy"] <= 1
+    first = result["history"][0]["values"]
+    assert first == pytest.approx({"lr[0]": 0.01, "lr[1]": 0.01, "lr[2]": 0.01}, rel=1e-12)
+    assert "lr[0]=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--tune", "lr,lr"], "--tune"),
+        (["--tune", "lr,weight_decay", "--start", "lr=abc,weight_decay=0.1"], "--start"),
+        (["--tune", "lr,weight_decay", "--start", "lr=0.1"], "--start"),
+        (["--tune", "lr,nope"], "nope"),
+        (["--tune", "lr,weight_decay", "--meta-optimizer", "bracket"], "--meta-optimizer"),
+        (["--tune", "lr,weight_decay", "--plot", "p.png"], "--plot"),
+        (["--optimizer", "rmsprop"], "--optimizer"),
+    ],
+)
+def test_cli_rejects_bad_vector_arguments(
+    extra: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from l2l_tune.cli import main
+
+    argv = ["tune", "--task", "mnist", "--dataset", "digits", "--t", "5", "--m", "1",
+            "--n-train", "50", "--n-valid", "50", "--max-evals", "1", "--no-progress",
+            "--optimizer", "adamw", *extra]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert match in capsys.readouterr().err
