@@ -616,3 +616,15 @@ def test_cli_rejects_bad_vector_arguments(
         main(argv)
     assert info.value.code == 2
     assert match in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_validation_loss_of_the_same_run(digits: MNIST) -> None:
+    batch = digits.sample(2, 100, 50, seed=3, optimizer="adamw")
+    values = {"lr": 3e-3, "weight_decay": 0.05}
+    evaluation = batch.evaluate(values, T)
+    expected = batch.meta_objective(values, T, split="valid")
+    assert float(np.mean(evaluation.valid_loss)) == pytest.approx(expected, rel=1e-12)
+    summary = evaluation.summary()
+    assert 0.0 <= summary["valid_accuracy"] <= 1.0 and "valid_loss" in summary
+    without = digits.sample(2, 100, 0, seed=3).evaluate(0.1, T)
+    assert without.valid_loss.size == 0 and "valid_loss" not in without.summary()

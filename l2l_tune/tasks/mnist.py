@@ -131,6 +131,9 @@ class MNISTEvaluation:
         test_accuracy_curve: ``(m, len(curve_steps))``.
         train_accuracy_curve: ``(m, len(curve_steps))``.
         hyperparameters: The hyperparameters evaluated, when given as a mapping.
+        valid_loss: ``(m,)`` cross entropy on each task's validation samples (empty
+            without them): the train-by-validation meta-loss of the same run.
+        valid_accuracy: ``(m,)`` accuracy there.
     """
 
     eta: float
@@ -144,6 +147,8 @@ class MNISTEvaluation:
     test_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     train_accuracy_curve: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     hyperparameters: dict[str, float] = field(default_factory=dict)
+    valid_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    valid_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def summary(self) -> dict[str, float]:
         """Means over tasks (and the number truncated), JSON-friendly."""
@@ -154,6 +159,14 @@ class MNISTEvaluation:
             "train_accuracy": float(np.mean(self.train_accuracy)),
             "train_loss": float(np.mean(self.train_loss)),
             "truncated": int(np.sum(self.truncated)),
+            **(
+                {
+                    "valid_loss": float(np.mean(self.valid_loss)),
+                    "valid_accuracy": float(np.mean(self.valid_accuracy)),
+                }
+                if self.valid_loss.size
+                else {}
+            ),
         }
 
 
@@ -1053,6 +1066,14 @@ class MNISTBatch:
         with torch.no_grad():
             test_loss, _ = self._loss_on(run.params, None, test_labels, test=True)
             train_loss, _ = self._split_loss(run.params, "train")
+            valid: dict[str, np.ndarray] = {}
+            if self.n_valid:
+                valid_loss, _ = self._split_loss(run.params, "valid")
+                rows, labels = self._split_rows("valid")
+                valid = {
+                    "valid_loss": valid_loss.double().cpu().numpy(),
+                    "valid_accuracy": self._accuracy(run.params, rows, labels),
+                }
         rows, labels = self._split_rows("train")
         empty = np.zeros((self.m, 0))
         return MNISTEvaluation(
@@ -1069,6 +1090,7 @@ class MNISTBatch:
             hyperparameters=(
                 {k: float(v) for k, v in eta.items()} if isinstance(eta, Mapping) else {}
             ),
+            **valid,
         )
 
     def _accuracy(
