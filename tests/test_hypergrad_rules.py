@@ -634,3 +634,29 @@ def test_checkpointed_reverse_mode_equals_reverse_mode(every: int) -> None:
 def test_checkpoint_every_bad_input(every: Any, method: str) -> None:
     with pytest.raises(ValueError, match="checkpoint_every"):
         hypergradients(_loss, _start(), _batches(3), _meta, method=method, checkpoint_every=every)
+
+
+@pytest.mark.parametrize("rule", [Adam(), AdamW(), Adam(amsgrad=True)])
+def test_an_unmoved_group_with_a_zero_second_moment_keeps_a_finite_tangent(
+    rule: UpdateRule,
+) -> None:
+    """A group that no direction seeds (another layer's step size is differentiated) runs
+    its hyperparameters on the float path; its tangent still moves through the Hessian,
+    and where its second moment is exactly 0 the tangent must stay finite (regression:
+    the float path's plain sqrt gave 0/0 there)."""
+    from l2l_tune.hypergrad.tangent import Direction, tangent_step, zero_tangents
+
+    params = [torch.ones(4, dtype=torch.float64), torch.ones(3, dtype=torch.float64)]
+    grads = [torch.tensor([1.0, 0.0, 2.0, 0.0], dtype=torch.float64), torch.ones(3).double()]
+    states = rule.init(params)
+    hparams = [rule.defaults(lr=0.1), rule.defaults(lr=0.2)]
+    directions = [Direction("lr", 1)]  # moves group 1 only
+    tangents = zero_tangents(params, states, 1)
+    hvps = [torch.full((1, 4), 0.5, dtype=torch.float64), torch.ones((1, 3)).double()]
+    _, _, new = tangent_step(
+        rule, [0, 1], hparams, params, grads, states, [0, 0], directions, tangents, hvps
+    )
+    for tangent in new:
+        for x in tangent:
+            assert torch.isfinite(x).all(), tangent
+    assert new[0][0].abs().sum() > 0  # group 0 moved through its Hessian term

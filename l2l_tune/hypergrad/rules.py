@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 __all__ = [
@@ -67,10 +68,15 @@ def _sqrt(x: Tensor, differentiable: bool) -> Tensor:
     and forward and reverse mode alike would return NaN although ``x`` (and its
     tangent) stay 0. The values are ``torch.sqrt``'s, bit for bit.
     """
-    if not differentiable:
+    if not differentiable and not _is_differentiated(x):
         return x.sqrt()
     positive = x > 0
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), 0.0)
+
+
+def _is_differentiated(x: Tensor) -> bool:
+    """Whether ``x`` carries a forward-mode tangent or is recorded by autograd."""
+    return x.requires_grad or fwAD.unpack_dual(x).tangent is not None
 
 
 def _is_zero(value: Scalar) -> bool:

@@ -233,7 +233,8 @@ def _push(
     once for all ``d`` directions: the primals are repeated as ``d`` rows and each
     hyperparameter becomes a column holding its value, whose tangent is each
     direction's seed, so one pass costs the dispatch of one. Other rules run once
-    per direction.
+    per direction. A hyperparameter that no direction moves stays a Python float,
+    so the rule takes its float path for it (a weight decay of 0 costs nothing).
     """
     n_dir = vp[0].shape[0]
     like = params[0]
@@ -251,11 +252,13 @@ def _push(
                 fwAD.make_dual(rows(x), v.reshape(n_dir, -1))
                 for x, v in zip(states[0], vs[0], strict=True)
             )
-            h = {
+            h: dict[str, Any] = {
                 name: fwAD.make_dual(
                     torch.full(column, value, dtype=like.dtype, device=like.device),
                     torch.tensor(seeds[name], dtype=like.dtype, device=like.device).reshape(column),
                 )
+                if any(seeds[name])
+                else value  # no direction moves it: the rule's float path (weight decay 0: no op)
                 for name, value in hparams.items()
             }
             out_p, out_s = rule.update([p], [g], [s], h, steps)
@@ -272,11 +275,13 @@ def _push(
                 tuple(fwAD.make_dual(x, v[j]) for x, v in zip(state, tangent, strict=True))
                 for state, tangent in zip(states, vs, strict=True)
             ]
-            dual_h = {
+            dual_h: dict[str, Any] = {
                 name: fwAD.make_dual(
                     torch.tensor(value, dtype=like.dtype, device=like.device),
                     torch.tensor(seeds[name][j], dtype=like.dtype, device=like.device),
                 )
+                if seeds[name][j]
+                else value
                 for name, value in hparams.items()
             }
             out_p, out_s = rule.update(dual_p, dual_g, dual_s, dual_h, steps)
