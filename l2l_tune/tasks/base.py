@@ -31,6 +31,13 @@ class MetaObjectiveTask(Protocol):
     of a ReLU network, chaotic at large ``η``: Theorem 3). ``meta_optimizer="auto"``
     uses it to pick the bracketing search or the model-based one.
 
+    ``log`` is keyword-only in every method of every task. Its default is ``False``
+    (the meta-loss itself) in :class:`HyperparameterTask` methods and in the training
+    tasks; :class:`~l2l_tune.tasks.Quadratic`'s scalar methods keep their historical
+    ``True`` (its plain value underflows for moderate ``t``, Theorem 3), so pass
+    ``log`` explicitly when a caller handles several tasks, as the tuners, the Optuna
+    sampler and the Ray searcher do.
+
     Non-finite results, the same for every task and honoured the same way by
     :class:`~l2l_tune.StepSizeTuner`, the Optuna sampler and the Ray searcher:
 
