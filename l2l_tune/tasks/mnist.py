@@ -673,7 +673,9 @@ class MNISTBatch:
                 with torch.no_grad():
                     ok = alive & (loss < cap)  # False for NaN too
                     for x_new in (*new_params, *(s for state in new_states for s in state)):
-                        ok &= torch.isfinite(x_new).flatten(1).all(dim=1)
+                        # a sum is non-finite when an entry is (inf - inf is NaN): one
+                        # reduction instead of an elementwise test
+                        ok &= torch.isfinite(x_new.flatten(1).sum(dim=1))
                     alive = ok
                 params = [
                     _where(alive, new, old) for new, old in zip(new_params, params, strict=True)
