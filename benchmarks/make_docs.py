@@ -19,6 +19,10 @@ SECTIONS = [
     ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
     ("hypergrad.md", "Drop-in optimizers' cost (`python benchmarks/bench_hypergrad.py`)"),
     ("vector.md", "AdamW (lr, weight decay) on digits (`python benchmarks/bench_vector.py`)"),
+    (
+        "vector_mnist.md",
+        "AdamW (lr, weight decay) on MNIST (`python benchmarks/bench_vector.py --task mnist`)",
+    ),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
