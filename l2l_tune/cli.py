@@ -294,6 +294,9 @@ def _tune_hyperparameters(
 
     from .meta.vector import VectorRecord
 
+    for flag, value in (("--eta0", args.eta0), ("--tol", args.tol)):
+        if value is not None:
+            raise ValueError(f"{flag} applies to the step-size search; with --tune use --start")
     meta_optimizer = "adam" if args.meta_optimizer == "auto" else args.meta_optimizer
     if meta_optimizer not in ("adam", "paper"):
         raise ValueError(
@@ -405,6 +408,12 @@ def _run_mnist(args: argparse.Namespace, t: int) -> list[_Run]:
                                    optimizer=optimizer)
                for _, _, nv in plan]  # fmt: skip
     runs: list[_Run] = []
+    if not vector and args.start is not None:
+        if args.eta0 is not None:
+            raise ValueError("give the first step size once: --eta0 or --start lr=VALUE")
+        start = _start_values(args, names)
+        assert start is not None
+        args.eta0 = start["lr"]
     for (label, which, n_valid), batch in zip(plan, batches, strict=True):
         if vector:
             run = _tune_hyperparameters(batch, args, t, which, label, names)

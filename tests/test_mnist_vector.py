@@ -602,6 +602,11 @@ def test_cli_tunes_per_layer_step_sizes_of_momentum_sgd(
         (["--tune", "lr,weight_decay", "--meta-optimizer", "bracket"], "--meta-optimizer"),
         (["--tune", "lr,weight_decay", "--plot", "p.png"], "--plot"),
         (["--optimizer", "rmsprop"], "--optimizer"),
+        # --start, --eta0 and --tol are never silently ignored
+        (["--start", "garbage"], "--start"),
+        (["--start", "lr=0.1", "--eta0", "0.1"], "--eta0"),
+        (["--tune", "lr,weight_decay", "--eta0", "0.1"], "--eta0"),
+        (["--tune", "lr,weight_decay", "--tol", "0.1"], "--tol"),
     ],
 )
 def test_cli_rejects_bad_vector_arguments(
@@ -628,3 +633,49 @@ def test_evaluate_reports_the_validation_loss_of_the_same_run(digits: MNIST) -> 
     assert 0.0 <= summary["valid_accuracy"] <= 1.0 and "valid_loss" in summary
     without = digits.sample(2, 100, 0, seed=3).evaluate(0.1, T)
     assert without.valid_loss.size == 0 and "valid_loss" not in without.summary()
+
+
+def test_nesterov_momentum_search_range_stays_positive(digits: MNIST) -> None:
+    """Nesterov refuses momentum 0 (as torch.optim.SGD): its search range starts above 0,
+    so a tuner clipping to the bound never proposes a refused value."""
+    from l2l_tune import HyperparameterTuner
+
+    batch = digits.sample(2, 60, 0, seed=0, optimizer="nesterov")
+    space = batch.hyperparameter_space().subset(["momentum"])
+    assert space.parameters[0].low > 0
+    tuner = HyperparameterTuner(
+        ["lr", "momentum"], start={"lr": 0.5, "momentum": 0.05}, max_evals=4
+    ).fit(batch, 10)
+    assert all(r.values["momentum"] > 0 for r in tuner.history_)
+
+
+def test_scheduled_sgd_keeps_the_momentum_checks(digits: MNIST) -> None:
+    with pytest.raises(ValueError, match="momentum_buffer=True"):
+        digits.sample(
+            2, 60, 0, optimizer=Scheduled(SGD(), horizon=5), hyperparameters={"momentum": 0.9}
+        )
+    with pytest.raises(ValueError, match="Nesterov momentum"):
+        digits.sample(2, 60, 0, optimizer=Scheduled(SGD(nesterov=True), horizon=5))
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [({"lr[00]": 0.1}, "lr\\[00\\]"), ({"lr[0]": 0.1, "lr[1]": 0.1, "lr[01]": 0.2}, "lr\\[01\\]")],
+)
+def test_layer_keys_are_canonical(digits: MNIST, values: dict[str, float], match: str) -> None:
+    batch = digits.sample(2, 60, 0, seed=0)
+    with pytest.raises(ValueError, match=match):
+        batch.value_and_gradients(values, 5)
+
+
+def test_cli_start_sets_the_first_step_size_of_the_step_size_search(tmp_path: Path) -> None:
+    from l2l_tune.cli import main
+
+    out = tmp_path / "r.json"
+    argv = ["tune", "--task", "mnist", "--dataset", "digits", "--t", "10", "--m", "1",
+            "--m-test", "1", "--n-train", "50", "--n-valid", "50", "--split", "valid",
+            "--start", "lr=0.0123", "--max-evals", "2", "--no-progress",
+            "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["history"][0]["eta"] == pytest.approx(0.0123)

@@ -516,6 +516,16 @@ class Scheduled(UpdateRule):
             )
         self.rule.check_differentiable(inner)
 
+    def check_hyperparameters(
+        self, hparams: Mapping[str, Any], where: str = ""
+    ) -> dict[str, float]:
+        """The inner rule's checks (SGD's momentum rules among them) and the fractions' ranges."""
+        out = super().check_hyperparameters(hparams, where)
+        self.rule.check_hyperparameters(
+            {k: v for k, v in out.items() if k in self.rule.hyperparameters}, where
+        )
+        return out
+
     def init_one(self, param: Tensor) -> TensorState:
         return self.rule.init_one(param)
 

@@ -69,7 +69,7 @@ _DTYPES = ("float32", "float64")
 # Rows of the inputs gathered at once when a split's loss is measured.
 _CHUNK_ELEMENTS = 1 << 22
 # A per-layer hyperparameter: ``name[i]``.
-_LAYER_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]")
+_LAYER_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[(0|[1-9][0-9]*)\]")
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
@@ -374,10 +374,13 @@ def _inner_rule(rule: UpdateRule) -> UpdateRule:
 
 def _search_bounds(rule: UpdateRule, name: str) -> tuple[float, float, bool]:
     """``(low, high, log)``: where a search over ``name`` looks for a training run of this rule."""
-    from ..hypergrad.rules import Adam
+    from ..hypergrad.rules import SGD, Adam
 
+    inner = _inner_rule(rule)
+    if name == "momentum" and isinstance(inner, SGD) and inner.nesterov:
+        return (1e-3, 0.99, False)  # Nesterov needs momentum > 0 (as torch.optim.SGD)
     if name == "lr":
-        return (1e-5, 1.0, True) if isinstance(_inner_rule(rule), Adam) else (1e-3, 10.0, True)
+        return (1e-5, 1.0, True) if isinstance(inner, Adam) else (1e-3, 10.0, True)
     return {
         "weight_decay": (1e-6, 1.0, True),
         "momentum": (0.0, 0.99, False),
@@ -468,7 +471,8 @@ class MNISTBatch:
 
         Args:
             optimizer: A name of :data:`INNER_OPTIMIZERS` or an update rule.
-            hyperparameters: Its fixed hyperparameters (defaults: ``torch.optim``'s).
+            hyperparameters: Its fixed hyperparameters (defaults: ``torch.optim``'s, with
+                ``momentum = 0.9`` for ``"momentum"`` and ``"nesterov"``).
 
         Raises:
             ValueError: for an unknown optimizer or hyperparameter, or a value out of range.
@@ -578,6 +582,7 @@ class MNISTBatch:
         keys: list[str] = []
         shared: set[str] = set()
         per_layer: set[str] = set()
+        seen: set[tuple[str, int | None]] = set()
         for key, value in hyperparameters.items():
             match = _LAYER_KEY.fullmatch(key) if isinstance(key, str) else None
             name, layer = (match.group(1), int(match.group(2))) if match else (key, None)
@@ -591,6 +596,9 @@ class MNISTBatch:
                 )
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"hyperparameters[{key!r}] must be a real number; got {value!r}")
+            if (name, layer) in seen:
+                raise ValueError(f"hyperparameters gives {key!r} twice")
+            seen.add((name, layer))
             (shared if layer is None else per_layer).add(name)
             for i in range(self.n_layers) if layer is None else (layer,):
                 groups[i][name] = float(value)
