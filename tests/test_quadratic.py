@@ -592,3 +592,14 @@ def test_heavy_ball_bad_input(
     """Each bad argument raises ValueError naming it and what is accepted."""
     with pytest.raises(ValueError, match=match):
         hb_quad.value_and_gradients(hyperparameters, t, split=split)
+
+
+@pytest.mark.parametrize("call", ["scalar", "vector"])
+def test_a_step_size_whose_product_with_L_overflows_is_refused(call: str) -> None:
+    """η·L = inf would read as landing on the minimiser (value 0): refused, naming η."""
+    q = Quadratic.random(5, seed=0)
+    with pytest.raises(ValueError, match="too large"):
+        if call == "scalar":
+            q.value_and_gradient(1e308, 10)
+        else:
+            q.value_and_gradients({"lr": 1e308, "momentum": 0.5}, 10)

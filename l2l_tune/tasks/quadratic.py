@@ -182,8 +182,18 @@ class Quadratic:
             return np.asarray(self.eigenvectors @ (factors * self.coefficients))
 
     # ------------------------------------------------------------------ meta-objective
+    def _check_scale(self, eta: float, name: str) -> float:
+        """``eta`` itself, refused when ``η·L`` overflows float64 (the closed forms would
+        read a step that large as landing on the minimiser: value 0)."""
+        if not math.isfinite(eta * self.smoothness):
+            raise ValueError(
+                f"{name}={eta!r} is too large: {name}·L overflows float64 (L = "
+                f"{self.smoothness:.6g}); GD diverges far below it, past 2/L"
+            )
+        return eta
+
     def _check(self, eta: Any, t: Any, split: str) -> tuple[float, int]:
-        eta = check_step_size(eta)
+        eta = self._check_scale(check_step_size(eta), "eta")
         t = check_horizon(t)
         check_choice(split, "split", ("train",))
         return eta, t
@@ -410,7 +420,7 @@ class Quadratic:
                 "hyperparameters must name 'lr' (the step size, a finite number >= 0); "
                 f"got {sorted(hyperparameters)}"
             )
-        eta = check_step_size(hyperparameters["lr"], "lr")
+        eta = self._check_scale(check_step_size(hyperparameters["lr"], "lr"), "lr")
         beta = _check_momentum(hyperparameters.get("momentum", 0.0))
         t = check_horizon(t)
         check_choice(split, "split", ("train",))
