@@ -287,8 +287,8 @@ def _push(
             out_p, out_s = rule.update(dual_p, dual_g, dual_s, dual_h, steps)
             per_direction.append(
                 (
-                    [fwAD.unpack_dual(x).tangent for x in out_p],
-                    [tuple(fwAD.unpack_dual(x).tangent for x in state) for state in out_s],
+                    [_tangent_of(x) for x in out_p],
+                    [tuple(_tangent_of(x) for x in state) for state in out_s],
                 )
             )
     stacked_p = [torch.stack([d[0][i] for d in per_direction]) for i in range(len(params))]
@@ -297,6 +297,12 @@ def _push(
         for i in range(len(params))
     ]
     return stacked_p, stacked_s
+
+
+def _tangent_of(x: Tensor) -> Tensor:
+    """The tangent of a rule's output (zero when it depends on no differentiated input)."""
+    tangent = fwAD.unpack_dual(x).tangent
+    return torch.zeros_like(x) if tangent is None else tangent
 
 
 def _clusters(
