@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .meta import META_OPTIMIZER_CHOICES
 from .tasks import INNER_OPTIMIZERS, LeastSquares, Quadratic
-from .tuner import EvalRecord, HyperparameterTuner, StepSizeTuner
+from .tuner import HyperparameterTuner, StepSizeTuner
 
 __all__ = ["build_parser", "main"]
 
@@ -231,27 +231,37 @@ def _tune(
     split: str,
     label: str,
 ) -> _Run:
-    from tqdm.auto import tqdm
-
     max_evals = args.max_evals or (
         1000 if args.meta_optimizer == "paper" else 30 if args.task == "mnist" else 200
     )
     tol = args.tol
     if tol is None and args.task == "mnist" and args.meta_optimizer == "bracket":
         tol = 1e-3
-    bar = tqdm(total=max_evals, desc=f"{label}", unit="eval", disable=args.no_progress, leave=False)
+    tuner = StepSizeTuner(meta_optimizer=args.meta_optimizer, eta0=args.eta0,
+                          max_evals=max_evals, tol=tol)  # fmt: skip
+    return _fit(tuner, task, args, t, split, label, max_evals, lambda r: f"eta={r.eta:.4g}")
 
-    def update(record: EvalRecord) -> None:
-        bar.set_postfix(eta=f"{record.eta:.4g}", refresh=False)
+
+def _fit(
+    tuner: StepSizeTuner | HyperparameterTuner,
+    task: Any,
+    args: argparse.Namespace,
+    t: int,
+    split: str,
+    label: str,
+    max_evals: int,
+    describe: Callable[[Any], str],
+) -> _Run:
+    """Fit ``tuner`` on ``task`` with a progress bar (postfix ``describe(record)``), timed."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_evals, desc=label, unit="eval", disable=args.no_progress, leave=False)
+
+    def update(record: Any) -> None:
+        bar.set_postfix_str(describe(record), refresh=False)
         bar.update()
 
-    tuner = StepSizeTuner(
-        meta_optimizer=args.meta_optimizer,
-        eta0=args.eta0,
-        max_evals=max_evals,
-        tol=tol,
-        callback=update,
-    )
+    tuner.callback = update
     start = time.perf_counter()
     try:
         tuner.fit(task, t=t, split=split, log=args.objective == "log")
@@ -290,10 +300,6 @@ def _tune_hyperparameters(
     task: Any, args: argparse.Namespace, t: int, split: str, label: str, names: Sequence[str]
 ) -> _Run:
     """Several hyperparameters with their gradients: :class:`HyperparameterTuner`."""
-    from tqdm.auto import tqdm
-
-    from .meta.vector import VectorRecord
-
     for flag, value in (("--eta0", args.eta0), ("--tol", args.tol)):
         if value is not None:
             raise ValueError(f"{flag} applies to the step-size search; with --tune use --start")
@@ -304,25 +310,9 @@ def _tune_hyperparameters(
             f"{args.meta_optimizer!r}"
         )
     max_evals = args.max_evals or 30
-    bar = tqdm(total=max_evals, desc=label, unit="eval", disable=args.no_progress, leave=False)
-
-    def update(record: VectorRecord) -> None:
-        bar.set_postfix(loss=f"{record.value:.4g}", refresh=False)
-        bar.update()
-
-    tuner = HyperparameterTuner(
-        names,
-        meta_optimizer=meta_optimizer,
-        start=_start_values(args, names),
-        max_evals=max_evals,
-        callback=update,
-    )
-    start = time.perf_counter()
-    try:
-        tuner.fit(task, t=t, split=split, log=args.objective == "log")
-    finally:
-        bar.close()
-    return _Run(label, split, task, tuner, time.perf_counter() - start)
+    tuner = HyperparameterTuner(names, meta_optimizer=meta_optimizer,
+                                start=_start_values(args, names), max_evals=max_evals)  # fmt: skip
+    return _fit(tuner, task, args, t, split, label, max_evals, lambda r: f"loss={r.value:.4g}")
 
 
 def _run_quadratic(args: argparse.Namespace, t: int) -> list[_Run]:
