@@ -200,6 +200,10 @@ class _FromTrialsSampler(BaseSampler):
     #: Parameters (and other keys) already warned about.
     _warned: set[str]
 
+    def __init__(self, independent_sampler: BaseSampler | None, seed: int | None) -> None:
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        self._warned = set()
+
     def reseed_rng(self) -> None:
         """Reseed the independent sampler (called by Optuna for ``n_jobs > 1``)."""
         self._independent_sampler.reseed_rng()
@@ -350,8 +354,7 @@ class MetaGradientSampler(_FromTrialsSampler):
         self.log_objective = bool(log_objective)
         self.fd_step = check_positive(fd_step, "fd_step")
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
-        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
-        self._warned: set[str] = set()
+        super().__init__(independent_sampler, seed)
 
     # ------------------------------------------------------------------ Optuna's interface
     def sample_independent(

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 import optuna
 from optuna.distributions import FloatDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from ._sampler import _FAILED_ATTR, GRADIENT_ATTR, _FromTrialsSampler, report_meta_gradient
@@ -123,8 +123,7 @@ class HypergradientSampler(_FromTrialsSampler):
         self.start = check_start(start, names)
         self.log_objective = bool(log_objective)
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
-        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
-        self._warned: set[str] = set()
+        super().__init__(independent_sampler, seed)
 
     # ------------------------------------------------------------------ Optuna's interface
     def sample_independent(
