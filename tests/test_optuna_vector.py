@@ -230,3 +230,5 @@ def test_hyperparameter_objective_rejects_unknown_names() -> None:
         hyperparameter_objective(Quadratic.random(5, seed=0), ("lr", "beta1"), 10)
     with pytest.raises(ValueError, match="split"):
         hyperparameter_objective(Quadratic.random(5, seed=0), "lr", 10, split="test")
+    with pytest.raises(ValueError, match="t must be an integer"):
+        hyperparameter_objective(Quadratic.random(5, seed=0), "lr", 0)

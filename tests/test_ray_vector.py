@@ -121,3 +121,32 @@ def test_a_tuned_key_that_is_not_a_float_domain_raises() -> None:
     assert search.set_search_properties(None, None, space())
     with pytest.raises(ValueError, match="'activation' must be a tune.uniform"):
         search.suggest("a")
+
+
+@pytest.mark.parametrize(
+    ("params", "match"), [((), "params"), (("lr", "lr"), "distinct"), (("lr", ""), "params")]
+)
+def test_task_trainable_rejects_bad_names(params: tuple[str, ...], match: str) -> None:
+    from l2l_tune.integrations.ray import task_trainable
+
+    from l2l_tune.tasks import Quadratic
+
+    with pytest.raises(ValueError, match=match):
+        task_trainable(Quadratic.random(5, seed=0), 10, params=params)
+
+
+def test_task_trainable_reports_the_gradient_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a Tune session: the trainable reads every name and reports their gradients."""
+    from l2l_tune.integrations.ray import _searcher, task_trainable
+
+    from l2l_tune.tasks import Quadratic
+
+    q = Quadratic.random(5, seed=0)
+    reported: list[dict[str, Any]] = []
+    monkeypatch.setattr(_searcher.tune, "report", reported.append)
+    monkeypatch.setattr("ray.get_gpu_ids", lambda: [])
+    config = {"lr": 0.5 / q.smoothness, "momentum": 0.3}
+    task_trainable(q, 20, params=("lr", "momentum"))(config)
+    (result,) = reported
+    value, grads = q.value_and_gradients(config, 20)
+    assert result["loss"] == value and result["loss_grad"] == grads

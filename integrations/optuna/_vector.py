@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from l2l_tune._validation import check_choice
+from l2l_tune._validation import check_choice, check_horizon
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.vector import (
     VECTOR_META_OPTIMIZERS,
@@ -288,11 +288,12 @@ def hyperparameter_objective(
         split: ``"train"`` (TbT) or ``"valid"`` (TbV).
 
     Raises:
-        ValueError: for a name the task's space does not have, or a bad ``split``.
+        ValueError: for a name the task's space does not have, a bad ``split`` or ``t < 1``.
     """
     from l2l_tune.tasks.base import SPLITS
 
     check_choice(split, "split", SPLITS)
+    t = check_horizon(t)
     if isinstance(params, HyperparameterSpace):
         space = params
     else:
