@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .meta import META_OPTIMIZER_CHOICES
+from .meta import META_OPTIMIZER_CHOICES, VECTOR_META_OPTIMIZERS
 from .tasks import INNER_OPTIMIZERS, LeastSquares, Quadratic
 from .tuner import HyperparameterTuner, StepSizeTuner
 
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=META_OPTIMIZER_CHOICES,
         default="auto",
         help="meta-optimizer (default auto: the bracket on the exact closed forms, the "
-        "model-based search on MNIST training runs)",
+        "model-based search on MNIST training runs and with several --tune names)",
     )
     tune.add_argument("--eta0", type=float, default=None, help="initial step size (default: 1/L)")
     tune.add_argument(
@@ -303,10 +303,10 @@ def _tune_hyperparameters(
     for flag, value in (("--eta0", args.eta0), ("--tol", args.tol)):
         if value is not None:
             raise ValueError(f"{flag} applies to the step-size search; with --tune use --start")
-    meta_optimizer = "adam" if args.meta_optimizer == "auto" else args.meta_optimizer
-    if meta_optimizer not in ("adam", "paper"):
+    meta_optimizer = "model" if args.meta_optimizer == "auto" else args.meta_optimizer
+    if meta_optimizer not in VECTOR_META_OPTIMIZERS:
         raise ValueError(
-            f"--meta-optimizer must be auto, adam or paper with several --tune names; got "
+            f"--meta-optimizer must be auto, model, adam or paper with several --tune names; got "
             f"{args.meta_optimizer!r}"
         )
     max_evals = args.max_evals or 30
@@ -587,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 on bad arguments (the message names the
         argument and what is accepted), 1 when data files are missing or cannot be
-        downloaded (the message says where they were looked for and how to fix it).
+        downloaded (the message says where they were looked for and how to fix it) or
+        an optional dependency is not installed (the message names its extra).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -599,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"l2l-tune: error: {exc}\n")
     except OSError as exc:  # missing data files, failed downloads
+        parser.exit(1, f"l2l-tune: error: {exc}\n")
+    except ImportError as exc:  # an optional dependency (the message names its extra)
         parser.exit(1, f"l2l-tune: error: {exc}\n")
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover

@@ -9,17 +9,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import l2l_tune.reproduce as reproduce
-from l2l_tune import Quadratic
 from l2l_tune.cli import main
 from l2l_tune.reproduce import TARGETS, Check, RunContext, Target, TargetReport, register
 from l2l_tune.reproduce.base import to_jsonable
-from l2l_tune.reproduce.quadratic import numpy_backprop_meta_gradient, steps_to_stay
+from l2l_tune.reproduce.quadratic import steps_to_stay
 
 EXPECTED = ("fig1", "fig2", "fig3", "fig4", "fig5", "thm3", "thm4", "thm5", "thm6")
 
@@ -96,6 +96,18 @@ def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--out must be a folder" in capsys.readouterr().err
 
 
+def test_backprop_contrast_without_torch_exits_1_naming_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fig 1's unrolled-backprop contrast is PyTorch autodiff (the library's one unrolled
+    backprop); without PyTorch the command stops with the extra to install, not a traceback."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "fig1", "--quick", "--out", str(tmp_path), "--no-progress"])
+    assert exc.value.code == 1
+    assert "l2l-tune[torch]" in capsys.readouterr().err
+
+
 def test_list_shows_targets_and_claims(capsys: pytest.CaptureFixture[str]) -> None:
     """``reproduce --list`` names every target with its claim."""
     assert main(["reproduce", "--list"]) == 0
@@ -142,19 +154,6 @@ def test_register_rejects_duplicates_and_reserved_names() -> None:
         register("fig1", title="x", reference="x", claim="x")(lambda ctx: None)  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="identifier other than 'all'"):
         register("all", title="x", reference="x", claim="x")
-
-
-def test_numpy_backprop_matches_torch_and_fails_in_float32() -> None:
-    """The NumPy reverse-mode fallback is the same computation as PyTorch's autodiff."""
-    pytest.importorskip("torch")
-    task = Quadratic.random(20, seed=0, variant="authors")
-    for eta, t in ((0.01, 10), (0.02, 80), (0.1, 20)):
-        for log in (True, False):
-            ours = numpy_backprop_meta_gradient(task.H, task.w0, eta, t, log=log, dtype="float64")
-            torch_value = task.meta_gradient(eta, t, log=log, method="backprop")
-            assert ours == pytest.approx(torch_value, rel=1e-10)
-    # Fig 1's setting: float32 overflows, as in the authors' TensorFlow baseline.
-    assert not math.isfinite(numpy_backprop_meta_gradient(task.H, task.w0, 0.1, 80))
 
 
 def test_steps_to_stay() -> None:

@@ -38,7 +38,6 @@ __all__ = [
     "fig1",
     "meta_gd_trajectory",
     "mpmath_log_meta_gradient",
-    "numpy_backprop_meta_gradient",
     "plain_meta_gradient_log10",
     "steps_to_stay",
     "thm3",
@@ -140,53 +139,19 @@ def meta_gd_trajectory(
     return etas, grads
 
 
-def numpy_backprop_meta_gradient(
-    H: FloatArray, w0: FloatArray, eta: float, t: int, *, log: bool = True, dtype: str = "float32"
-) -> float:
-    """Reverse-mode differentiation of ``t`` unrolled GD steps, by hand in NumPy.
-
-    The same arithmetic as autodiff (Corollary 1): the forward pass stores
-    ``w_0, …, w_t``, the backward pass accumulates ``∂F/∂η = −Σ_k g_kᵀ H w_{k−1}``
-    with ``g_{k−1} = (I − ηH) g_k``. Used when PyTorch is not installed; overflow
-    and invalid operations give ``inf``/``NaN`` silently, as they do in PyTorch.
-
-    Args:
-        H: The symmetric matrix of ``f(w) = ½ wᵀHw``.
-        w0: The starting point.
-        eta: Step size.
-        t: Number of GD steps.
-        log: Differentiate ``(1/t)·log f(w_t)`` (default) or ``f(w_t)``.
-        dtype: ``"float32"`` or ``"float64"``.
-    """
-    kind = np.dtype(dtype)
-    with np.errstate(all="ignore"):
-        H_d = H.astype(kind)
-        step = kind.type(eta)
-        w = w0.astype(kind)
-        iterates = [w]
-        for _ in range(t):
-            w = w - step * (H_d @ w)
-            iterates.append(w)
-        Hw = H_d @ w
-        loss = kind.type(0.5) * (w @ Hw)
-        scale = kind.type(1.0) / (kind.type(t) * loss) if log else kind.type(1.0)
-        g = scale * Hw
-        grad = kind.type(0.0)
-        for k in range(t, 0, -1):
-            grad = grad - g @ (H_d @ iterates[k - 1])
-            g = g - step * (H_d @ g)
-        return float(grad)
-
-
 def backprop_meta_gradient(task: Quadratic, eta: float, t: int, dtype: str) -> float:
-    """Unrolled-backprop meta-gradient of the log objective (PyTorch if installed, else NumPy)."""
-    if _backprop_engine() == "torch":
+    """Unrolled-backprop meta-gradient of the log objective (Corollary 1's baseline).
+
+    The library's one unrolled backprop (``Quadratic.meta_gradient(method="backprop")``,
+    PyTorch autodiff). Its non-finite values are the point of the comparison, so the
+    library's warning about them is not repeated here.
+
+    Raises:
+        ImportError: without PyTorch (``pip install "l2l-tune[torch]"``).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "non-finite hypergradient", RuntimeWarning)
         return task.meta_gradient(eta, t, method="backprop", dtype=dtype)
-    return numpy_backprop_meta_gradient(task.H, task.w0, eta, t, dtype=dtype)
-
-
-def _backprop_engine() -> str:
-    return "torch" if importlib.util.find_spec("torch") is not None else "numpy"
 
 
 def plain_meta_gradient_log10(task: Quadratic, eta: float, t: int) -> tuple[float, float]:
@@ -310,7 +275,6 @@ def fig1(ctx: RunContext) -> TargetReport:
     task = Quadratic.random(s.d, seed=ctx.seed, variant=variant)
     eta_star = task.optimal_step_size(s.t)
     L = task.smoothness
-    engine = _backprop_engine()
 
     def value(eta: float) -> float:
         return task.meta_objective(eta, s.t)
@@ -402,9 +366,9 @@ def fig1(ctx: RunContext) -> TargetReport:
         "stable meta-gradient: η_k stays within "
         + ", ".join(f"{tol:.1%} of η* {_fmt_steps(stay[tol], K)}" for tol in tols)
         + f"; η_K = {etas[-1]:.6g} (relative error {err[-1]:.1e})",
-        f"unrolled float32 backprop ({engine}): {n_bad32}/{K} meta-gradients non-finite "
+        f"unrolled float32 backprop: {n_bad32}/{K} meta-gradients non-finite "
         f"({grads32[0]} at η0); η stayed at {etas32[-1]:g}",
-        f"unrolled float64 backprop ({engine}): {n_bad64}/{K} non-finite (float64 has the "
+        f"unrolled float64 backprop: {n_bad64}/{K} non-finite (float64 has the "
         f"range at t = {s.t}; see thm4 for larger t); same trajectory as the stable one up to "
         f"k = {same64} (then rounding differences grow while meta-GD oscillates), within 10% "
         f"of η* {_fmt_steps(steps_to_stay(err64, 0.1), K)}, final relative error {err64[-1]:.1e}",
@@ -451,12 +415,12 @@ def fig1(ctx: RunContext) -> TargetReport:
             f"d = {s.d}, {_describe_instance(variant, s.d, ctx.seed)}, t = {s.t}, "
             f"η0 = {s.eta0}, projected meta-GD η ← max(0, η − μ_k F̂'(η)) with "
             f"μ_k = {s.meta_lr}/√k on (1/t)·log f(w_t), K = {K} meta-steps; meta-gradient by "
-            f"the stable closed form and by unrolled backprop ({engine}) in float32 and float64 "
+            f"the stable closed form and by unrolled backprop in float32 and float64 "
             "(a non-finite meta-gradient leaves η unchanged, as NaN → 0 did in the authors' code)"
         ),
         measured=measured,
         checks=checks,
-        settings={**asdict(s), "variant": variant, "seed": ctx.seed, "backprop_engine": engine},
+        settings={**asdict(s), "variant": variant, "seed": ctx.seed},
         results={
             "L": L,
             "alpha": task.strong_convexity,
@@ -784,7 +748,6 @@ def thm4(ctx: RunContext) -> TargetReport:
     variant = _variant(ctx, "paper")
     task = Quadratic.random(s.d, seed=ctx.seed, variant=variant)
     L = task.smoothness
-    engine = _backprop_engine()
     has_mpmath = importlib.util.find_spec("mpmath") is not None
     notes: list[str] = []
     if not has_mpmath:
@@ -972,7 +935,7 @@ def thm4(ctx: RunContext) -> TargetReport:
             f"d = {s.d}, {_describe_instance(variant, s.d, ctx.seed)}; t ∈ {list(s.ts)}, "
             f"η ∈ {{{', '.join(str(c) for c in s.eta_times_L)}}}/L; meta-gradient of "
             "(1/t)·log f(w_t) by the stable closed form, by unrolled backprop "
-            f"({engine}) in float64 and float32, and by a {s.dps}-digit mpmath evaluation "
+            f"(PyTorch) in float64 and float32, and by a {s.dps}-digit mpmath evaluation "
             "of Eqn 1 on the same eigen-data"
         ),
         measured=measured,
@@ -981,7 +944,6 @@ def thm4(ctx: RunContext) -> TargetReport:
             **asdict(s),
             "variant": variant,
             "seed": ctx.seed,
-            "backprop_engine": engine,
             "mpmath": has_mpmath,
         },
         results={

@@ -263,7 +263,9 @@ class Quadratic:
         ``t`` GD steps in PyTorch (``dtype`` ``"float64"`` or ``"float32"``) and
         backpropagates. It is real autodiff, memory and time ``O(t·d²)``, and it
         returns whatever autodiff gives, including ``inf``, ``NaN`` or ``0`` once
-        the intermediate losses overflow or underflow.
+        the intermediate losses overflow or underflow (a non-finite one with a
+        ``RuntimeWarning``). It is the library's one unrolled backprop,
+        :func:`l2l_tune.hypergrad.hypergradients` with ``method="backprop"``.
 
         Args:
             eta: Step size ``η ≥ 0``.
@@ -601,18 +603,34 @@ def _torch_dtype(dtype: Any) -> Any:
 def _backprop_meta_gradient(
     H: NDArray[np.float64], w0: NDArray[np.float64], eta: float, t: int, *, log: bool, dtype: Any
 ) -> float:
-    """Naive reverse-mode meta-gradient through ``t`` unrolled GD steps (Corollary 1)."""
+    """Naive reverse-mode meta-gradient through ``t`` unrolled GD steps (Corollary 1).
+
+    The library's one unrolled backprop (:func:`l2l_tune.hypergrad.hypergradients`
+    with ``method="backprop"``) on ``f(w) = ½ wᵀHw``, plain SGD, full batch.
+    """
     try:
         import torch
+
+        from ..hypergrad import hypergradients
     except ImportError as exc:  # pragma: no cover - exercised only without torch
         raise ImportError("method='backprop' needs PyTorch: pip install 'l2l-tune[torch]'") from exc
     torch_dtype = _torch_dtype(dtype)
     H_t = torch.as_tensor(H, dtype=torch_dtype)
-    w = torch.as_tensor(w0, dtype=torch_dtype)
-    eta_t = torch.tensor(eta, dtype=torch_dtype, requires_grad=True)
-    for _ in range(t):
-        w = w - eta_t * (H_t @ w)
-    loss = 0.5 * torch.dot(w, H_t @ w)
-    objective = torch.log(loss) / t if log else loss
-    (grad,) = torch.autograd.grad(objective, eta_t)
-    return float(grad)
+
+    def loss(w: Any, batch: Any = None) -> Any:
+        return 0.5 * torch.dot(w, H_t @ w)
+
+    def meta_loss(w: Any) -> Any:
+        return torch.log(loss(w)) / t if log else loss(w)
+
+    result = hypergradients(
+        loss,
+        torch.as_tensor(w0, dtype=torch_dtype),
+        [None] * t,
+        meta_loss,
+        hparams={"lr": eta},
+        method="backprop",
+    )
+    gradient = result.gradients["lr"]
+    assert isinstance(gradient, float)  # one shared step size, not per group
+    return gradient
