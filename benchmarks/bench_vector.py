@@ -1,4 +1,4 @@
-"""AdamW's (lr, weight decay) tuned jointly: hypergradients against TPE, GP and random search.
+"""Several hyperparameters tuned jointly: hypergradients against TPE, GP and random search.
 
 A user's study: each trial trains a 64-64-10 ReLU network on scikit-learn's digits (1,000
 training images, 3 epochs of batches of 50, float32) with AdamW at the trial's
@@ -19,6 +19,13 @@ library's :class:`~l2l_tune.tasks.MNIST` distribution (1,000 training and 1,000 
 images, 20 % label noise, a new sample, initialisation and batch order per trial) and returns
 its validation loss; the hypergradients come from the task's forward mode
 (``MNISTBatch.value_and_gradients``), the test accuracy from ``MNISTBatch.evaluate``.
+``--task mnist-layers`` is the same setting with plain SGD and one step size per layer
+(``lr[0]``, ``lr[1]``, ``lr[2]``, each in ``[1e-3, 3]``): three hyperparameters, a dense
+grid of ``n³`` points.
+
+Our tuners are ``HypergradientSampler`` with ``meta_optimizer="adam"`` (l2l-hypergrad) and
+``"model"`` (l2l-model, the default). ``--grid-from PATH`` reuses the grid of an earlier
+result with the same settings and keeps its tuners that this run does not repeat (marked).
 
 Usage::
 
@@ -26,6 +33,7 @@ Usage::
     python benchmarks/bench_vector.py --quick    # 2 studies x 15 trials, grid 6 x 6 x 2 seeds
     python benchmarks/bench_vector.py --tuners l2l-hypergrad --start 3e-4 3 --out PATH
     python benchmarks/bench_vector.py --task mnist --data-dir DIR --t 500 --studies 4 --grid 8 2
+    python benchmarks/bench_vector.py --task mnist-layers --data-dir DIR --t 300 --grid 5 1
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 LR = (1e-4, 1.0)
 WD = (1e-4, 10.0)
+#: Per-layer SGD step sizes of the paper's 784-100-20-10 network (``--task mnist-layers``).
+LAYER_LR = (1e-3, 3.0)
 _DATA = load_digits()
 _X = torch.as_tensor(_DATA.train_images, dtype=torch.float32) / _DATA.max_pixel
 _Y = torch.as_tensor(_DATA.train_labels)
@@ -70,8 +80,9 @@ X_VAL, Y_VAL = _X[1000:1400], _Y[1000:1400]
 X_TEST, Y_TEST = _X[1400:], _Y[1400:]
 
 
-def train(lr: float, wd: float, seed: int, *, hyper: bool) -> tuple[float, Any, float]:
+def train(values: dict[str, float], seed: int, *, hyper: bool) -> tuple[float, Any, float]:
     """(validation loss, hypergradients or None, test accuracy) of one training run."""
+    lr, wd = values["lr"], values["weight_decay"]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -96,15 +107,16 @@ _MNIST: Any = None  # the MNIST distribution, set by main for --task mnist
 _MNIST_T = 500
 
 
-def train_mnist(lr: float, wd: float, seed: int, *, hyper: bool) -> tuple[float, Any, float]:
-    """(validation loss, hypergradients or None, test accuracy) of one MNIST task (AdamW).
+def train_mnist(
+    values: dict[str, float], seed: int, *, hyper: bool, optimizer: str = "adamw"
+) -> tuple[float, Any, float]:
+    """(validation loss, hypergradients or None, test accuracy) of one MNIST task.
 
     With ``hyper`` the run carries the tangents of both hyperparameters (forward mode) and
     the test accuracy is not measured (NaN); without, one run gives the validation loss and
     the test accuracy (``MNISTBatch.evaluate``).
     """
-    batch = _MNIST.sample(1, 1000, 1000, 0.2, seed=seed, optimizer="adamw")
-    values = {"lr": lr, "weight_decay": wd}
+    batch = _MNIST.sample(1, 1000, 1000, 0.2, seed=seed, optimizer=optimizer)
     if hyper:
         value, grads = batch.value_and_gradients(values, _MNIST_T, split="valid")
         return value, grads, math.nan
@@ -113,31 +125,58 @@ def train_mnist(lr: float, wd: float, seed: int, *, hyper: bool) -> tuple[float,
     return summary["valid_loss"], None, summary["test_accuracy"]
 
 
-_TRAIN = {"digits": train, "mnist": train_mnist}
+def train_mnist_layers(
+    values: dict[str, float], seed: int, *, hyper: bool
+) -> tuple[float, Any, float]:
+    """:func:`train_mnist` with plain SGD and one step size per layer (``lr[0..2]``)."""
+    return train_mnist(values, seed, hyper=hyper, optimizer="sgd")
+
+
+_TRAIN = {"digits": train, "mnist": train_mnist, "mnist-layers": train_mnist_layers}
+#: The tuned hyperparameters of each task: name -> (low, high), all on a log scale.
+SPACES: dict[str, dict[str, tuple[float, float]]] = {
+    "digits": {"lr": LR, "weight_decay": WD},
+    "mnist": {"lr": LR, "weight_decay": WD},
+    "mnist-layers": {f"lr[{i}]": LAYER_LR for i in range(3)},
+}
 _RUN = train  # the workload of this invocation
+_SPACE = SPACES["digits"]
 
 
 def dense_grid(n: int, seeds: int) -> dict[str, Any]:
-    """Expected validation loss and test accuracy on an ``n × n`` log grid."""
-    lrs = np.geomspace(*LR, n)
-    wds = np.geomspace(*WD, n)
-    loss = np.zeros((n, n))
-    acc = np.zeros((n, n))
-    for i, lr in enumerate(lrs):
-        for j, wd in enumerate(wds):
-            runs = [_RUN(float(lr), float(wd), 10_000 + s, hyper=False) for s in range(seeds)]
-            loss[i, j] = np.mean([min(r[0], 10.0) for r in runs])  # a diverged run counts 10
-            acc[i, j] = np.mean([r[2] for r in runs])
-    return {"lr": lrs, "wd": wds, "loss": loss, "accuracy": acc}
+    """Expected validation loss and test accuracy on an ``n × … × n`` log grid."""
+    axes = {name: np.geomspace(*bounds, n) for name, bounds in _SPACE.items()}
+    shape = (n,) * len(axes)
+    loss = np.zeros(shape)
+    acc = np.zeros(shape)
+    for index in np.ndindex(*shape):
+        point = {name: float(axes[name][k]) for name, k in zip(axes, index, strict=True)}
+        runs = [_RUN(point, 10_000 + s, hyper=False) for s in range(seeds)]
+        loss[index] = np.mean([min(r[0], 10.0) for r in runs])  # a diverged run counts 10
+        acc[index] = np.mean([r[2] for r in runs])
+    return {"axes": {k: v.tolist() for k, v in axes.items()}, "loss": loss, "accuracy": acc}
+
+
+def _grid_axes(grid: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The grid's axes by hyperparameter name (results before --task mnist-layers kept
+    ``lr`` and ``wd`` at the top level)."""
+    if "axes" in grid:
+        return {k: np.asarray(v) for k, v in grid["axes"].items()}
+    return {"lr": np.asarray(grid["lr"]), "weight_decay": np.asarray(grid["wd"])}
+
+
+#: Our tuners: HypergradientSampler with each vector meta-optimizer.
+_L2L = {"l2l-hypergrad": "adam", "l2l-model": "model"}
+TUNERS = [*_L2L, "optuna-tpe", "optuna-gp", "random"]
 
 
 def run_study(
     tuner: str, study_seed: int, trials: int, start: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:
     """One study; per trial: its point, value, and the tuner's pick after it."""
-    if tuner == "l2l-hypergrad":
+    if tuner in _L2L:
         sampler: optuna.samplers.BaseSampler = HypergradientSampler(
-            ("lr", "weight_decay"), start=start
+            tuple(_SPACE), start=start, meta_optimizer=_L2L[tuner]
         )
     elif tuner == "optuna-tpe":
         sampler = optuna.samplers.TPESampler(seed=study_seed)
@@ -145,12 +184,13 @@ def run_study(
         sampler = optuna.samplers.GPSampler(seed=study_seed)
     else:
         sampler = optuna.samplers.RandomSampler(seed=study_seed)
-    hyper = tuner == "l2l-hypergrad"
+    hyper = tuner in _L2L
 
     def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", *LR, log=True)
-        wd = trial.suggest_float("weight_decay", *WD, log=True)
-        value, grads, accuracy = _RUN(lr, wd, 1000 * study_seed + trial.number, hyper=hyper)
+        values = {
+            name: trial.suggest_float(name, *bounds, log=True) for name, bounds in _SPACE.items()
+        }
+        value, grads, accuracy = _RUN(values, 1000 * study_seed + trial.number, hyper=hyper)
         trial.set_user_attr("accuracy", accuracy)
         if grads is not None:
             report_meta_gradient(trial, grads)
@@ -164,31 +204,37 @@ def run_study(
             pick = sampler.recommended_params(study)
         else:
             best = study.best_trial
-            pick = {"lr": best.params["lr"], "weight_decay": best.params["weight_decay"]}
+            pick = {name: best.params[name] for name in _SPACE}
         last = study.trials[-1]
         out.append({"params": last.params, "value": last.value, "pick": pick})
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    global _RUN, _MNIST, _MNIST_T
+    global _RUN, _MNIST, _MNIST_T, _SPACE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--start",
         type=float,
-        nargs=2,
-        metavar=("LR", "WD"),
+        nargs="+",
+        metavar="VALUE",
         default=None,
-        help="first point of l2l-hypergrad (default: the geometric means of the ranges)",
+        help="first point of our tuners, one value per hyperparameter of the task "
+        "(default: the geometric means of the ranges)",
     )
     parser.add_argument(
         "--tuners",
         nargs="+",
-        default=["l2l-hypergrad", "optuna-tpe", "optuna-gp", "random"],
-        choices=["l2l-hypergrad", "optuna-tpe", "optuna-gp", "random"],
+        default=TUNERS,
+        choices=TUNERS,
     )
+    parser.add_argument(
+        "--grid-from", type=Path, default=None,
+        help="reuse the dense grid of an earlier result with the same task, t and grid, and "
+        "keep its tuners that this run does not repeat",
+    )  # fmt: skip
     parser.add_argument("--task", choices=sorted(_TRAIN), default="digits")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files")
     parser.add_argument("--t", type=int, default=_MNIST_T, help="AdamW steps (--task mnist)")
@@ -196,52 +242,72 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--trials", type=int, default=None, help="trials per study")
     parser.add_argument(
         "--grid", type=int, nargs=2, metavar=("N", "SEEDS"), default=None,
-        help="dense grid: N x N points, SEEDS runs each",
+        help="dense grid: N points per hyperparameter, SEEDS runs each",
     )  # fmt: skip
     args = parser.parse_args(argv)
     _RUN = _TRAIN[args.task]
-    if args.task == "mnist":
+    _SPACE = SPACES[args.task]
+    if args.task.startswith("mnist"):
         from l2l_tune.tasks import MNIST
 
         _MNIST = MNIST("mnist", data_dir=args.data_dir)
         _MNIST_T = args.t
-    start = None if args.start is None else {"lr": args.start[0], "weight_decay": args.start[1]}
+    if args.start is not None and len(args.start) != len(_SPACE):
+        parser.error(f"--start needs {len(_SPACE)} values, for {list(_SPACE)}")
+    start = None if args.start is None else dict(zip(_SPACE, args.start, strict=True))
     studies, trials, n, seeds = (2, 15, 6, 2) if args.quick else (6, 30, 12, 4)
     studies = args.studies or studies
     trials = args.trials or trials
     if args.grid is not None:
         n, seeds = args.grid
     torch.set_num_threads(1)
-    started = time.perf_counter()
-    grid = dense_grid(n, seeds)
-    grid_s = time.perf_counter() - started
+    earlier: dict[str, Any] = {}
+    if args.grid_from is not None:
+        earlier = json.loads(args.grid_from.read_text())
+        mine = {
+            "task": args.task, "grid": n, "grid_seeds": seeds, "studies": studies,
+            "trials": trials,
+        }  # fmt: skip
+        if args.task.startswith("mnist"):
+            mine["t"] = _MNIST_T
+        # results written before --task existed were all digits
+        theirs = {k: earlier["settings"].get(k, "digits" if k == "task" else None) for k in mine}
+        if theirs != mine:
+            parser.error(f"--grid-from {args.grid_from} has {theirs}, this run {mine}")
+        grid = dict(earlier["grid"])
+        grid_s = float(earlier["grid_seconds"])
+    else:
+        started = time.perf_counter()
+        grid = dense_grid(n, seeds)
+        grid_s = time.perf_counter() - started
     # cost of one run with and without hypergradients, side by side
     t_plain, t_hyper = [], []
+    probe = {name: 1e-2 for name in _SPACE}
     for s in range(3):
         t0 = time.perf_counter()
-        _RUN(1e-2, 1e-2, s, hyper=False)
+        _RUN(probe, s, hyper=False)
         t_plain.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _RUN(1e-2, 1e-2, s, hyper=True)
+        _RUN(probe, s, hyper=True)
         t_hyper.append(time.perf_counter() - t0)
     cost = float(np.median(t_hyper) / np.median(t_plain))
-    interp = RegularGridInterpolator(
-        (np.log(grid["lr"]), np.log(grid["wd"])), grid["loss"], bounds_error=False, fill_value=None
-    )
+    axes = _grid_axes(grid)
+    if list(axes) != list(_SPACE):
+        parser.error(f"the grid's axes {list(axes)} are not the task's {list(_SPACE)}")
+    log_axes = tuple(np.log(a) for a in axes.values())
+    grid_loss, grid_accuracy = np.asarray(grid["loss"]), np.asarray(grid["accuracy"])
+    interp = RegularGridInterpolator(log_axes, grid_loss, bounds_error=False, fill_value=None)
     acc_interp = RegularGridInterpolator(
-        (np.log(grid["lr"]), np.log(grid["wd"])), grid["accuracy"], bounds_error=False,
-        fill_value=None,
-    )  # fmt: skip
-    best = float(grid["loss"].min())
+        log_axes, grid_accuracy, bounds_error=False, fill_value=None
+    )
+    best = float(grid_loss.min())
     tuners = list(args.tuners)
     results: dict[str, Any] = {}
     for tuner in tuners:
         curves, accs = [], []
         for study_seed in range(studies):
             history = run_study(tuner, study_seed, trials, start)
-            picks = [
-                (math.log(h["pick"]["lr"]), math.log(h["pick"]["weight_decay"])) for h in history
-            ]
+            picks = [[math.log(h["pick"][name]) for name in _SPACE] for h in history]
             expected = interp(np.array(picks))
             curves.append(((expected - best) / best).tolist())
             accs.append(float(acc_interp(np.array(picks[-1:]))[0]))
@@ -251,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         mean = np.mean(np.array(curves), axis=0)
         within = np.nonzero(mean > 0.01)[0]
         stay = None if mean[-1] > 0.01 else (int(within[-1]) + 2 if within.size else 1)
-        unit = cost if tuner == "l2l-hypergrad" else 1.0
+        unit = cost if tuner in _L2L else 1.0
         results[tuner] = {
             "curves": curves,
             "mean_regret": mean.tolist(),
@@ -261,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "final_regret_worst": float(np.max(np.array(curves)[:, -1])),
             "test_accuracy_mean": float(np.mean(accs)),
         }
+    for tuner, kept in earlier.get("tuners", {}).items():
+        if tuner not in results:
+            results[tuner] = {**kept, "from": kept.get("from", earlier["command"])}
     result = {
         "command": "python benchmarks/bench_vector.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -272,11 +341,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "grid_seeds": seeds,
             "l2l_start": start,
             "task": args.task,
-            "t": _MNIST_T if args.task == "mnist" else None,
+            "t": _MNIST_T if args.task.startswith("mnist") else None,
         },
-        "grid": {k: np.asarray(v).tolist() for k, v in grid.items()},
+        "grid": to_jsonable(grid),
         "grid_best": best,
-        "grid_best_accuracy": float(grid["accuracy"].max()),
+        "grid_best_accuracy": float(grid_accuracy.max()),
         "grid_seconds": grid_s,
         "hypergradient_run_cost": cost,
         "tuners": results,
@@ -289,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
     rows = [
         [
-            name,
+            name + (" *" if "from" in r else ""),
             f"{r['final_regret_mean']:.4f}",
             f"{r['final_regret_worst']:.4f}",
             "—" if r["runs_to_1pct"] is None else str(r["runs_to_1pct"]),
@@ -300,15 +369,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name, r in results.items()
     ]  # fmt: skip
     md = [
-        f"# AdamW (lr, weight decay) on {args.task}"
-        + (f" (1000 + 1000, 20 % label noise, t = {_MNIST_T})" if args.task == "mnist" else "")
+        (
+            "# SGD with one step size per layer (lr[0], lr[1], lr[2]) on mnist"
+            if args.task == "mnist-layers"
+            else f"# AdamW (lr, weight decay) on {args.task}"
+        )
+        + (f" (1000 + 1000, 20 % label noise, t = {_MNIST_T})" if args.task != "digits" else "")
         + ": hypergradients against TPE, GP and random",
         "",
         f"Command: `{result['command']}`. {studies} studies × {trials} trials per tuner, fresh "
-        f"seed per trial; expected validation loss from a {n}×{n} log grid × {seeds} seeds "
+        f"seed per trial; expected validation loss from a {n}^{len(_SPACE)} log grid × {seeds} "
+        f"seeds "
         f"(best {best:.4f}, test accuracy there up to {result['grid_best_accuracy']:.4f}). "
-        f"A run with hypergradients costs {cost:.2f}× a plain AdamW run (timed here). "
-        f"l2l-hypergrad starts at {start or 'the geometric means of the ranges'}.",
+        f"A run with hypergradients costs {cost:.2f}× a plain run (timed here). "
+        f"l2l-hypergrad (Adam on the log-hyperparameters) and l2l-model (the Gaussian-process "
+        f"model on values and hypergradients) start at "
+        f"{start or 'the geometric means of the ranges'}.",
         "",
         markdown_table(
             [
@@ -323,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "",
     ]
+    kept = sorted({r["from"] for r in results.values() if "from" in r})
+    if kept:
+        md += [f"\\* from the earlier run `{c}` (same grid, studies and trials)." for c in kept]
+        md.append("")
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
     return result

@@ -2,7 +2,8 @@
 
 Each trial trains a small MLP on scikit-learn's digits (no download) with ``HypergradAdamW``
 (the same weights as ``torch.optim.AdamW``) and reports ``opt.hypergradients(val_loss)``;
-``HypergradientSampler`` steps both hyperparameters by Adam on their logarithms.
+``HypergradientSampler`` fits a Gaussian process to the trials' values and hypergradients
+and proposes the next pair (``meta_optimizer="adam"``: Adam on their logarithms).
 
     python examples/optuna_hypergradients.py
 """

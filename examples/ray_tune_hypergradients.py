@@ -1,8 +1,9 @@
 """A Ray Tune run tuning AdamW's lr and weight decay together from their hypergradients.
 
 The trainable trains a small MLP on scikit-learn's digits with ``HypergradAdamW`` and reports
-``{"loss": ..., "loss_grad": opt.hypergradients(val_loss)}``; ``HypergradientSearch`` steps both
-hyperparameters by Adam on their logarithms. Ray's files go to a temporary directory.
+``{"loss": ..., "loss_grad": opt.hypergradients(val_loss)}``; ``HypergradientSearch`` fits a
+Gaussian process to the finished trials' values and hypergradients and proposes the next pair.
+Ray's files go to a temporary directory.
 
     python examples/ray_tune_hypergradients.py
 """

@@ -4,8 +4,8 @@ Two searches on scikit-learn's digits (no download), train-by-validation with 20
 noise: AdamW's ``(lr, weight_decay)`` jointly, and a step size per layer for SGD with
 momentum. Each evaluation is one training run of every task that also carries the tangents
 of the tuned hyperparameters (forward mode through the update rule, the paper's Eqn 2);
-``HyperparameterTuner`` steps them by Adam on their logarithms. The picks are then trained
-on new tasks and tested.
+``HyperparameterTuner`` proposes the next values from a Gaussian process fitted to every
+run's value and gradients. The picks are then trained on new tasks and tested.
 
     python examples/tune_optimizer_hyperparameters.py
 """

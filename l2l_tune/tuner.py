@@ -21,13 +21,13 @@ from typing import Any
 from ._validation import check_choice, check_horizon, check_positive
 from .meta import (
     META_OPTIMIZER_CHOICES,
+    VECTOR_META_OPTIMIZERS,
     MetaOptimizer,
     NonFiniteMetaGradientWarning,
     make_meta_optimizer,
     resolve_meta_optimizer,
 )
 from .meta.vector import (
-    VECTOR_META_OPTIMIZERS,
     HyperparameterSpace,
     VectorMetaOptimizer,
     VectorRecord,
@@ -256,7 +256,9 @@ class HyperparameterTuner:
     optimizer once and returns the meta-objective and its gradient in every tuned
     hyperparameter (:meth:`~l2l_tune.tasks.HyperparameterTask.value_and_gradients`:
     forward mode through the update rule, paper Eqn 2, or a closed form); a vector
-    meta-optimizer (:class:`~l2l_tune.meta.VectorLogAdam`, the default, or
+    meta-optimizer (:class:`~l2l_tune.meta.VectorGaussianProcess`, the default:
+    Bayesian optimisation on the values and gradients, robust to noisy, rugged and
+    diverging runs; :class:`~l2l_tune.meta.VectorLogAdam`; or
     :class:`~l2l_tune.meta.VectorProjectedGD`, Theorem 4's iteration) proposes the
     next values on the log scale of step sizes and decays and the linear scale of
     momenta. The step size alone (``params=("lr",)``) is the one-name case.
@@ -265,7 +267,7 @@ class HyperparameterTuner:
         params: The names to tune (their bounds from the task's
             :meth:`~l2l_tune.tasks.HyperparameterTask.hyperparameter_space`), or a
             :class:`~l2l_tune.meta.HyperparameterSpace` (your own bounds).
-        meta_optimizer: ``"adam"`` (default), ``"paper"`` (projected meta-GD) or a
+        meta_optimizer: ``"model"`` (default), ``"adam"``, ``"paper"`` (projected meta-GD) or a
             :class:`~l2l_tune.meta.VectorMetaOptimizer` instance (used as given).
         start: First values (default: the geometric mean of each log-scale range,
             the middle of each linear one).
@@ -275,10 +277,11 @@ class HyperparameterTuner:
         callback: Called as ``callback(record)`` after every evaluation.
 
     Attributes:
-        hyperparameters_: The tuned values: the meta-optimizer's estimate (the last
-            iterate, Theorem 4), or the best evaluated values when the estimate is
-            worse than them (a noisy or chaotic run can mislead an iterate, the
-            values cannot).
+        hyperparameters_: The tuned values: the meta-optimizer's estimate (the
+            model's recommended evaluated point; Adam's and projected GD's last
+            iterate, Theorem 4, evaluated once more), or the best evaluated values
+            when the estimate is worse than them (a noisy or chaotic run can mislead
+            an iterate, the values cannot).
         meta_objective_: The meta-objective at ``hyperparameters_``.
         history_: One :class:`~l2l_tune.meta.VectorRecord` per evaluation.
         meta_optimizer_: The fitted meta-optimizer.
@@ -287,7 +290,7 @@ class HyperparameterTuner:
     def __init__(
         self,
         params: str | Sequence[str] | HyperparameterSpace,
-        meta_optimizer: str | VectorMetaOptimizer = "adam",
+        meta_optimizer: str | VectorMetaOptimizer = "model",
         start: Mapping[str, float] | None = None,
         max_evals: int = 30,
         meta_optimizer_options: Mapping[str, Any] | None = None,
@@ -359,7 +362,11 @@ class HyperparameterTuner:
                 if self.callback is not None:
                     self.callback(optimizer.history[-1])
             estimate = optimizer.estimate()
-            value = task.value_and_gradients(estimate, t, split=split, log=log)[0]
+            told = [r.value for r in optimizer.history if dict(r.values) == estimate]
+            # the model recommends a told point: its value is known, no further run
+            value = (
+                told[-1] if told else task.value_and_gradients(estimate, t, split=split, log=log)[0]
+            )
         best = optimizer.best
         if best is not None and not value <= best.value:
             estimate, value = dict(best.values), best.value

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import OPTIMUM, SPACE, bowl
 
 from l2l_tune.meta import (
     Hyperparameter,
@@ -16,30 +17,6 @@ from l2l_tune.meta import (
     VectorProjectedGD,
     VectorRecord,
 )
-
-SPACE = HyperparameterSpace(
-    (
-        Hyperparameter("lr", 1e-5, 1.0),
-        Hyperparameter("weight_decay", 1e-6, 1e-1),
-        Hyperparameter("momentum", 0.0, 0.99, log=False),
-    )
-)
-OPTIMUM = {"lr": 0.03, "weight_decay": 1e-3, "momentum": 0.8}
-
-
-def bowl(values: dict[str, float]) -> tuple[float, dict[str, float]]:
-    """A bowl in the internal scale: (log lr − log 0.03)² + ½(log wd − log 1e-3)² + 4(μ − 0.8)²,
-    and its gradient in the hyperparameters' own units."""
-    a = math.log(values["lr"] / OPTIMUM["lr"])
-    b = math.log(values["weight_decay"] / OPTIMUM["weight_decay"])
-    c = values["momentum"] - OPTIMUM["momentum"]
-    value = a * a + 0.5 * b * b + 4 * c * c
-    grads = {
-        "lr": 2 * a / values["lr"],
-        "weight_decay": b / values["weight_decay"],
-        "momentum": 8 * c,
-    }
-    return value, grads
 
 
 def run(optimizer: VectorLogAdam | VectorProjectedGD, steps: int, noise: float, seed: int) -> None:

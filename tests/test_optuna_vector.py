@@ -104,9 +104,11 @@ def test_a_failed_trial_sends_the_search_back() -> None:
     assert abs(math.log(got["lr"] / OPTIMUM["lr"])) <= 0.2, got
 
 
-def test_trials_without_every_gradient_do_not_step() -> None:
+@pytest.mark.parametrize("meta_optimizer", ["adam", "model"])
+def test_trials_without_every_gradient_are_value_only(meta_optimizer: str) -> None:
     """A mapping without a number for every tuned parameter (or a NaN one) is a value-only
-    trial: the proposal does not move."""
+    trial: Adam's proposal does not move; the model takes it as a black-box value (its
+    design moves on, never repeating a point)."""
 
     def partial(trial: Trial) -> float:
         lr = trial.suggest_float("lr", 1e-5, 1.0, log=True)
@@ -115,11 +117,14 @@ def test_trials_without_every_gradient_do_not_step() -> None:
         report_meta_gradient(trial, {"lr": grads["lr"], "weight_decay": math.nan})
         return value
 
-    study = _study()
+    study = _study(meta_optimizer=meta_optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.optimize(partial, n_trials=3)
-    assert len({t.params["lr"] for t in study.trials}) == 1
+    distinct = len({t.params["lr"] for t in study.trials})
+    assert distinct == (1 if meta_optimizer == "adam" else 3)
+    records = study.sampler.meta_optimizer_for(study).history
+    assert [r.gradients for r in records] == [None] * 3
 
 
 @pytest.mark.parametrize(

@@ -77,17 +77,22 @@ def test_save_and_restore_continue_exactly(tmp_path: Path) -> None:
         assert len(pickle.load(handle)["records"]) == 8
 
 
-def test_errors_and_missing_gradients() -> None:
-    """An errored trial is a diverged run (the start shrinks); a result without a derivative
-    for every tuned key is value-only (the point does not move); maximise flips the sign."""
-    search = make_search(start={"lr": 0.5, "weight_decay": 1e-3})
+@pytest.mark.parametrize(("meta_optimizer", "shrink"), [("adam", math.exp(-0.5)), ("model", 1 / 3)])
+def test_errors_and_missing_gradients(meta_optimizer: str, shrink: float) -> None:
+    """An errored trial is a diverged run (the start's step size and decay shrink: by
+    e^0.5 for Adam, by 3 for the model); a result without a derivative for every tuned
+    key is value-only (Adam's point does not move, the model's design moves on);
+    maximise flips the sign."""
+    search = make_search(start={"lr": 0.5, "weight_decay": 1e-3}, meta_optimizer=meta_optimizer)
     config = search.suggest("a")
     assert config is not None
     search.on_trial_complete("a", error=True)
     shrunk = search.suggest("b")
-    assert shrunk is not None and shrunk["lr"] == pytest.approx(0.5 * math.exp(-0.5))
+    assert shrunk is not None and shrunk["lr"] == pytest.approx(0.5 * shrink)
+    assert shrunk["weight_decay"] == pytest.approx(1e-3 * shrink)
     search.on_trial_complete("b", result={"loss": 2.0, "loss_grad/lr": 1.0})
-    assert search.suggest("c")["lr"] == shrunk["lr"]
+    assert (search.suggest("c")["lr"] == shrunk["lr"]) == (meta_optimizer == "adam")
+    assert search.meta_optimizer_state().history[-1].gradients is None
 
     def maximised(config: dict[str, Any]) -> dict[str, Any]:
         result = bowl_result(config)
@@ -105,7 +110,7 @@ def test_errors_and_missing_gradients() -> None:
     [
         ({"params": ()}, "params"),
         ({"params": ("lr", "lr")}, "params"),
-        ({"params": ("lr",), "meta_optimizer": "model"}, "meta_optimizer"),
+        ({"params": ("lr",), "meta_optimizer": "sgd"}, "meta_optimizer"),
         ({"params": ("lr",), "mode": "up"}, "mode"),
         ({"params": ("lr", "wd"), "start": {"lr": 0.1, "momentum": 0.9}}, "start"),
         ({"params": ("lr",), "start": {"lr": "fast"}}, r"start\['lr'\]"),

@@ -119,8 +119,9 @@ def test_a_task_without_the_protocol_is_refused() -> None:
 
 def test_tunes_adamw_on_digits_train_by_validation(one_torch_thread: None) -> None:
     """AdamW (lr, weight_decay) on noisy digits, train-by-validation, on three task
-    seeds: from a step size 10 times too small, 12 evaluations lower the validation
-    loss by at least 10 % on each."""
+    seeds: from a step size 10 times too small, 12 evaluations of the default model
+    lower the validation loss by at least 30 % on each (measured 39–46 %; Adam on the
+    log-hyperparameters, 15–18 %)."""
     pytest.importorskip("torch")
     from l2l_tune.tasks import MNIST
 
@@ -131,5 +132,5 @@ def test_tunes_adamw_on_digits_train_by_validation(one_torch_thread: None) -> No
         before = batch.value_and_gradients(start, 100, split="valid")[0]
         tuner = HyperparameterTuner(("lr", "weight_decay"), start=start, max_evals=12)
         tuner.fit(batch, 100, split="valid")
-        assert tuner.meta_objective_ < 0.9 * before, (seed, before, tuner.result_dict())
+        assert tuner.meta_objective_ < 0.7 * before, (seed, before, tuner.result_dict())
         assert all(r.finite for r in tuner.history_)

@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from l2l_tune._validation import check_choice, check_horizon
+from l2l_tune.meta import VECTOR_META_OPTIMIZERS
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.vector import (
-    VECTOR_META_OPTIMIZERS,
     Hyperparameter,
     HyperparameterSpace,
     VectorMetaOptimizer,
@@ -89,8 +89,10 @@ class HypergradientSampler(_FromTrialsSampler):
 
     Args:
         params: The names of the tuned parameters.
-        meta_optimizer: ``"adam"`` (:class:`~l2l_tune.meta.VectorLogAdam`, default)
-            or ``"paper"`` (:class:`~l2l_tune.meta.VectorProjectedGD`).
+        meta_optimizer: ``"model"`` (:class:`~l2l_tune.meta.VectorGaussianProcess`,
+            default: Bayesian optimisation on values and hypergradients, for noisy
+            studies), ``"adam"`` (:class:`~l2l_tune.meta.VectorLogAdam`) or ``"paper"``
+            (:class:`~l2l_tune.meta.VectorProjectedGD`).
         start: First point (a value for every tuned parameter), or ``None``.
         log_objective: Step on ``log(value)`` while every value is positive (the
             paper's log meta-objective, Theorem 4; the gradients are divided by the value).
@@ -108,7 +110,7 @@ class HypergradientSampler(_FromTrialsSampler):
         self,
         params: Sequence[str],
         *,
-        meta_optimizer: str = "adam",
+        meta_optimizer: str = "model",
         start: Mapping[str, float] | None = None,
         log_objective: bool = True,
         independent_sampler: BaseSampler | None = None,
@@ -163,7 +165,9 @@ class HypergradientSampler(_FromTrialsSampler):
 
     def recommended_params(self, study: Study) -> dict[str, float]:
         """The tuned parameters to train with: the meta-optimizer's current estimate
-        (the last iterate, Theorem 4), not the luckiest trial of a noisy study."""
+        (the model's: the trial with the lowest posterior mean plus two standard
+        deviations; Adam's and projected GD's: the last iterate, Theorem 4), not the
+        luckiest trial of a noisy study."""
         return self.meta_optimizer_for(study).estimate()
 
     def _proposal(

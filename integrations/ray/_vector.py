@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from l2l_tune._validation import check_choice
+from l2l_tune.meta import VECTOR_META_OPTIMIZERS
 from l2l_tune.meta.base import NonFiniteMetaGradientWarning
 from l2l_tune.meta.vector import (
-    VECTOR_META_OPTIMIZERS,
     Hyperparameter,
     VectorMetaOptimizer,
     VectorRecord,
@@ -80,7 +80,8 @@ class HypergradientSearch(_StatefulSearcher):
         grad_metric: Result key of the mapping of derivatives (default ``f"{metric}_grad"``).
         space: Search space (else the Tuner's ``param_space``); other domains are
             sampled with ``seed``.
-        meta_optimizer: ``"adam"`` (default) or ``"paper"``.
+        meta_optimizer: ``"model"`` (:class:`~l2l_tune.meta.VectorGaussianProcess`,
+            default), ``"adam"`` (:class:`~l2l_tune.meta.VectorLogAdam`) or ``"paper"``.
         start: First point, a value for every tuned key (default: the geometric
             mean of a log range, the midpoint of a linear one).
         log_objective: Step on ``log(metric)`` while every value is positive.
@@ -100,7 +101,7 @@ class HypergradientSearch(_StatefulSearcher):
         *,
         grad_metric: str | None = None,
         space: Mapping[str, Any] | None = None,
-        meta_optimizer: str = "adam",
+        meta_optimizer: str = "model",
         start: Mapping[str, float] | None = None,
         log_objective: bool = True,
         seed: int | None = None,

@@ -16,8 +16,10 @@ adapters) picks ``"bracket"`` where the objective is exact and deterministic and
 ``"model"`` otherwise.
 
 Several hyperparameters at once (:mod:`~l2l_tune.meta.vector`):
-:class:`VectorLogAdam` and :class:`VectorProjectedGD` over a
-:class:`HyperparameterSpace`, the same ask/tell protocol with mappings.
+:class:`VectorLogAdam`, :class:`VectorProjectedGD` and
+:class:`VectorGaussianProcess` (:mod:`~l2l_tune.meta.vector_model`, Bayesian
+optimisation on values and hypergradients) over a :class:`HyperparameterSpace`,
+the same ask/tell protocol with mappings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from .driver import Evaluation, Proposal, propose, records_from_evaluations
 from .gradient import LogAdamMetaOptimizer, ProjectedMetaGD
 from .model import GaussianProcessMetaOptimizer
 from .vector import (
-    VECTOR_META_OPTIMIZERS,
     Hyperparameter,
     HyperparameterSpace,
     VectorLogAdam,
@@ -39,6 +40,7 @@ from .vector import (
     VectorProjectedGD,
     VectorRecord,
 )
+from .vector_model import VectorGaussianProcess
 
 __all__ = [
     "META_OPTIMIZERS",
@@ -55,6 +57,7 @@ __all__ = [
     "NonFiniteMetaGradientWarning",
     "ProjectedMetaGD",
     "Proposal",
+    "VectorGaussianProcess",
     "VectorLogAdam",
     "VectorMetaOptimizer",
     "VectorProjectedGD",
@@ -71,6 +74,13 @@ META_OPTIMIZERS: dict[str, type[MetaOptimizer]] = {
     ProjectedMetaGD.name: ProjectedMetaGD,
     LogAdamMetaOptimizer.name: LogAdamMetaOptimizer,
     GaussianProcessMetaOptimizer.name: GaussianProcessMetaOptimizer,
+}
+
+#: Vector meta-optimizers (several hyperparameters) by name.
+VECTOR_META_OPTIMIZERS: dict[str, type[VectorMetaOptimizer]] = {
+    VectorLogAdam.name: VectorLogAdam,
+    VectorProjectedGD.name: VectorProjectedGD,
+    VectorGaussianProcess.name: VectorGaussianProcess,
 }
 
 

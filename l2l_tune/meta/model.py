@@ -320,6 +320,15 @@ def _smooth_slopes(values: FloatArray, slopes: FloatArray) -> FloatArray:
         return np.where(np.abs(slopes) <= limit, slopes, np.nan)
 
 
+def _warp_level(values: FloatArray) -> tuple[float, float]:
+    """``(c, s)`` of :func:`_warp` for finite ``values``: values above ``c`` saturate
+    towards its ceiling ``c + s`` (where a diverged run belongs)."""
+    low, high = float(values.min()), float(values.max())
+    median = float(np.median(values))
+    spread = max(median - low, 1e-3 * (high - low), 1e-12 * (1.0 + abs(low)))
+    return median + spread, spread
+
+
 def _warp(values: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Saturate values above a robust level; return ``(warped, d warped/d value)``.
 
@@ -331,10 +340,7 @@ def _warp(values: FloatArray) -> tuple[FloatArray, FloatArray]:
     scale of the standardised values nor demand a short lengthscale everywhere;
     their gradients are scaled by the vanishing slope of the warp.
     """
-    low, high = float(values.min()), float(values.max())
-    median = float(np.median(values))
-    spread = max(median - low, 1e-3 * (high - low), 1e-12 * (1.0 + abs(low)))
-    level = median + spread
+    level, spread = _warp_level(values)
     with np.errstate(all="ignore"):
         z = np.maximum(values - level, 0.0) / spread
         z = np.where(np.isfinite(z), z, 1e300)

@@ -39,7 +39,6 @@ from .._validation import check_positive
 from .base import NonFiniteMetaGradientWarning
 
 __all__ = [
-    "VECTOR_META_OPTIMIZERS",
     "Hyperparameter",
     "HyperparameterSpace",
     "VectorLogAdam",
@@ -567,10 +566,3 @@ class VectorProjectedGD(VectorMetaOptimizer):
             return self.space.to_internal(self.start)
         theta, grad = steps[-1]
         return projected_gd_iterate(theta, grad, len(steps), self.lr)
-
-
-#: Vector meta-optimizers by name.
-VECTOR_META_OPTIMIZERS: dict[str, type[VectorMetaOptimizer]] = {
-    VectorLogAdam.name: VectorLogAdam,
-    VectorProjectedGD.name: VectorProjectedGD,
-}
