@@ -23,6 +23,12 @@ SECTIONS = [
         "vector_mnist.md",
         "AdamW (lr, weight decay) on MNIST (`python benchmarks/bench_vector.py --task mnist`)",
     ),
+    (
+        "vector_mnist-layers.md",
+        "SGD per-layer step sizes on MNIST (`python benchmarks/bench_vector.py --task "
+        "mnist-layers`)",
+    ),
+    ("vector_far_start.md", "AdamW on digits from a far start (`bench_vector.py --start`)"),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 

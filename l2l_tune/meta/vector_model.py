@@ -43,9 +43,7 @@ study or a Ray checkpoint rebuilds it exactly.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -61,6 +59,7 @@ from .model import (
     _NOISY,
     _NOISY_LENGTHSCALE_PRIOR,
     _NOISY_MAX_LENGTHSCALE,
+    _check_int,
     _single_blas_thread,
     _smooth_slopes,
     _warp,
@@ -97,12 +96,6 @@ _REFINED = 3
 _RECOMMEND_KAPPA = 2.0
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class VectorGaussianProcess(VectorMetaOptimizer):
     """Bayesian optimisation over a :class:`HyperparameterSpace` with values and hypergradients.
 
@@ -135,7 +128,8 @@ class VectorGaussianProcess(VectorMetaOptimizer):
         d = len(self.space.parameters)
         self.n_initial = d + 2 if n_initial is None else _check_int(n_initial, "n_initial", 1)
         self.seed = _check_int(seed, "seed", 0)
-        self._units = np.array([1.0 if p.log else _LINEAR_SPAN for p in self.space.parameters])
+        self._log = np.array([p.log for p in self.space.parameters])
+        self._units = np.where(self._log, 1.0, _LINEAR_SPAN)
         low = self.space.to_internal({p.name: p.low for p in self.space.parameters})
         high = self.space.to_internal({p.name: p.high for p in self.space.parameters})
         self._low, self._high = low * self._units, high * self._units
@@ -143,9 +137,6 @@ class VectorGaussianProcess(VectorMetaOptimizer):
     # ------------------------------------------------------------------ coordinates
     def _z(self, values: Mapping[str, float]) -> FloatArray:
         return self.space.to_internal(values) * self._units
-
-    def _values(self, z: FloatArray) -> dict[str, float]:
-        return self.space.from_internal(np.clip(z, self._low, self._high) / self._units)
 
     def _z_gradient(self, record: VectorRecord) -> FloatArray:
         assert record.gradients is not None
@@ -165,7 +156,7 @@ class VectorGaussianProcess(VectorMetaOptimizer):
             return start
         if not finite:
             # Every run diverged: smaller step sizes and decays (Theorem 3).
-            shrink = np.where(self._units == 1.0, _MARGIN, 0.0)
+            shrink = np.where(self._log, _MARGIN, 0.0)
             lowest = np.min(np.array(told), axis=0)
             return self._separated(lowest - shrink, told)
         x, y, g = self._observations()
