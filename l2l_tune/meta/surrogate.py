@@ -585,6 +585,22 @@ def _gradient_noise_floor(lengthscales: FloatArray, value_noise: float) -> float
     return _MATERN52_SLOPE_VARIANCE * value_noise / float(np.max(lengthscales)) ** 2
 
 
+def _gradient_noise_floors(lengthscales: FloatArray, value_noise: float) -> FloatArray:
+    """The floor of :func:`_gradient_noise_floor` per input: ``(5/3)·σ_v²/ℓ_c²``.
+
+    With several inputs the noise's slope along input ``c`` varies on that input's
+    lengthscale, so each gradient component gets its own floor; the shared
+    ``gradient_noise`` parameter is the longest lengthscale's (the smallest floor) plus
+    the learned excess, and a component along a shorter lengthscale adds the
+    difference. Without it a fit on several inputs could again take noisy
+    hypergradients as exact along its short direction (measured: AdamW on digits, a
+    study parked at the edge of stability, where single runs' slopes in ``log lr``
+    ranged from −14 to +6, was fitted with ``ℓ_lr = 0.12`` and a gradient noise
+    floored by ``ℓ_wd = 5``). In one dimension it is the same floor.
+    """
+    return _MATERN52_SLOPE_VARIANCE * value_noise / (lengthscales * lengthscales)
+
+
 def _to_search_space(params: GPHyperparameters) -> FloatArray:
     """``θ`` of :func:`_negative_log_posterior` for ``params`` (gradient noise as excess)."""
     floor = _gradient_noise_floor(params.lengthscales, params.value_noise)
@@ -606,9 +622,10 @@ def _from_search_space(theta: FloatArray) -> GPHyperparameters:
 
 
 def _noise_diag(n: int, n_grad_entries: int, params: GPHyperparameters) -> FloatArray:
-    return np.concatenate(
-        [np.full(n, params.value_noise), np.full(n_grad_entries, params.gradient_noise)]
-    )
+    """Per-observation noise variances: values, then gradient components point by point."""
+    floors = _gradient_noise_floors(params.lengthscales, params.value_noise)
+    extra = np.tile(floors - floors.min(), n_grad_entries // len(floors))
+    return np.concatenate([np.full(n, params.value_noise), params.gradient_noise + extra])
 
 
 def _negative_log_posterior(
@@ -622,7 +639,7 @@ def _negative_log_posterior(
     """``−log p(targets | θ) − log prior(θ)`` and its gradient in ``θ`` (log-hyperparameters).
 
     ``θ = [log ℓ_1..ℓ_d, log σ², log σ_v², log e]`` with the gradient-noise variance
-    ``σ_g² = (5/3)·σ_v²/max ℓ² + e`` (:func:`_gradient_noise_floor`).
+    of component ``c`` ``σ_g,c² = (5/3)·σ_v²/ℓ_c² + e`` (:func:`_gradient_noise_floors`).
 
     ``∂ log p/∂θ = ½ tr((αα^T − K⁻¹) ∂K/∂θ)``; for ``log σ²`` the derivative of
     ``K`` is its signal part, for the noise variances their diagonal blocks.
@@ -631,14 +648,13 @@ def _negative_log_posterior(
     size = len(targets)
     hyper = np.exp(theta)
     variance, value_noise, excess = float(hyper[d]), float(hyper[d + 1]), float(hyper[d + 2])
-    longest = int(np.argmax(hyper[:d]))
-    floor = _gradient_noise_floor(hyper[:d], value_noise)
-    gradient_noise = floor + excess
+    floors = _gradient_noise_floors(hyper[:d], value_noise)
+    n_grad = (size - n) // d
     k_signal, dk_length = _train_covariance(x, mask, hyper[:d], variance)
     k_noisy = k_signal.copy()
     diagonal = k_noisy.reshape(-1)  # a view: k_signal is C-contiguous
     diagonal[: n * (size + 1) : size + 1] += value_noise
-    diagonal[n * (size + 1) :: size + 1] += gradient_noise
+    diagonal[n * (size + 1) :: size + 1] += excess + np.tile(floors, n_grad)
     try:
         chol = _cholesky(k_noisy)
         inv = _inverse_from_cholesky(chol)
@@ -658,12 +674,12 @@ def _negative_log_posterior(
     grad[d] = -0.5 * float(np.vdot(inner, k_signal))
     trace = inner.diagonal()
     grad[d + 1] = -0.5 * value_noise * float(trace[:n].sum())
-    # The gradient noise is ``floor(ℓ, σ_v²) + e^θ_g``: its derivative reaches log σ_v²
-    # (``∂floor/∂log σ_v² = floor``) and the longest lengthscale (``−2·floor``).
-    per_gradient_noise = -0.5 * float(trace[n:].sum())
-    grad[d + 2] = per_gradient_noise * excess
-    grad[d + 1] += per_gradient_noise * floor
-    grad[longest] -= 2.0 * per_gradient_noise * floor
+    # Component c's gradient noise is ``floor_c(ℓ_c, σ_v²) + e^θ_g``: its derivative
+    # reaches log σ_v² (``∂floor_c/∂log σ_v² = floor_c``) and log ℓ_c (``−2·floor_c``).
+    per_component = -0.5 * trace[n:].reshape(n_grad, d).sum(axis=0)
+    grad[d + 2] = float(per_component.sum()) * excess
+    grad[d + 1] += float(per_component @ floors)
+    grad[:d] -= 2.0 * per_component * floors
     z = (theta - prior_mean) / prior_sd
     nll += 0.5 * float(z @ z)
     grad += z / prior_sd
