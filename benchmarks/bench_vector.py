@@ -356,9 +356,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    md = markdown_report(result)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    return result
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The markdown summary of a result (also of one merged from several runs)."""
+    settings, results = result["settings"], result["tuners"]
+    task, studies, trials = settings["task"], settings["studies"], settings["trials"]
+    n, seeds, start = settings["grid"], settings["grid_seeds"], settings["l2l_start"]
+    best, cost = result["grid_best"], result["hypergradient_run_cost"]
+    n_params = len(SPACES[task])
+    kept = sorted({r["from"] for r in results.values() if "from" in r})
+    marks = {command: "abcdefgh"[i] for i, command in enumerate(kept)}
     rows = [
         [
-            name + (" *" if "from" in r else ""),
+            name + (f" ({marks[r['from']]})" if "from" in r else ""),
             f"{r['final_regret_mean']:.4f}",
             f"{r['final_regret_worst']:.4f}",
             "—" if r["runs_to_1pct"] is None else str(r["runs_to_1pct"]),
@@ -371,14 +386,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     md = [
         (
             "# SGD with one step size per layer (lr[0], lr[1], lr[2]) on mnist"
-            if args.task == "mnist-layers"
-            else f"# AdamW (lr, weight decay) on {args.task}"
+            if task == "mnist-layers"
+            else f"# AdamW (lr, weight decay) on {task}"
         )
-        + (f" (1000 + 1000, 20 % label noise, t = {_MNIST_T})" if args.task != "digits" else "")
+        + (f" (1000 + 1000, 20 % label noise, t = {settings['t']})" if task != "digits" else "")
         + ": hypergradients against TPE, GP and random",
         "",
         f"Command: `{result['command']}`. {studies} studies × {trials} trials per tuner, fresh "
-        f"seed per trial; expected validation loss from a {n}^{len(_SPACE)} log grid × {seeds} "
+        f"seed per trial; expected validation loss from a {n}^{n_params} log grid × {seeds} "
         f"seeds "
         f"(best {best:.4f}, test accuracy there up to {result['grid_best_accuracy']:.4f}). "
         f"A run with hypergradients costs {cost:.2f}× a plain run (timed here). "
@@ -399,13 +414,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "",
     ]
-    kept = sorted({r["from"] for r in results.values() if "from" in r})
     if kept:
-        md += [f"\\* from the earlier run `{c}` (same grid, studies and trials)." for c in kept]
+        md += [
+            f"({marks[c]}) from the earlier run `{c}` (same grid, studies and trials)."
+            for c in kept
+        ]
         md.append("")
-    out.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
-    return result
+    return "\n".join(md)
 
 
 if __name__ == "__main__":
