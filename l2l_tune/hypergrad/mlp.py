@@ -49,12 +49,15 @@ def init_params(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    scheme: str = "torch",
 ) -> Params:
-    """``m`` independent initialisations, as ``torch.nn.Linear`` draws them.
+    """``m`` independent initialisations.
 
-    Weights and biases are uniform on ``±1/√fan_in`` (PyTorch's default for
-    ``nn.Linear``), drawn on the CPU from ``generator`` so that a seed gives the
-    same networks on every device and dtype.
+    ``scheme="torch"``: weights and biases uniform on ``±1/√fan_in`` (PyTorch's
+    default for ``nn.Linear``). ``scheme="paper"``: every tensor, biases included,
+    ``N(0, 1)·1.2/√fan_in`` (the authors' code of the learned-optimizer experiments,
+    Section 5). Drawn on the CPU from ``generator`` so that a seed gives the same
+    networks on every device and dtype.
 
     Args:
         sizes: Layer widths, input first (e.g. ``(784, 100, 20, 10)``).
@@ -62,17 +65,26 @@ def init_params(
         generator: Source of randomness.
         dtype: Floating dtype of the result.
         device: Device of the result.
+        scheme: ``"torch"`` or ``"paper"``.
 
     Returns:
         ``[W_1, b_1, …]`` as described in :data:`Params`.
+
+    Raises:
+        ValueError: for an unknown ``scheme``.
     """
+    if scheme not in ("torch", "paper"):
+        raise ValueError(f"scheme must be 'torch' or 'paper', got {scheme!r}")
     params: Params = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        bound = 1.0 / math.sqrt(fan_in)
-        weight = torch.rand(m, fan_in, fan_out, generator=generator, dtype=torch.float64) * 2 - 1
-        bias = torch.rand(m, fan_out, generator=generator, dtype=torch.float64) * 2 - 1
-        params.append((weight * bound).to(dtype=dtype, device=device))
-        params.append((bias * bound).to(dtype=dtype, device=device))
+        for shape in ((m, fan_in, fan_out), (m, fan_out)):
+            if scheme == "torch":
+                unit = torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1
+                draw = unit / math.sqrt(fan_in)
+            else:
+                unit = torch.randn(*shape, generator=generator, dtype=torch.float64)
+                draw = unit * (1.2 / math.sqrt(fan_in))
+            params.append(draw.to(dtype=dtype, device=device))
     return params
 
 

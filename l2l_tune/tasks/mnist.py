@@ -539,6 +539,34 @@ class MNISTBatch:
         rows = torch.gather(self._indices, 1, positions)
         return self.distribution._train_x[rows], torch.gather(self._labels, 1, positions)
 
+    def minibatches(self, start: int, stop: int) -> list[tuple[Tensor, Tensor]]:
+        """The minibatches ``(x, y)`` of steps ``start, …, stop − 1`` of every task.
+
+        The order is the tasks' own (epoch-wise shuffled from each task's seed, the one
+        every run of this batch uses): ``x`` of shape ``(m, batch_size, 784)``, ``y``
+        ``(m, batch_size)`` with the task's (possibly noisy) labels.
+
+        Raises:
+            ValueError: for ``start < 0`` or ``stop <= start``.
+        """
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be an integer >= 0, got {start!r}")
+        if isinstance(stop, bool) or not isinstance(stop, int) or stop <= start:
+            raise ValueError(f"stop must be an integer > start = {start}, got {stop!r}")
+        order = self._batch_order(stop)
+        return [self._minibatch(order, step) for step in range(start, stop)]
+
+    def split_data(self, split: str) -> tuple[Tensor, Tensor]:
+        """Every task's full training (``"train"``) or validation (``"valid"``) subset:
+        ``x`` of shape ``(m, n, 784)`` and labels ``(m, n)``.
+
+        Raises:
+            ValueError: for an unknown split, or ``"valid"`` without validation samples.
+        """
+        self._check_split(split)
+        rows, labels = self._split_rows(split)
+        return self.distribution._train_x[rows], labels
+
     def _split_rows(self, split: str) -> tuple[Tensor, Tensor]:
         if split == "train":
             return self._indices[:, : self.n_train], self._labels[:, : self.n_train]
