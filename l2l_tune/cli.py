@@ -216,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG plot")
     tune.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     # Sub-commands living in their own packages register themselves and set ``func``.
+    from ._learn_cli import add_learn_parser
     from .bench.cli import add_bench_parser
     from .reproduce.cli import add_reproduce_parser
 
     add_bench_parser(sub)
     add_reproduce_parser(sub)
+    add_learn_parser(sub)
     return parser
 
 

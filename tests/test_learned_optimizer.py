@@ -3,6 +3,7 @@ against the issue's specification written out by hand, and its torch.optim wrapp
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,64 @@ def test_minibatches_and_split_data_follow_the_batch() -> None:
     assert x.shape == (2, 50, 64) and y.shape == (2, 50)
     with pytest.raises(ValueError, match="stop"):
         batch.minibatches(3, 3)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_meta_training_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
+    """A run killed in its second trajectory and started again with the same checkpoint
+    ends with the same meta-parameters and records as an uninterrupted run."""
+    from l2l_tune.learned import MetaTrainingSchedule, meta_train
+    from l2l_tune.tasks import MNIST
+
+    digits = MNIST("digits", hidden=(8,))
+    schedule = MetaTrainingSchedule(
+        n_train=100, n_valid=100, problems=2, trajectories=3, min_truncations=2,
+        mean_extra_truncations=1.0, min_steps=3, mean_extra_steps=2.0,
+    )  # fmt: skip
+    whole, whole_records = meta_train(digits, schedule, seed=3)
+
+    def kill_in_second(record: Any) -> None:
+        if record.trajectory == 1:
+            raise _Killed
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(_Killed):
+        meta_train(digits, schedule, seed=3, checkpoint=path, callback=kill_in_second)
+    assert path.exists()
+    resumed, records = meta_train(digits, schedule, seed=3, checkpoint=path)
+    assert records == whole_records
+    for a, b in zip(resumed.tensors(), whole.tensors(), strict=True):
+        assert torch.equal(a, b)
+    other = MetaTrainingSchedule(n_train=100, n_valid=100, problems=2, trajectories=4)
+    with pytest.raises(ValueError, match="another run"):
+        meta_train(digits, other, seed=3, checkpoint=path)
+
+
+def test_learn_command_writes_meta_parameters_a_user_can_train_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`l2l-tune learn` on digits writes meta.pt, result.json and a checkpoint; the saved
+    optimizer trains a torch.nn model; bad arguments exit 2 naming the flag."""
+    from l2l_tune.cli import main
+
+    argv = ["learn", "--out", str(tmp_path), "--dataset", "digits", "--n-train", "100",
+            "--n-valid", "100", "--problems", "2", "--trajectories", "1", "--truncations",
+            "2", "0", "--steps", "3", "0", "--json", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["meta_steps"] == 2 and result["inner_steps"] == 6
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "result.json").read_text())["meta_steps"] == 2
+    model = torch.nn.Linear(3, 2)
+    opt = MLPOptimizer(model.parameters(), tmp_path / "meta.pt")
+    before = model.weight.detach().clone()
+    model(torch.randn(4, 3)).pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(before, model.weight.detach())
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:3], "--problems", "0"])
+    assert exc.value.code == 2
+    assert "problems" in capsys.readouterr().err

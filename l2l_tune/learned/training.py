@@ -15,8 +15,10 @@ included, ``N(0, 1)·1.2/√fan_in``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,9 +109,29 @@ class MetaTrainingRecord:
     finite: bool
 
 
-@dataclass
-class _Progress:
-    records: list[MetaTrainingRecord] = field(default_factory=list)
+def _checkpoint_state(
+    schedule: MetaTrainingSchedule,
+    seed: int,
+    next_trajectory: int,
+    meta: MetaParameters,
+    optimizer: torch.optim.Optimizer,
+    records: list[MetaTrainingRecord],
+) -> dict[str, Any]:
+    return {
+        "schedule": asdict(schedule),
+        "seed": seed,
+        "next_trajectory": next_trajectory,
+        "meta": meta.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "records": [asdict(r) for r in records],
+    }
+
+
+def _write_atomically(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def meta_train(
@@ -119,30 +141,60 @@ def meta_train(
     seed: int = 0,
     meta: MetaParameters | None = None,
     callback: Callable[[MetaTrainingRecord], None] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[MetaParameters, list[MetaTrainingRecord]]:
     """Meta-train the MLP optimizer on inner problems drawn from ``distribution``.
+
+    Trajectory ``j`` draws its problems, initialisation and truncation lengths from
+    ``(seed, j)`` alone, so a run resumed from a checkpoint (written atomically after
+    every trajectory) ends exactly where an uninterrupted one does.
 
     Args:
         distribution: The MNIST (or digits) task distribution: its network sizes,
             batch size, dtype and device are the inner problems'.
         schedule: The :class:`MetaTrainingSchedule`.
-        seed: Seed of the problems, initialisations, schedule lengths and (when
-            ``meta`` is None) the meta-parameters' initialisation.
-        meta: Meta-parameters to continue from (default: the authors' initialisation).
+        seed: Seed of everything random (a non-negative integer).
+        meta: Meta-parameters to start from (default: the authors' initialisation,
+            drawn from ``seed``). Ignored when resuming.
         callback: Called with every :class:`MetaTrainingRecord`.
+        checkpoint: A file to resume from when it exists (it must come from the same
+            schedule and seed) and to write after every trajectory.
 
     Returns:
-        ``(meta-parameters, records)``.
+        ``(meta-parameters, records)``: every record of the run, resumed ones included.
+
+    Raises:
+        ValueError: for a bad seed, or a checkpoint of another schedule or seed.
     """
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     dtype, device = distribution.dtype, distribution.device
     if meta is None:
-        meta = MetaParameters.initial(generator, dtype=dtype, device=device)
+        meta = MetaParameters.initial(
+            torch.Generator().manual_seed(seed), dtype=dtype, device=device
+        )
     meta = MetaParameters(*(t.detach().clone() for t in meta.tensors())).requires_grad_()
     optimizer = torch.optim.RMSprop(list(meta.tensors()), lr=schedule.lr, alpha=schedule.decay)
-    progress = _Progress()
-    for trajectory in range(schedule.trajectories):
+    records: list[MetaTrainingRecord] = []
+    first = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=True)
+        if state.get("schedule") != asdict(schedule) or state.get("seed") != seed:
+            raise ValueError(
+                f"checkpoint {path} is of another run (schedule {state.get('schedule')}, seed "
+                f"{state.get('seed')}); use another path or delete it"
+            )
+        loaded = MetaParameters.from_state_dict(state["meta"])
+        with torch.no_grad():
+            for tensor, value in zip(meta.tensors(), loaded.tensors(), strict=True):
+                tensor.copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        records = [MetaTrainingRecord(**r) for r in state["records"]]
+        first = int(state["next_trajectory"])
+    for trajectory in range(first, schedule.trajectories):
+        rng = np.random.default_rng([seed, trajectory])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         batch = distribution.sample(
             schedule.problems,
             schedule.n_train,
@@ -154,18 +206,12 @@ def meta_train(
                                  device=device, scheme="paper")  # fmt: skip
         states = init_states(params)
         meta_set = batch.split_data(schedule.split)
-        n_truncations = schedule.min_truncations + int(
-            round(rng.exponential(schedule.mean_extra_truncations))
-            if schedule.mean_extra_truncations
-            else 0
+        n_truncations = schedule.min_truncations + _exponential(
+            rng, schedule.mean_extra_truncations
         )
         step = 0
         for truncation in range(n_truncations):
-            length = schedule.min_steps + int(
-                round(rng.exponential(schedule.mean_extra_steps))
-                if schedule.mean_extra_steps
-                else 0
-            )
+            length = schedule.min_steps + _exponential(rng, schedule.mean_extra_steps)
             result = run_truncation(
                 meta, params, states, batch.minibatches(step, step + length), meta_set,
                 order=schedule.order,
@@ -180,12 +226,21 @@ def meta_train(
             record = MetaTrainingRecord(
                 trajectory, truncation, length, float(result.meta_loss.detach()), result.finite
             )
-            progress.records.append(record)
+            records.append(record)
             if callback is not None:
                 callback(record)
             if not result.finite:
                 break  # a diverged unroll ends its trajectory
             params, states = result.params, result.states
             step += length
+        if path is not None:
+            _write_atomically(
+                _checkpoint_state(schedule, seed, trajectory + 1, meta, optimizer, records), path
+            )
     final = MetaParameters(*(t.detach().clone() for t in meta.tensors()))
-    return final, progress.records
+    return final, records
+
+
+def _exponential(rng: np.random.Generator, mean: float) -> int:
+    """``round(Exp(mean))`` (0 for a mean of 0)."""
+    return int(round(rng.exponential(mean))) if mean else 0
