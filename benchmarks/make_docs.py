@@ -29,6 +29,7 @@ SECTIONS = [
         "mnist-layers`)",
     ),
     ("vector_far_start.md", "AdamW on digits from a far start (`bench_vector.py --start`)"),
+    ("learned.md", "MLP-optimizer meta-training throughput (`python benchmarks/bench_learned.py`)"),
     ("bench.md", "All tuners on one meta-objective (`l2l-tune bench`)"),
 ]
 
