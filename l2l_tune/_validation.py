@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "check_int",
     "check_array",
     "check_choice",
     "check_horizon",
@@ -85,6 +86,17 @@ def check_horizon(t: Any, name: str = "t") -> int:
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value}")
     return value
+
+
+def check_int(value: Any, name: str, minimum: int = 0) -> int:
+    """Return ``value`` as an ``int`` after checking it is an integer ``>= minimum``.
+
+    Raises:
+        ValueError: naming ``name``, for a bool, a non-integer or a value below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
 
 
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:

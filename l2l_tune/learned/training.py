@@ -24,19 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_choice
+from .._validation import check_choice, check_int
 from ..hypergrad import mlp
 from ..tasks.mnist import MNIST
 from .optimizer import MetaParameters
 from .truncation import ORDERS, init_states, run_truncation
 
 __all__ = ["MetaTrainingRecord", "MetaTrainingSchedule", "meta_train"]
-
-
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_non_negative(value: Any, name: str) -> float:
@@ -84,12 +78,16 @@ class MetaTrainingSchedule:
     def __post_init__(self) -> None:
         check_choice(self.split, "split", ("train", "valid"))
         check_choice(self.order, "order", ORDERS)
-        _check_positive_int(self.n_train, "n_train")
-        _check_positive_int(self.n_valid, "n_valid", 1 if self.split == "valid" else 0)
-        if not 0.0 <= float(self.label_noise) <= 1.0:
+        check_int(self.n_train, "n_train", 1)
+        check_int(self.n_valid, "n_valid", 1 if self.split == "valid" else 0)
+        if (
+            isinstance(self.label_noise, bool)
+            or not isinstance(self.label_noise, int | float)
+            or not 0.0 <= self.label_noise <= 1.0
+        ):
             raise ValueError(f"label_noise must be in [0, 1], got {self.label_noise!r}")
         for name in ("problems", "trajectories", "min_truncations", "min_steps"):
-            _check_positive_int(getattr(self, name), name)
+            check_int(getattr(self, name), name, 1)
         for name in ("mean_extra_truncations", "mean_extra_steps"):
             _check_non_negative(getattr(self, name), name)
         if not self.lr > 0:
@@ -166,8 +164,7 @@ def meta_train(
     Raises:
         ValueError: for a bad seed, or a checkpoint of another schedule or seed.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_int(seed, "seed")
     dtype, device = distribution.dtype, distribution.device
     if meta is None:
         meta = MetaParameters.initial(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ import scipy.special
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from .._validation import check_positive
+from .._validation import check_int, check_positive
 from .base import MetaOptimizer, MetaRecord
 from .surrogate import GaussianProcess, GPHyperparameters, clear_fit_cache, fit_gaussian_process
 
@@ -405,12 +404,6 @@ def clear_caches() -> None:
     clear_fit_cache()
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class GaussianProcessMetaOptimizer(MetaOptimizer):
     """Bayesian optimisation of the meta-objective on ``x = log η`` (1-D).
 
@@ -506,12 +499,12 @@ class GaussianProcessMetaOptimizer(MetaOptimizer):
         trend: str = "constant",
     ) -> None:
         super().__init__(eta0, bounds=bounds)
-        self.n_initial = _check_int(n_initial, "n_initial", 1)
+        self.n_initial = check_int(n_initial, "n_initial", 1)
         self.tol = check_positive(tol, "tol")
-        self.seed = _check_int(seed, "seed", 0)
-        self.max_fit_records = _check_int(max_fit_records, "max_fit_records", 8)
-        self.local_records = _check_int(local_records, "local_records", 4)
-        self.grid_size = _check_int(grid_size, "grid_size", 16)
+        self.seed = check_int(seed, "seed", 0)
+        self.max_fit_records = check_int(max_fit_records, "max_fit_records", 8)
+        self.local_records = check_int(local_records, "local_records", 4)
+        self.grid_size = check_int(grid_size, "grid_size", 16)
         if trend not in ("constant", "quadratic"):
             raise ValueError(f"trend must be 'constant' or 'quadratic', got {trend!r}")
         self.trend = trend

@@ -50,6 +50,7 @@ import scipy.optimize
 from numpy.typing import NDArray
 from scipy.stats import qmc
 
+from .._validation import check_int
 from .model import (
     _DESCENT_FLAT,
     _EXACT_NOISE,
@@ -59,7 +60,6 @@ from .model import (
     _NOISY,
     _NOISY_LENGTHSCALE_PRIOR,
     _NOISY_MAX_LENGTHSCALE,
-    _check_int,
     _single_blas_thread,
     _smooth_slopes,
     _warp,
@@ -126,8 +126,8 @@ class VectorGaussianProcess(VectorMetaOptimizer):
     ) -> None:
         super().__init__(space, start=start)
         d = len(self.space.parameters)
-        self.n_initial = d + 2 if n_initial is None else _check_int(n_initial, "n_initial", 1)
-        self.seed = _check_int(seed, "seed", 0)
+        self.n_initial = d + 2 if n_initial is None else check_int(n_initial, "n_initial", 1)
+        self.seed = check_int(seed, "seed", 0)
         self._log = np.array([p.log for p in self.space.parameters])
         self._units = np.where(self._log, 1.0, _LINEAR_SPAN)
         low = self.space.to_internal({p.name: p.low for p in self.space.parameters})

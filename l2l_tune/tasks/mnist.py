@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validation import check_choice, check_horizon, check_relative_step, check_step_size
+from .._validation import (
+    check_choice,
+    check_horizon,
+    check_int,
+    check_relative_step,
+    check_step_size,
+)
 from ..meta.base import NonFiniteMetaGradientWarning
 from .base import SPLITS
 
@@ -70,12 +76,6 @@ _DTYPES = ("float32", "float64")
 _CHUNK_ELEMENTS = 1 << 22
 # A per-layer hyperparameter: ``name[i]``.
 _LAYER_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[(0|[1-9][0-9]*)\]")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _torch() -> Any:
@@ -204,7 +204,7 @@ class MNIST:
         torch = _torch()
         self.dtype = _resolve_dtype(dtype)
         self.device = _resolve_device(device)
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
         if not isinstance(hidden, (tuple, list)) or not all(
             isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in hidden
         ):
@@ -272,9 +272,9 @@ class MNIST:
                 hyperparameter out of its range.
         """
         torch = _torch()
-        m = _check_int(m, "m", 1)
-        n_train = _check_int(n_train, "n_train", 1)
-        n_valid = _check_int(n_valid, "n_valid", 0)
+        m = check_int(m, "m", 1)
+        n_train = check_int(n_train, "n_train", 1)
+        n_valid = check_int(n_valid, "n_valid", 0)
         if n_train + n_valid > self.n_train_available:
             raise ValueError(
                 f"n_train + n_valid must be at most {self.n_train_available} (the {self.name} "
@@ -549,10 +549,8 @@ class MNISTBatch:
         Raises:
             ValueError: for ``start < 0`` or ``stop <= start``.
         """
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f"start must be an integer >= 0, got {start!r}")
-        if isinstance(stop, bool) or not isinstance(stop, int) or stop <= start:
-            raise ValueError(f"stop must be an integer > start = {start}, got {stop!r}")
+        start = check_int(start, "start")
+        stop = check_int(stop, "stop", start + 1)
         order = self._batch_order(stop)
         return [self._minibatch(order, step) for step in range(start, stop)]
 
@@ -1073,7 +1071,7 @@ class MNISTBatch:
         groups = self._values_of(eta)
         t = check_horizon(t)
         if eval_every is not None:
-            eval_every = _check_int(eval_every, "eval_every", 1)
+            eval_every = check_int(eval_every, "eval_every", 1)
         if not (isinstance(test_label_noise, (int, float)) and 0.0 <= test_label_noise <= 1.0):
             raise ValueError(
                 f"test_label_noise must be a fraction in [0, 1]; got {test_label_noise!r}"
