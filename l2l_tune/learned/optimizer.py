@@ -32,11 +32,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..hypergrad.rules import Hyperparameters, TensorState, UpdateRule
+
 __all__ = [
     "BETAS",
     "HIDDEN",
     "N_FEATURES",
     "TIMESCALES",
+    "LearnedRule",
     "LearnedState",
     "MLPOptimizer",
     "MetaParameters",
@@ -234,6 +237,68 @@ def learned_step(
     out = hidden @ meta.w2 + meta.b2
     direction, magnitude = out[..., 0], out[..., 1]
     return param - STEP_SCALE * direction * torch.exp(STEP_SCALE * magnitude), state
+
+
+class LearnedRule(UpdateRule):
+    """The learned optimizer as an inner update rule of :mod:`l2l_tune.hypergrad.rules`.
+
+    With it the tasks run the learned optimizer as they run SGD or Adam (the same
+    mini-batch orders, divergence rule and accuracy curves)::
+
+        batch = MNIST("digits").sample(5, 1000, init="paper", optimizer=LearnedRule(meta))
+        evaluation = batch.evaluate(None, 4000, eval_every=100)
+
+    It has no continuous hyperparameters (nothing to tune or differentiate: its
+    meta-parameters are trained by :func:`~l2l_tune.learned.meta_train`). Its state
+    per tensor is the five momenta and the five second moments, each shaped like the
+    tensor (the tasks freeze a diverged problem's state row by row); the step counter
+    is the rule's ``step + 1``.
+
+    Args:
+        meta: The meta-parameters (moved to each parameter's dtype and device).
+        batch_dims: Leading dimensions of every parameter that index separate
+            problems, each normalised on its own (1: the tasks' stacked ``(m, ...)``
+            layout; 0: one network).
+
+    Raises:
+        ValueError: for meta-parameters of the wrong type or ``batch_dims`` not 0 or 1.
+    """
+
+    hyperparameters: Mapping[str, float] = {}
+    elementwise = False
+
+    def __init__(self, meta: MetaParameters, *, batch_dims: int = 1) -> None:
+        if not isinstance(meta, MetaParameters):
+            raise ValueError(f"meta must be MetaParameters, got {type(meta).__name__}")
+        if isinstance(batch_dims, bool) or batch_dims not in (0, 1):
+            raise ValueError(f"batch_dims must be 0 or 1, got {batch_dims!r}")
+        self.meta = MetaParameters(*(t.detach() for t in meta.tensors()))
+        self.batch_dims = batch_dims
+        self._cache: dict[tuple[torch.dtype, torch.device], MetaParameters] = {}
+
+    def _meta_like(self, param: Tensor) -> MetaParameters:
+        key = (param.dtype, param.device)
+        if key not in self._cache:
+            self._cache[key] = MetaParameters(
+                *(t.to(dtype=param.dtype, device=param.device) for t in self.meta.tensors())
+            )
+        return self._cache[key]
+
+    def init_one(self, param: Tensor) -> TensorState:
+        """The five momenta then the five second moments, each shaped like ``param``."""
+        state = init_state(param)
+        return (*state.m.unbind(0), *state.r.unbind(0))
+
+    def update_one(
+        self, param: Tensor, grad: Tensor, state: TensorState, hparams: Hyperparameters, step: int
+    ) -> tuple[Tensor, TensorState]:
+        """:func:`learned_step` of one (stacked) tensor; ``step`` steps were taken before."""
+        n = len(BETAS)
+        moments = LearnedState(torch.stack(state[:n]), torch.stack(state[n:]), step)
+        new_param, new_state = learned_step(
+            self._meta_like(param), param, grad, moments, batch_dims=self.batch_dims
+        )
+        return new_param, (*new_state.m.unbind(0), *new_state.r.unbind(0))
 
 
 class MLPOptimizer(torch.optim.Optimizer):

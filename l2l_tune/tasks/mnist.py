@@ -115,11 +115,12 @@ def _resolve_device(device: Any) -> torch.device:
 
 @dataclass(frozen=True)
 class MNISTEvaluation:
-    """What ``t`` SGD steps at step size ``eta`` give on each task of a batch.
+    """What ``t`` steps of the inner optimizer (at step size ``eta``) give on each task of a batch.
 
     Attributes:
-        eta: The step size.
-        t: SGD steps.
+        eta: The step size (``None`` for an optimizer without one, such as the
+            learned one).
+        t: Inner steps.
         test_accuracy: ``(m,)`` accuracy on the test set.
         test_loss: ``(m,)`` cross entropy on the test set.
         train_accuracy: ``(m,)`` accuracy on each task's training samples (their
@@ -136,7 +137,7 @@ class MNISTEvaluation:
         valid_accuracy: ``(m,)`` accuracy there.
     """
 
-    eta: float
+    eta: float | None
     t: int
     test_accuracy: np.ndarray
     test_loss: np.ndarray
@@ -244,6 +245,7 @@ class MNIST:
         *,
         optimizer: str | UpdateRule = "sgd",
         hyperparameters: Mapping[str, float] | None = None,
+        init: str = "torch",
     ) -> MNISTBatch:
         """Draw ``m`` tasks: disjoint training and validation samples, an initialisation, an order.
 
@@ -261,6 +263,10 @@ class MNIST:
             hyperparameters: Its fixed hyperparameters (defaults: ``torch.optim``'s, with
                 ``momentum = 0.9`` for ``"momentum"`` and ``"nesterov"``); the scalar
                 methods' ``eta`` is ``lr``.
+            init: The networks' initialisation: ``"torch"`` (``nn.Linear``'s default)
+                or ``"paper"`` (every tensor ``N(0, 1)·1.2/√fan_in``, the authors' code
+                of the learned-optimizer experiments; see
+                :func:`~l2l_tune.hypergrad.mlp.init_params`).
 
         Returns:
             The :class:`MNISTBatch`.
@@ -268,11 +274,12 @@ class MNIST:
         Raises:
             ValueError: for ``m < 1``, ``n_train < 1``, ``n_valid < 0``,
                 ``n_train + n_valid`` above the training set size, or ``label_noise``
-                outside ``[0, 1]``, an unknown ``optimizer`` or hyperparameter, or a
-                hyperparameter out of its range.
+                outside ``[0, 1]``, an unknown ``optimizer`` or hyperparameter, a
+                hyperparameter out of its range, or an unknown ``init``.
         """
         torch = _torch()
         m = check_int(m, "m", 1)
+        check_choice(init, "init", ("torch", "paper"))
         n_train = check_int(n_train, "n_train", 1)
         n_valid = check_int(n_valid, "n_valid", 0)
         if n_train + n_valid > self.n_train_available:
@@ -305,7 +312,9 @@ class MNIST:
         from ..hypergrad.mlp import init_params
 
         generator = torch.Generator().manual_seed(init_seed)
-        init = init_params(self.sizes, m, generator, dtype=self.dtype, device=self.device)
+        init_tensors = init_params(
+            self.sizes, m, generator, dtype=self.dtype, device=self.device, scheme=init
+        )
         return MNISTBatch(
             self,
             indices=torch.as_tensor(indices, device=self.device),
@@ -313,7 +322,7 @@ class MNIST:
             n_train=n_train,
             n_valid=n_valid,
             label_noise=float(label_noise),
-            init=init,
+            init=init_tensors,
             order_seeds=[int(s) for s in order_seeds],
             optimizer=optimizer,
             hyperparameters=hyperparameters,
@@ -554,16 +563,68 @@ class MNISTBatch:
         order = self._batch_order(stop)
         return [self._minibatch(order, step) for step in range(start, stop)]
 
-    def split_data(self, split: str) -> tuple[Tensor, Tensor]:
-        """Every task's full training (``"train"``) or validation (``"valid"``) subset:
+    def split_data(self, split: str, positions: Any = None) -> tuple[Tensor, Tensor]:
+        """Every task's training (``"train"``) or validation (``"valid"``) subset:
         ``x`` of shape ``(m, n, 784)`` and labels ``(m, n)``.
 
+        Args:
+            split: ``"train"`` or ``"valid"``.
+            positions: Positions within the subset to take (the same for every task,
+                a sequence of integers); ``None``: all of it.
+
         Raises:
-            ValueError: for an unknown split, or ``"valid"`` without validation samples.
+            ValueError: for an unknown split, ``"valid"`` without validation samples,
+                or positions that are not integers within the subset.
         """
+        torch = _torch()
         self._check_split(split)
         rows, labels = self._split_rows(split)
+        if positions is not None:
+            index = torch.as_tensor(np.asarray(positions), device=rows.device)
+            size = int(rows.shape[1])
+            if (
+                index.dim() != 1
+                or index.dtype in (torch.bool,)
+                or index.is_floating_point()
+                or (index.numel() and not (0 <= int(index.min()) and int(index.max()) < size))
+            ):
+                raise ValueError(
+                    f"positions must be integers in [0, {size}) (the {split} subset), got "
+                    f"{positions!r}"
+                )
+            rows, labels = rows[:, index], labels[:, index]
         return self.distribution._train_x[rows], labels
+
+    def initial_params(self) -> list[Tensor]:
+        """A copy of every task's initial parameters, stacked ``(m, ...)`` per tensor."""
+        return [p.clone() for p in self._init]
+
+    def select(self, problems: Sequence[int]) -> MNISTBatch:
+        """The tasks ``problems`` of this batch (their samples, initialisations, orders).
+
+        Args:
+            problems: Task indices in ``[0, m)``.
+
+        Raises:
+            ValueError: for an empty selection or an index outside ``[0, m)``.
+        """
+        torch = _torch()
+        chosen = [int(check_int(i, "problems[i]")) for i in problems]
+        if not chosen or max(chosen) >= self.m:
+            raise ValueError(f"problems must be task indices in [0, {self.m}), got {problems!r}")
+        index = torch.as_tensor(chosen, device=self._indices.device)
+        return MNISTBatch(
+            self.distribution,
+            indices=self._indices[index],
+            labels=self._labels[index],
+            n_train=self.n_train,
+            n_valid=self.n_valid,
+            label_noise=self.label_noise,
+            init=[p[index] for p in self._init],
+            order_seeds=[self._order_seeds[i] for i in chosen],
+            optimizer=self.optimizer,
+            hyperparameters=self.hyperparameters,
+        )
 
     def _split_rows(self, split: str) -> tuple[Tensor, Tensor]:
         if split == "train":
@@ -1040,7 +1101,7 @@ class MNISTBatch:
     # ------------------------------------------------------------------ evaluation
     def evaluate(
         self,
-        eta: float | Mapping[str, float],
+        eta: float | Mapping[str, float] | None,
         t: int,
         *,
         eval_every: int | None = None,
@@ -1050,9 +1111,11 @@ class MNISTBatch:
         """Train every task ``t`` steps at ``eta`` (training samples only) and test it.
 
         Args:
-            eta: Step size ``η ≥ 0``, or a mapping of hyperparameters as
+            eta: Step size ``η ≥ 0``, a mapping of hyperparameters as
                 :meth:`value_and_gradients` takes (its ``lr``, else the fixed one, is
-                the evaluation's ``eta``).
+                the evaluation's ``eta``), or ``None``: the batch's fixed
+                hyperparameters as they are (an optimizer without a step size, such
+                as the learned one of :class:`~l2l_tune.learned.LearnedRule`).
             t: Inner steps, ``≥ 1``.
             eval_every: Also record test and training accuracy every this many
                 steps (the curves of Figs 4–5); ``None`` records the end only.
@@ -1068,7 +1131,10 @@ class MNISTBatch:
                 ``test_label_noise`` outside ``[0, 1]``.
         """
         torch = _torch()
-        groups = self._values_of(eta)
+        if eta is None:
+            groups = [dict(self.hyperparameters) for _ in range(self.n_layers)]
+        else:
+            groups = self._values_of(eta)
         t = check_horizon(t)
         if eval_every is not None:
             eval_every = check_int(eval_every, "eval_every", 1)
@@ -1113,7 +1179,7 @@ class MNISTBatch:
         rows, labels = self._split_rows("train")
         empty = np.zeros((self.m, 0))
         return MNISTEvaluation(
-            eta=groups[0]["lr"],
+            eta=groups[0].get("lr"),
             t=t,
             test_accuracy=self._accuracy(run.params, None, test_labels, test=True),
             test_loss=test_loss.double().cpu().numpy(),
