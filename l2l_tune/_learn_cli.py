@@ -54,6 +54,29 @@ def add_learn_parser(sub: Any) -> None:
     parser.add_argument("--order", choices=("first", "second"), default="first")
     parser.add_argument("--lr", type=float, default=1e-2, help="RMSProp learning rate")
     parser.add_argument("--decay", type=float, default=0.9, help="RMSProp decay")
+    parser.add_argument(
+        "--meta-set-size", type=int, default=None,
+        help="meta-objective on this many meta-set samples, redrawn every truncation "
+        "(default: the whole meta-set, the paper's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--group-size", type=int, default=None,
+        help="problems stacked at once; the meta-gradient is accumulated over the groups "
+        "(default: all; on a CPU 1 is fastest)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=0,
+        help="Ray actors sharing the meta-batch's problems (0: this process; needs [ray])",
+    )  # fmt: skip
+    parser.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs of each Ray actor")
+    parser.add_argument(
+        "--worker-gpus", type=float, default=0.0,
+        help="GPUs of each Ray actor (> 0: the actors train on CUDA)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray-address", default=None,
+        help="a running Ray cluster to join (default: start Ray on this machine)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
@@ -92,7 +115,18 @@ def _run(args: argparse.Namespace) -> int:
         order=args.order,
         lr=args.lr,
         decay=args.decay,
+        meta_set_size=args.meta_set_size,
     )
+    if args.worker_cpus < 0 or args.worker_gpus < 0:
+        raise ValueError(
+            f"--worker-cpus and --worker-gpus must be >= 0; got {args.worker_cpus}, "
+            f"{args.worker_gpus}"
+        )
+    if args.workers and args.ray_address is not None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.ray_address)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder; {str(out)!r} is a file")
@@ -112,7 +146,14 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     meta, records = meta_train(
-        distribution, schedule, seed=args.seed, callback=report, checkpoint=out / "checkpoint.pt"
+        distribution,
+        schedule,
+        seed=args.seed,
+        callback=report,
+        checkpoint=out / "checkpoint.pt",
+        group_size=args.group_size,
+        workers=args.workers,
+        worker_resources={"num_cpus": args.worker_cpus, "num_gpus": args.worker_gpus},
     )
     meta.save(out / "meta.pt")
     result = {

@@ -449,3 +449,92 @@ def test_learn_command_writes_meta_parameters_a_user_can_train_with(
         main([*argv[:3], "--problems", "0"])
     assert exc.value.code == 2
     assert "problems" in capsys.readouterr().err
+
+
+def test_learned_rule_runs_the_tasks_as_the_truncation_does(one_torch_thread: None) -> None:
+    """`LearnedRule` in the task's own run (`evaluate(None, t)`) ends where `run_truncation`
+    does from the same initialisation and mini-batches: the training losses agree to 1e-10
+    (float64), and the evaluation has no step size."""
+    from l2l_tune.hypergrad import mlp
+    from l2l_tune.learned import LearnedRule, init_states, run_truncation
+    from l2l_tune.tasks import MNIST
+
+    digits = MNIST("digits", dtype="float64")
+    meta = meta64(1)
+    meta = MetaParameters(meta.w1 * 0.1, meta.b1, meta.w2 * 0.1, meta.b2)  # a tame optimizer
+    batch = digits.sample(3, 120, 0, seed=5, init="paper", optimizer=LearnedRule(meta))
+    evaluation = batch.evaluate(None, 7, eval_every=7)
+    assert evaluation.eta is None and evaluation.curve_steps.tolist() == [7]
+    assert not evaluation.truncated.any()
+    params = batch.initial_params()
+    result = run_truncation(meta, params, init_states(params), batch.minibatches(0, 7),
+                            batch.split_data("train"))  # fmt: skip
+    x, y = batch.split_data("train")
+    expected = mlp.loss(result.params, x, y)
+    assert torch.allclose(torch.as_tensor(evaluation.train_loss), expected, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="batch_dims"):
+        LearnedRule(meta, batch_dims=2)
+    with pytest.raises(ValueError, match="meta must be"):
+        LearnedRule("meta.pt")  # type: ignore[arg-type]
+
+
+def test_paper_initialisation_selection_and_meta_set_positions() -> None:
+    """`sample(init="paper")` draws N(0, 1)·1.2/√fan_in (biases too) from the batch's seed;
+    `select` keeps the chosen tasks' data and networks; `split_data(positions=...)` takes the
+    same positions of every task; bad input names the argument."""
+    from l2l_tune.tasks import MNIST
+
+    digits = MNIST("digits")
+    batch = digits.sample(4, 200, 100, seed=2, init="paper")
+    again = digits.sample(4, 200, 100, seed=2, init="paper")
+    for a, b in zip(batch.initial_params(), again.initial_params(), strict=True):
+        assert torch.equal(a, b)
+    bias = batch.initial_params()[1]  # (4, 100): N(0, 1)·1.2/√64
+    assert 0.1 < float(bias.std()) < 0.2 and float(bias.abs().max()) > 0.3
+    part = batch.select([3, 1])
+    assert part.m == 2
+    assert torch.equal(part.initial_params()[0][0], batch.initial_params()[0][3])
+    assert torch.equal(part.minibatches(4, 5)[0][0][1], batch.minibatches(4, 5)[0][0][1])
+    x, y = batch.split_data("valid", [0, 7, 99])
+    full_x, full_y = batch.split_data("valid")
+    assert x.shape == (4, 3, 64) and torch.equal(y, full_y[:, [0, 7, 99]])
+    assert torch.equal(x[:, 1], full_x[:, 7])
+    for call, match in [
+        (lambda: digits.sample(2, 10, init="kaiming"), "init"),
+        (lambda: batch.select([4]), "problems"),
+        (lambda: batch.select([]), "problems"),
+        (lambda: batch.split_data("valid", [100]), "positions"),
+        (lambda: batch.split_data("train", [0.5]), "positions"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_accumulating_over_problem_groups_gives_the_stacked_meta_gradient() -> None:
+    """Four problems stacked, in groups of one or of three-and-one: the same meta-parameters
+    and meta-losses after two trajectories (float64, to 1e-10), a meta-objective on a random
+    subset of the meta-set included."""
+    from l2l_tune.learned import MetaTrainingSchedule, meta_train
+    from l2l_tune.tasks import MNIST
+
+    digits = MNIST("digits", hidden=(8,), dtype="float64")
+    schedule = MetaTrainingSchedule(
+        n_train=60, n_valid=40, problems=4, trajectories=2, min_truncations=2,
+        mean_extra_truncations=0, min_steps=4, mean_extra_steps=0, meta_set_size=25,
+    )  # fmt: skip
+    stacked, stacked_records = meta_train(digits, schedule, seed=1)
+    assert all(r.finite for r in stacked_records)
+    for group_size in (1, 3):
+        grouped, records = meta_train(digits, schedule, seed=1, group_size=group_size)
+        for a, b in zip(grouped.tensors(), stacked.tensors(), strict=True):
+            assert torch.allclose(a, b, rtol=0, atol=1e-10), group_size
+        for r, s in zip(records, stacked_records, strict=True):
+            assert r.meta_loss == pytest.approx(s.meta_loss, rel=1e-10)
+    with pytest.raises(ValueError, match="group_size"):
+        meta_train(digits, schedule, group_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        meta_train(digits, schedule, workers=-1)
+    with pytest.raises(ValueError, match="meta_set_size"):
+        meta_train(digits, MetaTrainingSchedule(n_train=60, n_valid=40, meta_set_size=41))
+    with pytest.raises(ValueError, match="meta_set_size"):
+        MetaTrainingSchedule(meta_set_size=0)

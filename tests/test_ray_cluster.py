@@ -99,3 +99,33 @@ def test_trials_run_on_both_nodes_and_converge(two_nodes: tuple[list[str], Path]
     assert set(used) == set(node_ids), f"trials per node: {[used.count(n) for n in node_ids]}"
     assert search.n_meta_steps == 30
     check_convergence(best_trial(results).config["lr"], ETA_STAR, search)
+
+
+def test_meta_training_on_two_nodes_equals_one_process(two_nodes: tuple[list[str], Path]) -> None:
+    """The MLP optimizer's meta-batch of four problems split over two Ray actors of one CPU
+    each (so one per node): the meta-parameters and meta-losses after two trajectories equal
+    those of one process to 1e-10 (float64); the actors are gone afterwards."""
+    pytest.importorskip("torch")
+    import torch
+
+    from l2l_tune.learned import MetaTrainingSchedule, meta_train
+    from l2l_tune.tasks import MNIST
+
+    digits = MNIST("digits", hidden=(8,), dtype="float64")
+    schedule = MetaTrainingSchedule(
+        n_train=60, n_valid=40, problems=4, trajectories=2, min_truncations=2,
+        mean_extra_truncations=1.0, min_steps=4, mean_extra_steps=2.0,
+    )  # fmt: skip
+    local, local_records = meta_train(digits, schedule, seed=2)
+    spread, records = meta_train(
+        digits, schedule, seed=2, workers=2, worker_resources={"num_cpus": 1}, group_size=1
+    )
+    for a, b in zip(spread.tensors(), local.tensors(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    assert [r.steps for r in records] == [r.steps for r in local_records]
+    for r, s in zip(records, local_records, strict=True):
+        assert r.meta_loss == pytest.approx(s.meta_loss, rel=1e-10)
+    from ray.util.state import list_actors
+
+    alive = [a for a in list_actors() if a.state == "ALIVE"]
+    assert not [a for a in alive if "GroupWorker" in a.class_name]
