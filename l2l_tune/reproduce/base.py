@@ -109,6 +109,8 @@ class RunContext:
     Attributes:
         out_dir: Folder for the target's PNG, JSON and TXT files (created if needed).
         quick: Small sizes (seconds) instead of the paper's settings.
+        full: The paper's whole schedule where a target's default is cut to fit a
+            CPU (fig4/fig5's meta-training: for a GPU).
         seed: Random seed of the instances (test tasks use ``seed + 10_000``).
         progress: Show tqdm progress bars on stderr.
         options: Target-specific options from the command line (e.g. ``variant``);
@@ -117,6 +119,7 @@ class RunContext:
 
     out_dir: Path
     quick: bool = False
+    full: bool = False
     seed: int = 0
     progress: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -149,6 +152,7 @@ class Target:
         claim: The paper's claim, in a sentence or two.
         run: ``run(ctx) -> TargetReport``.
         options: Names of the :attr:`RunContext.options` the target reads.
+        full: Whether the target has a schedule beyond its default (``--full``).
     """
 
     name: str
@@ -157,6 +161,7 @@ class Target:
     claim: str
     run: Callable[[RunContext], TargetReport]
     options: tuple[str, ...] = ()
+    full: bool = False
 
 
 #: Every registered target, by name (filled by importing :mod:`l2l_tune.reproduce`).
@@ -201,6 +206,7 @@ def register(
     reference: str,
     claim: str,
     options: Iterable[str] = (),
+    full: bool = False,
 ) -> Callable[[Callable[[RunContext], TargetReport]], Callable[[RunContext], TargetReport]]:
     """Decorator registering ``run(ctx) -> TargetReport`` as the target ``name``.
 
@@ -215,7 +221,7 @@ def register(
     ) -> Callable[[RunContext], TargetReport]:
         if name in TARGETS:
             raise ValueError(f"target {name!r} is already registered")
-        TARGETS[name] = Target(name, title, reference, claim, run, tuple(options))
+        TARGETS[name] = Target(name, title, reference, claim, run, tuple(options), full)
         return run
 
     return decorate
@@ -249,6 +255,8 @@ def _command(target: Target, ctx: RunContext) -> str:
     parts = ["l2l-tune", "reproduce", target.name]
     if ctx.quick:
         parts.append("--quick")
+    if ctx.full:
+        parts.append("--full")
     if ctx.seed:
         parts += ["--seed", str(ctx.seed)]
     for key in target.options:
@@ -344,6 +352,7 @@ def run_target(target: Target, ctx: RunContext) -> Outcome:
         "claim": target.claim,
         "command": _command(target, ctx),
         "quick": ctx.quick,
+        "full": ctx.full,
         "seed": ctx.seed,
         "version": __version__,
         "seconds": seconds,

@@ -41,8 +41,15 @@ def add_reproduce_parser(sub: Any) -> None:
         help=f"one of {', '.join(TARGETS)}, or 'all' (see --list)",
     )
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
-    parser.add_argument(
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
         "--quick", action="store_true", help="small sizes (seconds) instead of the paper's"
+    )
+    budget.add_argument(
+        "--full",
+        action="store_true",
+        help="the paper's whole schedule where the default is cut to fit a CPU (fig4, fig5: "
+        "meta-training the MLP optimizer; hours, for a GPU)",
     )
     parser.add_argument(
         "--out",
@@ -134,6 +141,9 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and choices is not None and value not in choices:
             accepted = ", ".join(repr(c) for c in choices)
             raise ValueError(f"{_flag(name)} must be one of {accepted}; got {value!r}")
+    if args.full and args.target != "all" and not TARGETS[names[0]].full:
+        takers = ", ".join(t.name for t in TARGETS.values() if t.full)
+        raise ValueError(f"--full applies to {takers} only, not to {names[0]!r}")
     if args.target != "all":
         for name, value in options.items():
             if value is not None and name not in TARGETS[names[0]].options:
@@ -151,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         ctx = RunContext(
             out_dir=out_dir,
             quick=args.quick,
+            full=args.full and target.full,
             seed=args.seed,
             progress=not args.no_progress,
             options={k: v for k, v in options.items() if k in target.options},
