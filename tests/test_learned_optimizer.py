@@ -449,6 +449,20 @@ def test_learn_command_writes_meta_parameters_a_user_can_train_with(
         main([*argv[:3], "--problems", "0"])
     assert exc.value.code == 2
     assert "problems" in capsys.readouterr().err
+    grouped = tmp_path / "grouped"
+    argv_grouped = [*argv[:2], str(grouped), *argv[3:], "--group-size", "1", "--meta-set-size",
+                    "50"]  # fmt: skip
+    assert main(argv_grouped) == 0
+    assert json.loads(capsys.readouterr().out)["schedule"]["meta_set_size"] == 50
+    for flags, needle in [
+        (["--worker-cpus", "-1"], "--worker-cpus"),
+        (["--group-size", "0"], "group_size"),
+        (["--meta-set-size", "101"], "meta_set_size"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main([*argv[:2], str(tmp_path / "bad"), *argv[3:], *flags])
+        assert exc.value.code == 2
+        assert needle in capsys.readouterr().err
 
 
 def test_learned_rule_runs_the_tasks_as_the_truncation_does(one_torch_thread: None) -> None:
