@@ -228,6 +228,7 @@ def plot_accuracy_curves(
     kind: str = "test",
     runs: int = 5,
     optimizer: str = "SGD",
+    network: str = "784-100-20-10",
 ) -> Path:
     """Accuracy against SGD steps per setting: mean over runs and min–max band.
 
@@ -237,6 +238,7 @@ def plot_accuracy_curves(
         kind: ``"test"`` (Fig 4) or ``"train"`` (Fig 5).
         runs: Number of runs (for the title).
         optimizer: What the curves train with (for the title and x label).
+        network: The network's widths (for the title).
     """
     plt = pyplot()
     key_curve = f"{kind}_accuracy_curve"
@@ -256,8 +258,7 @@ def plot_accuracy_curves(
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{optimizer}: {kind} accuracy of the 784-100-20-10 network (mean and min–max of "
-        f"{runs} runs)"
+        f"{optimizer}: {kind} accuracy of the {network} network (mean and min–max of {runs} runs)"
     )
     fig.tight_layout()
     return save_figure(fig, path)

@@ -415,8 +415,12 @@ def _learned_table(settings: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _network(dataset: str) -> str:
+    return "784-100-20-10" if dataset == "mnist" else "64-100-20-10"
+
+
 def _learned_setting_text(protocol: LearnedProtocol, dataset: str, ctx: RunContext) -> str:
-    network = "784-100-20-10" if dataset == "mnist" else "64-100-20-10"
+    network = _network(dataset)
     return (
         f"{dataset}, {network} ReLU, cross entropy, batch 32, every tensor initialised "
         "N(0, 1)·1.2/√fan_in; the MLP optimizer (Metz et al. 2019) meta-trained by first-order "
@@ -438,8 +442,9 @@ def _step_size_part(
     """The second table: SGD's step size learned TbT/TbV (forward-mode meta-gradients)."""
     s, results = _run_settings(ctx, keys, name)
     figure = plot_accuracy_curves(
-        results, ctx.figure_path(f"{name}_step_size"), kind=kind, runs=s.runs
-    )
+        results, ctx.figure_path(f"{name}_step_size"), kind=kind, runs=s.runs,
+        network=_network(s.dataset),
+    )  # fmt: skip
     return s, results, figure
 
 
@@ -491,23 +496,23 @@ def fig4(ctx: RunContext) -> TargetReport:
     protocol, dataset, learned = _run_learned(ctx, keys, "fig4")
     figure = plot_accuracy_curves(
         learned, ctx.figure_path("fig4"), kind="test", runs=protocol.runs,
-        optimizer="MLP optimizer / SGD",
+        optimizer="MLP optimizer / SGD", network=_network(dataset),
     )  # fmt: skip
     s, step_size, step_figure = _step_size_part(ctx, keys, "fig4", "test")
     gap = {k: _accuracy(learned[k], "MLP-TbV") - _accuracy(learned[k], "MLP-TbT") for k in keys}
     checks = [
         Check(
-            "1000 clean samples: MLP-TbV's test accuracy ≥ MLP-TbT's",
+            f"{learned['small']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's",
             gap["small"] >= 0.0,
             f"MLP-TbV − MLP-TbT = {gap['small']:+.4f}",
         ),
         Check(
-            "20 % label noise: MLP-TbV's test accuracy ≥ MLP-TbT's + 0.03",
+            f"{learned['noisy']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's + 0.03",
             gap["noisy"] >= 0.03,
             f"MLP-TbV − MLP-TbT = {gap['noisy']:+.4f}",
         ),
         Check(
-            "all samples: |MLP-TbV − MLP-TbT| test accuracy ≤ 0.01",
+            f"{learned['all']['label']}: |MLP-TbV − MLP-TbT| test accuracy ≤ 0.01",
             abs(gap["all"]) <= 0.01,
             f"MLP-TbV − MLP-TbT = {gap['all']:+.4f}",
         ),
@@ -537,7 +542,7 @@ def fig5(ctx: RunContext) -> TargetReport:
     protocol, dataset, learned = _run_learned(ctx, ("noisy",), "fig5")
     figure = plot_accuracy_curves(
         learned, ctx.figure_path("fig5"), kind="train", runs=protocol.runs,
-        optimizer="MLP optimizer / SGD",
+        optimizer="MLP optimizer / SGD", network=_network(dataset),
     )  # fmt: skip
     s, step_size, step_figure = _step_size_part(ctx, ("noisy",), "fig5", "train")
     noisy = learned["noisy"]
