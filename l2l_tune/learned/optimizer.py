@@ -276,7 +276,8 @@ class LearnedRule(UpdateRule):
         self.batch_dims = batch_dims
         self._cache: dict[tuple[torch.dtype, torch.device], MetaParameters] = {}
 
-    def _meta_like(self, param: Tensor) -> MetaParameters:
+    def meta_like(self, param: Tensor) -> MetaParameters:
+        """The meta-parameters in ``param``'s dtype and on its device (converted once)."""
         key = (param.dtype, param.device)
         if key not in self._cache:
             self._cache[key] = MetaParameters(
@@ -296,7 +297,7 @@ class LearnedRule(UpdateRule):
         n = len(BETAS)
         moments = LearnedState(torch.stack(state[:n]), torch.stack(state[n:]), step)
         new_param, new_state = learned_step(
-            self._meta_like(param), param, grad, moments, batch_dims=self.batch_dims
+            self.meta_like(param), param, grad, moments, batch_dims=self.batch_dims
         )
         return new_param, (*new_state.m.unbind(0), *new_state.r.unbind(0))
 
@@ -344,20 +345,14 @@ class MLPOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        meta_cache: dict[tuple[torch.dtype, torch.device], MetaParameters] = {}
+        rule = LearnedRule(self.meta_parameters, batch_dims=0)  # one conversion per dtype
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
                     continue
-                key = (param.dtype, param.device)
-                if key not in meta_cache:
-                    meta_cache[key] = MetaParameters(
-                        *(t.detach().to(param.dtype).to(param.device)
-                          for t in self.meta_parameters.tensors())
-                    )  # fmt: skip
                 stored = self.state[param]
                 state = stored.get("learned") or init_state(param)
-                new_param, new_state = learned_step(meta_cache[key], param, param.grad, state)
+                new_param, new_state = learned_step(rule.meta_like(param), param, param.grad, state)
                 param.copy_(new_param)
                 stored["learned"] = new_state
         return loss
