@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._plotting import plotting_missing, pyplot
 from .meta import META_OPTIMIZER_CHOICES, VECTOR_META_OPTIMIZERS
 from .tasks import INNER_OPTIMIZERS, LeastSquares, Quadratic
 from .tuner import HyperparameterTuner, StepSizeTuner
@@ -493,10 +494,7 @@ def _to_json(args: argparse.Namespace, runs: list[_Run], t: int) -> dict[str, An
 
 
 def _plot(path: Path, args: argparse.Namespace, runs: list[_Run], t: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_iter, ax_obj) = plt.subplots(1, 2, figsize=(11, 4))
     log = args.objective == "log"
@@ -552,6 +550,9 @@ def _resolve_defaults(args: argparse.Namespace) -> int:
         raise ValueError(f"--label-noise must be a fraction in [0, 1]; got {args.label_noise}")
     if args.label_noise and args.task != "mnist":
         raise ValueError("--label-noise applies to --task mnist only")
+    no_plot = plotting_missing("--plot") if args.plot is not None else None
+    if no_plot is not None:  # before the run, not after it
+        raise ValueError(no_plot)
     return args.t if args.t is not None else t
 
 

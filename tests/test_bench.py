@@ -136,12 +136,12 @@ def test_all_tuners_listed_and_ray_skipped_without_ray(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Default --tuners is all 13; without Ray the ray-* tuners are skipped with a message."""
-    real = bench_tuners.importlib.util.find_spec
+    real = bench_tuners.module_available
 
-    def no_ray(name: str, *args: Any) -> Any:
-        return None if name == "ray" else real(name, *args)
+    def no_ray(name: str) -> bool:
+        return name != "ray" and real(name)
 
-    monkeypatch.setattr(bench_tuners.importlib.util, "find_spec", no_ray)
+    monkeypatch.setattr(bench_tuners, "module_available", no_ray)
     out = tmp_path / "b"
     results = run_cli(
         "--budget 8 --seeds 1 --d 8 --t 20 --grad-cost 2 --no-progress".split()
@@ -165,12 +165,12 @@ def test_each_missing_package_skips_exactly_its_tuners(
 ) -> None:
     """Hiding one optional package skips the tuners that import it, naming the package
     and the extra to install; the others still run."""
-    real = bench_tuners.importlib.util.find_spec
+    real = bench_tuners.module_available
 
-    def hidden(name: str, *args: Any) -> Any:
-        return None if name == package else real(name, *args)
+    def hidden(name: str) -> bool:
+        return name != package and real(name)
 
-    monkeypatch.setattr(bench_tuners.importlib.util, "find_spec", hidden)
+    monkeypatch.setattr(bench_tuners, "module_available", hidden)
     needing = [
         name for name, packages in TUNER_PACKAGES.items() if any(p == package for p, _ in packages)
     ]

@@ -136,12 +136,12 @@ def test_hidden_package_skips_its_tuners(
 ) -> None:
     """A missing optional package skips exactly the tuners that import it, naming the
     package and the extra that installs it."""
-    real = bench_tuners.importlib.util.find_spec
+    real = bench_tuners.module_available
 
-    def hidden(name: str, *args: Any) -> Any:
-        return None if name == package else real(name, *args)
+    def hidden(name: str) -> bool:
+        return name != package and real(name)
 
-    monkeypatch.setattr(bench_tuners.importlib.util, "find_spec", hidden)
+    monkeypatch.setattr(bench_tuners, "module_available", hidden)
     needing = [
         n
         for n in USER_TUNER_NAMES

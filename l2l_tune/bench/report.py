@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._plotting import pyplot
 from .recording import TunerRun
 from .settings import L2L_TUNERS, TUNER_NAMES
 from .tasks import BenchTask
@@ -263,10 +264,7 @@ def write_plots(
     Returns:
         ``{"meta_loss_ratio": file name, "eta_error": file name}``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     files = {"meta_loss_ratio": "meta_loss_ratio.png", "eta_error": "eta_error.png"}
     labels = {

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._plotting import plotting_missing
 from .recording import TunerRun
 from .report import (
     aggregate,
@@ -276,7 +277,11 @@ def _run(
     title = (
         f"{s.task}: {_objective_description(s).split(' (')[0]}, budget {budget}, {len(seeds)} seeds"
     )
-    plots = write_plots(out_dir, series, title) if series else {}
+    no_plot = plotting_missing("drawing the bench's plots")
+    if no_plot is not None:
+        notes.append(f"Plots not drawn: {no_plot}.")
+        say(no_plot)
+    plots = write_plots(out_dir, series, title) if series and no_plot is None else {}
     payload: dict[str, Any] = {
         "task": s.task,
         "budget": budget,
@@ -313,7 +318,8 @@ def _run(
     (out_dir / "report.md").write_text(markdown_report(payload))
     print(_console_table(payload))
     print(payload["headline_text"])
-    print(f"wrote {out_dir / 'report.md'}, {out_dir / 'results.json'} and the plots")
+    files = [out_dir / name for name in ("report.md", "results.json", *plots.values())]
+    print("wrote " + ", ".join(str(f) for f in files))
     return payload
 
 

@@ -26,7 +26,6 @@ on the same objective.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import time
 import warnings
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._optional import install_hint, module_available
 from ..baselines import GridSearch, RandomSearch
 from ..meta import make_meta_optimizer
 from ..meta.base import NonFiniteMetaGradientWarning
@@ -97,9 +97,9 @@ def missing_dependency(tuner: str) -> str | None:
     ``None`` when every package it imports is importable."""
     packages = TUNER_PACKAGES.get(tuner) or USER_TUNER_PACKAGES.get(tuner, ())
     missing = [
-        f"{package} (pip install 'l2l-tune[{extra}]')"
+        f"{package} ({install_hint(extra)})"
         for package, extra in packages
-        if importlib.util.find_spec(package) is None
+        if not module_available(package)
     ]
     if not missing:
         return None

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
 from .run import _dumps, _jsonable, _machine, _messenger, _torch_threads
 from .settings import (
@@ -1173,10 +1174,7 @@ def _plot(
     title: str,
 ) -> dict[str, str]:
     """Mean regret (line) and min–max band over studies; one-run results as flat lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))
     x = np.arange(1, budget + 1)
@@ -1354,7 +1352,11 @@ def _run(
         f"{s.task}: regret of the recommended step size, budget {budget}, "
         f"{len(s.seed_values)} studies (mean, min–max band)"
     )
-    plots = _plot(out_dir, curves, one_run, budget, title) if curves or one_run else {}
+    no_plot = plotting_missing("drawing the user study's plot")
+    if no_plot is not None:
+        say(no_plot)
+    drawn = (curves or one_run) and no_plot is None
+    plots = _plot(out_dir, curves, one_run, budget, title) if drawn else {}
     notes = [
         "Grid search evaluates its points from the smallest step size up, so its curve below "
         "the full budget reflects only the small step sizes seen so far.",
@@ -1363,6 +1365,8 @@ def _run(
         "Non-finite numbers are written as null in results.json.",
     ]
     notes.extend(skipped.values())
+    if no_plot is not None:
+        notes.append(f"Plot not drawn: {no_plot}.")
     for name, entry in tuners.items():
         counts: dict[str, int] = {}
         for record in entry.get("per_study", []):
@@ -1402,5 +1406,6 @@ def _run(
     (out_dir / "results.json").write_text(_dumps(payload) + "\n")
     (out_dir / "report.md").write_text(_markdown(payload))
     print(_console(payload))
-    print(f"wrote {out_dir / 'report.md'}, {out_dir / 'results.json'} and {out_dir / 'regret.png'}")
+    files = [out_dir / name for name in ("report.md", "results.json", *plots.values())]
+    print("wrote " + ", ".join(str(f) for f in files))
     return payload

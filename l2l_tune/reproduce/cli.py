@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from .._plotting import plotting_missing
 from .base import OptionSpec
 
 __all__ = ["add_reproduce_parser", "resolve_targets"]
@@ -132,6 +133,9 @@ def _run(args: argparse.Namespace) -> int:
         print(_listing())
         return 0
     names = resolve_targets(args.target)
+    no_plot = plotting_missing("l2l-tune reproduce (its figures)")
+    if no_plot is not None:
+        raise ValueError(no_plot)
     if args.seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     specs = _option_specs()

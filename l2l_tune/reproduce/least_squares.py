@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
 from ..tasks import LeastSquares, LeastSquaresBatch
 from ..tuner import StepSizeTuner
-from ._plotting import pyplot, save_figure
 from .base import Check, RunContext, TargetReport, register
 
 __all__ = [

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
 from ..meta import NonFiniteMetaGradientWarning
 from ..tuner import EvalRecord, StepSizeTuner
-from ._plotting import pyplot, save_figure
 from .base import RunContext, register_option
 
 __all__ = ["MNISTSetting", "MNISTSettings", "compare_on_mnist", "plot_accuracy_curves"]

@@ -25,9 +25,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .._plotting import pyplot, save_figure
 from ..meta import NonFiniteMetaGradientWarning, ProjectedMetaGD
 from ..tasks import Quadratic
-from ._plotting import pyplot, save_figure
 from .base import Check, RunContext, TargetReport, register, register_option
 
 __all__ = [
