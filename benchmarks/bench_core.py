@@ -36,16 +36,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +51,15 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from l2l_tune.bench.common import (
+    dumps_json,
+    evals_within,
+    limit_threads,
+    machine_info,
+    machine_line,
+    markdown_table,
+    text_table,
+)
 from l2l_tune.meta import NonFiniteMetaGradientWarning, make_meta_optimizer
 from l2l_tune.tasks.least_squares import LeastSquares, LeastSquaresBatch
 from l2l_tune.tasks.quadratic import Quadratic
@@ -143,59 +149,6 @@ def rel_err(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
-def machine_info() -> dict[str, Any]:
-    """Platform, CPU count and library versions (and BLAS threading when available)."""
-    import scipy
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        import l2l_tune
-
-        info["l2l_tune"] = getattr(l2l_tune, "__version__", "unknown")
-    except Exception:  # pragma: no cover - the package is imported above anyway
-        pass
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            {k: pool.get(k) for k in ("internal_api", "num_threads", "version", "architecture")}
-            for pool in threadpool_info()
-        ]
-    except ImportError:
-        info["blas"] = None
-    return info
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Recursively convert dataclasses/NumPy scalars and replace non-finite floats by strings."""
-    if isinstance(obj, Timing):
-        return to_jsonable(asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else str(value)
-    return obj
-
-
 def fmt_s(seconds: float) -> str:
     """Seconds with a readable unit."""
     if not math.isfinite(seconds):
@@ -219,24 +172,6 @@ def fmt_count(value: int | None, cap: int | None = None) -> str:
     if value is None:
         return "not reached" if cap is None else f"not reached (> {cap})"
     return str(value)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table with aligned columns, for the console."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
 
 
 # ====================================================================== section 1
@@ -605,22 +540,6 @@ def report_least_squares(result: dict[str, Any]) -> tuple[str, str]:
 
 
 # ====================================================================== section 3
-def _evals_to_stay(errors: FloatArray, tol: float) -> int | None:
-    """Smallest ``n`` (evaluations) with ``errors[n−1:] ≤ tol``; ``None`` if the last is above."""
-    bad = np.flatnonzero(~(errors <= tol))
-    if bad.size == 0:
-        return 1
-    if bad[-1] == len(errors) - 1:
-        return None
-    return int(bad[-1]) + 2
-
-
-def _evals_to_first(errors: FloatArray, tol: float) -> int | None:
-    """Smallest ``n`` with ``errors[n−1] ≤ tol`` (first hit), ``None`` if never."""
-    hits = np.flatnonzero(errors <= tol)
-    return int(hits[0]) + 1 if hits.size else None
-
-
 def run_meta_optimizer(
     q: Quadratic,
     name: str,
@@ -726,9 +645,9 @@ def bench_meta_optimizers(
                         "budget": budget,
                         "evals_run": n,
                         "converged_flag": converged,
-                        "evals_to_tol": _evals_to_stay(errors, ETA_TOL),
-                        "evals_to_first_tol": _evals_to_first(errors, ETA_TOL),
-                        "evals_to_1e-3": _evals_to_stay(errors, FIG1_TOL),
+                        "evals_to_tol": evals_within(errors, ETA_TOL, stay=True),
+                        "evals_to_first_tol": evals_within(errors, ETA_TOL),
+                        "evals_to_1e-3": evals_within(errors, FIG1_TOL, stay=True),
                         "final_rel_err": float(errors[-1]),
                         "seconds": seconds,
                     }
@@ -757,9 +676,9 @@ def bench_meta_optimizers(
                 "eta0_value": fig1_eta0,
                 "eta0_over_2_over_L": fig1_eta0 / (2.0 / L),
                 "budget": paper_cap,
-                "steps_to_1e-3_first": _evals_to_first(errors, FIG1_TOL),
-                "steps_to_1e-3_stay": _evals_to_stay(errors, FIG1_TOL),
-                "steps_to_1e-6_stay": _evals_to_stay(errors, ETA_TOL),
+                "steps_to_1e-3_first": evals_within(errors, FIG1_TOL),
+                "steps_to_1e-3_stay": evals_within(errors, FIG1_TOL, stay=True),
+                "steps_to_1e-6_stay": evals_within(errors, ETA_TOL, stay=True),
                 "final_rel_err": float(errors[-1]),
             }
         )
@@ -882,30 +801,6 @@ def report_meta_optimizers(result: dict[str, Any]) -> tuple[str, str]:
 
 
 # ====================================================================== main
-_THREAD_LIMITERS: list[Any] = []
-
-
-def set_threads(threads: int) -> dict[str, Any]:
-    """Limit BLAS (via threadpoolctl) and torch to ``threads`` threads; 0 leaves the defaults."""
-    import torch
-
-    if threads <= 0:
-        return {"requested": threads, "description": "library default threads"}
-    info: dict[str, Any] = {"requested": threads}
-    try:
-        from threadpoolctl import threadpool_limits
-
-        _THREAD_LIMITERS.append(threadpool_limits(limits=threads))
-        info["blas_limited"] = True
-    except ImportError:
-        info["blas_limited"] = False
-    torch.set_num_threads(threads)
-    info["torch_threads"] = torch.get_num_threads()
-    blas = "BLAS" if info["blas_limited"] else "BLAS not limited (no threadpoolctl);"
-    info["description"] = f"{blas} and torch limited to {threads} thread(s)"
-    return info
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -950,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out_path: Path = args.out or DEFAULT_OUT.with_name(f"{stem}.json")
     markdown_path: Path = args.markdown or out_path.with_name(f"{stem}.md")
     machine = machine_info()  # before limiting threads: records the libraries' defaults
-    thread_limit = set_threads(args.threads)
+    thread_limit = limit_threads(args.threads)
     started = time.perf_counter()
 
     results: dict[str, Any] = {
@@ -966,9 +861,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     md_parts = [
         "# Core benchmarks (`benchmarks/bench_core.py`)",
         "",
-        f"Mode: {results['mode']}. Machine: {results['machine']['platform']}, "
-        f"{results['machine']['cpu_count']} CPUs, numpy {results['machine']['numpy']}, "
-        f"torch {results['machine']['torch']}; {thread_limit['description']}. "
+        f"Mode: {results['mode']}. Machine: {machine_line(machine)}; "
+        f"{thread_limit['description']}. "
         "Ratios are from timings taken in the same run.",
     ]
 
@@ -1025,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["total_seconds"] = time.perf_counter() - started
     md_parts += ["", f"Total benchmark wall time: {results['total_seconds']:.0f} s.", ""]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(to_jsonable(results), indent=2) + "\n")
+    out_path.write_text(dumps_json(results) + "\n")
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text("\n".join(md_parts))
     print(f"wrote {out_path} and {markdown_path} ({results['total_seconds']:.0f} s)")

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -36,16 +34,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import machine_info, markdown_table, to_jsonable  # noqa: E402
-
-from l2l_tune.hypergrad import (  # noqa: E402
+from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.hypergrad import (
     HypergradAdamW,
     HypergradOptimizer,
     HypergradSGD,
     hypergradients,
 )
-from l2l_tune.hypergrad.rules import SGD, AdamW  # noqa: E402
+from l2l_tune.hypergrad.rules import SGD, AdamW
 
 warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
 
@@ -372,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "steps": t,
         }
         out = args.out or Path(__file__).resolve().parent / "results" / "hypergrad_crossover.json"
-        out.write_text(json.dumps(to_jsonable(crossover), indent=2) + "\n")
+        out.write_text(dumps_json(crossover) + "\n")
         lines = [f"Command: `{crossover['command']}`.", ""]
         lines += _crossover_lines(crossover["crossover"], t)
         out.with_suffix(".md").write_text("\n".join(lines))
@@ -393,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "hypergrad_quick.json" if args.quick else "hypergrad.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    out.write_text(dumps_json(result) + "\n")
     out.with_suffix(".md").write_text(report(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return result

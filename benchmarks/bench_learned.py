@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,11 +24,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import machine_info, markdown_table, to_jsonable  # noqa: E402
-
-from l2l_tune.hypergrad import mlp  # noqa: E402
-from l2l_tune.learned import MetaParameters, init_states, run_truncation  # noqa: E402
+from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.hypergrad import mlp
+from l2l_tune.learned import MetaParameters, init_states, run_truncation
 
 SIZES = (784, 100, 20, 10)
 
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = args.out or Path(__file__).resolve().parent / "results" / "learned.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    out.write_text(dumps_json(result) + "\n")
     md = "\n".join(
         [
             "# MLP-optimizer meta-training throughput",

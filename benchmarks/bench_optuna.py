@@ -52,10 +52,7 @@ with ``--quick``); see ``--out`` and ``--markdown``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -83,10 +80,18 @@ from optuna.samplers import (
     TPESampler,
 )
 from optuna.trial import Trial
-from scipy.optimize import minimize_scalar
 from tqdm.auto import tqdm
 
-from l2l_tune.tasks.least_squares import LeastSquares, LeastSquaresBatch
+from l2l_tune.bench.common import (
+    dumps_json,
+    limit_threads,
+    machine_info,
+    machine_line,
+    markdown_table,
+    text_table,
+)
+from l2l_tune.bench.tasks import find_optimum
+from l2l_tune.tasks.least_squares import LeastSquares
 from l2l_tune.tasks.quadratic import Quadratic
 
 HERE = Path(__file__).resolve().parent
@@ -186,53 +191,24 @@ def make_quadratic(seed: int, t: int = 80) -> TaskInstance:
     )
 
 
-def least_squares_optimum(
-    batch: LeastSquaresBatch, t: int, low: float, high: float, grid_points: int
-) -> tuple[float, float, dict[str, Any]]:
-    """``(eta*, f*, info)`` of the TbV objective: a log grid, then bounded Brent refinement.
-
-    The objective can jump where a task starts being truncated (40σ rule), so the
-    refinement is restricted to the two grid cells around the best grid point and
-    the better of grid and refinement is kept.
-    """
-    grid = np.geomspace(low, high, grid_points)
-    values = np.array([batch.meta_objective(e, t, split="valid") for e in grid])
-    i = int(np.argmin(values))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid_points - 1)]
-    res = minimize_scalar(
-        lambda e: batch.meta_objective(e, t, split="valid"),
-        bounds=(lo, hi),
-        method="bounded",
-        options={"xatol": 1e-13 * grid[i], "maxiter": 500},
-    )
-    eta_star, f_star = (float(res.x), float(res.fun))
-    if not f_star <= values[i]:
-        eta_star, f_star = float(grid[i]), float(values[i])
-    jumps = np.abs(np.diff(np.log(values)))
-    info = {
-        "grid_points": grid_points,
-        "grid_best_eta": float(grid[i]),
-        "grid_best_value": float(values[i]),
-        "refined_log_gain": math.log(values[i] / f_star),
-        "truncated_tasks_at_eta_star": int(batch.truncated(eta_star, t).sum()),
-        "meta_gradient_at_eta_star": float(batch.meta_gradient(eta_star, t, split="valid")),
-        "largest_log_jump_between_grid_points": float(jumps.max()),
-        "largest_jump_at_eta_times_L": float(grid[int(np.argmax(jumps))] / batch.step_size_scale()),
-    }
-    return eta_star, f_star, info
-
-
 def make_least_squares(seed: int, grid_points: int, t: int = 40) -> TaskInstance:
     """The TbV least-squares batch of the given seed, with ``f*`` from a fine grid."""
     batch = LeastSquares(d=200, sigma=1.0).sample(m=50, n_train=50, n_valid=50, seed=seed)
     scale = batch.step_size_scale()
     low, high = 1e-3 * scale, 10.0 * scale
-    eta_star, f_star, info = least_squares_optimum(batch, t, low, high, grid_points)
+    # The objective jumps where a task starts being truncated (40σ rule): find_optimum refines
+    # only inside the grid cells around the best grid point and keeps the better of the two.
+    eta_star, log_objective, info = find_optimum(
+        batch, t, "valid", low, high, grid_points=grid_points
+    )
+    f_star = math.exp(t * log_objective)
     info.update(
         {
             "L": 1.0 / scale,
             "eta_star_times_L": eta_star / scale,
-            "f_star_method": f"{grid_points}-point log grid + bounded minimize_scalar",
+            "f_star_method": info["optimum_method"],
+            "truncated_tasks_at_eta_star": int(batch.truncated(eta_star, t).sum()),
+            "meta_gradient_at_eta_star": float(batch.meta_gradient(eta_star, t, split="valid")),
         }
     )
     return TaskInstance(
@@ -619,22 +595,6 @@ def fmt_regret(x: float) -> str:
     return f"{x:.2e}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def console_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A fixed-width plain-text table."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "-" * len(line)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
 def regret_rows(section: dict[str, Any], task: str) -> tuple[list[str], list[list[str]]]:
     """Rows of the trials-to-threshold table of one task."""
     header = [
@@ -747,76 +707,6 @@ def warnings_summary(section: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 # ====================================================================== machine / main
-def machine_info() -> dict[str, Any]:
-    """Platform, CPU count and library versions (and BLAS threading when available)."""
-    import cmaes
-    import scipy
-    import torch
-
-    import l2l_tune
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "optuna": optuna.__version__,
-        "cmaes": cmaes.__version__,
-        "l2l_tune": getattr(l2l_tune, "__version__", "unknown"),
-    }
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            {k: pool.get(k) for k in ("internal_api", "num_threads", "version")}
-            for pool in threadpool_info()
-        ]
-    except ImportError:
-        info["blas"] = None
-    return info
-
-
-_THREAD_LIMITERS: list[Any] = []
-
-
-def set_threads(threads: int) -> dict[str, Any]:
-    """Limit BLAS (via threadpoolctl) and torch to ``threads`` threads; 0 leaves the defaults."""
-    import torch
-
-    if threads <= 0:
-        return {"requested": threads, "description": "library default threads"}
-    info: dict[str, Any] = {"requested": threads}
-    try:
-        from threadpoolctl import threadpool_limits
-
-        _THREAD_LIMITERS.append(threadpool_limits(limits=threads))
-        info["blas_limited"] = True
-    except ImportError:
-        info["blas_limited"] = False
-    torch.set_num_threads(threads)
-    info["torch_threads"] = torch.get_num_threads()
-    info["description"] = f"BLAS and torch limited to {threads} thread(s)"
-    return info
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Replace non-finite floats by strings, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        x = float(obj)
-        return x if math.isfinite(x) else repr(x)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -872,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     machine = machine_info()
-    thread_limit = set_threads(args.threads)
+    thread_limit = limit_threads(args.threads)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "bench_optuna",
@@ -902,9 +792,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     md = [
         "# Optuna integration benchmark (`benchmarks/bench_optuna.py`)",
         "",
-        f"Mode: {results['mode']}. Command: `{command}`. Machine: {machine['platform']}, "
-        f"{machine['cpu_count']} CPUs, Python {machine['python']}, optuna {machine['optuna']}, "
-        f"torch {machine['torch']}, cmaes {machine['cmaes']}; {thread_limit['description']}.",
+        f"Mode: {results['mode']}. Command: `{command}`. Machine: {machine_line(machine)}; "
+        f"{thread_limit['description']}.",
         "",
         "## 1. Trials to bring log(best value / f*) under a threshold",
         "",
@@ -927,10 +816,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
     ):
         header, rows = regret_rows(section1, task)
-        print(f"\n-- {title} --\n" + console_table(header, rows), flush=True)
+        print(f"\n-- {title} --\n" + text_table(header, rows), flush=True)
         md += ["", f"### {title}", "", markdown_table(header, rows)]
     header, rows = mgs_rows(section1)
-    print("\n-- MetaGradientSampler diagnostics --\n" + console_table(header, rows), flush=True)
+    print("\n-- MetaGradientSampler diagnostics --\n" + text_table(header, rows), flush=True)
     md += [
         "",
         "### MetaGradientSampler diagnostics per run",
@@ -979,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     section2 = bench_overhead(history, overhead_trials, seed=0, progress=progress)
     results["overhead"] = section2
     header, rows = overhead_rows(section2)
-    print(console_table(header, rows), flush=True)
+    print(text_table(header, rows), flush=True)
     md += [
         "",
         f"## 2. Sampler overhead per trial ({history} completed trials in an in-memory study)",
@@ -996,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["total_wall_s"] = time.perf_counter() - started
     md += ["", f"Total wall time: {results['total_wall_s']:.0f} s."]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(to_jsonable(results), indent=1) + "\n")
+    out_path.write_text(dumps_json(results) + "\n")
     md_path.write_text("\n".join(md) + "\n")
     print(f"\nTotal {results['total_wall_s']:.0f} s. Wrote {out_path} and {md_path}", flush=True)
     return results

@@ -65,10 +65,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -97,8 +95,8 @@ from ray import tune  # noqa: E402
 from ray.tune.search import BasicVariantGenerator  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-import l2l_tune  # noqa: E402
 from l2l_tune import Quadratic  # noqa: E402
+from l2l_tune.bench.common import dumps_json, machine_info, machine_line  # noqa: E402
 
 #: Inner GD steps (the paper's Fig 1).
 T = 80
@@ -517,21 +515,6 @@ def overhead(n: int, *, black_box: bool, window: int = 50) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reporting
-def machine_info() -> dict[str, Any]:
-    """Platform, CPUs and library versions."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "ray": ray.__version__,
-        "optuna": optuna.__version__,
-        "numpy": np.__version__,
-        "l2l_tune": getattr(l2l_tune, "__version__", "?"),
-        "ray_init": {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False},
-    }
-
-
 def summary(values: list[int | None]) -> str:
     """``median [min–max] (reached/total)``; unreached seeds count as above the budget."""
     reached = sorted(v for v in values if v is not None)
@@ -552,8 +535,7 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [
         "# Ray Tune integration benchmark (`benchmarks/bench_ray.py`)",
         "",
-        f"Command: `{out['command']}`. Machine: {m['platform']}, {m['cpus']} CPUs, "
-        f"Python {m['python']}, ray {m['ray']}, optuna {m['optuna']}, l2l-tune {m['l2l_tune']}. "
+        f"Command: `{out['command']}`. Machine: {machine_line(m)}, l2l-tune {m['l2l_tune']}. "
         "Setup: one `ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)`, "
         '`reuse_actors=True`. Task: `Quadratic.random(20, seed, variant="authors")`, t = 80, '
         "`lr ~ tune.loguniform(1e-4, 1)`, trainable `task_trainable(q, 80)`. "
@@ -759,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     out["total_s"] = time.perf_counter() - t_start
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    out_path.write_text(dumps_json(out) + "\n")
     text = markdown(out)
     md_path.write_text(text)
     print()

@@ -51,19 +51,17 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from l2l_tune.integrations.optuna import (
+    HypergradientSampler,
+    report_meta_gradient,
+)
 from scipy.interpolate import RegularGridInterpolator
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import machine_info, markdown_table, to_jsonable  # noqa: E402
-from l2l_tune.integrations.optuna import (  # noqa: E402
-    HypergradientSampler,
-    report_meta_gradient,
-)
-
-from l2l_tune.data import load_digits  # noqa: E402
-from l2l_tune.hypergrad import HypergradAdamW  # noqa: E402
+from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.data import load_digits
+from l2l_tune.hypergrad import HypergradAdamW
 
 warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -343,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "task": args.task,
             "t": _MNIST_T if args.task.startswith("mnist") else None,
         },
-        "grid": to_jsonable(grid),
+        "grid": grid,
         "grid_best": best,
         "grid_best_accuracy": float(grid_accuracy.max()),
         "grid_seconds": grid_s,
@@ -355,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{name}_quick.json" if args.quick else f"{name}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    out.write_text(dumps_json(result) + "\n")
     md = markdown_report(result)
     out.with_suffix(".md").write_text(md)
     print(md)

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 
 import l2l_tune.reproduce as reproduce
+from l2l_tune.bench.common import first_index_within, to_jsonable
 from l2l_tune.cli import main
 from l2l_tune.reproduce import TARGETS, Check, RunContext, Target, TargetReport, register
-from l2l_tune.reproduce.base import to_jsonable
-from l2l_tune.reproduce.quadratic import steps_to_stay
 
 EXPECTED = ("fig1", "fig2", "fig3", "fig4", "fig5", "thm3", "thm4", "thm5", "thm6")
 
@@ -156,20 +155,27 @@ def test_register_rejects_duplicates_and_reserved_names() -> None:
         register("all", title="x", reference="x", claim="x")
 
 
-def test_steps_to_stay() -> None:
-    """The first index after which every error stays within the tolerance."""
+def test_first_index_within_first_hit_and_stay() -> None:
+    """The first index within the tolerance, and the first after which every error stays
+    within it (a NaN counts as outside); the harness's one counting convention."""
     errors = np.array([1.0, 0.05, 0.5, 0.05, 0.01])
-    assert steps_to_stay(errors, 0.1) == 3
-    assert steps_to_stay(errors, 1.0) == 0
-    assert steps_to_stay(errors, 1e-3) is None
-    assert steps_to_stay(np.array([0.5, math.nan, 0.01]), 0.1) == 2
+    assert first_index_within(errors, 0.1, stay=True) == 3
+    assert first_index_within(errors, 0.1) == 1
+    assert first_index_within(errors, 1.0, stay=True) == 0
+    assert first_index_within(errors, 1e-3, stay=True) is None
+    assert first_index_within(errors, 1e-3) is None
+    assert first_index_within(np.array([0.5, math.nan, 0.01]), 0.1, stay=True) == 2
+    assert first_index_within(np.array([]), 0.1, stay=True) is None
 
 
 def test_to_jsonable_converts_numpy_and_non_finite() -> None:
-    """NumPy scalars and arrays become JSON types; inf/nan become strings."""
+    """NumPy scalars and arrays become JSON types; inf/nan become strings, or null."""
     data = {"a": np.float64(1.5), "b": np.int64(2), "c": np.array([math.inf]), "d": (np.bool_(1),)}
     assert to_jsonable(data) == {"a": 1.5, "b": 2, "c": ["inf"], "d": [True]}
+    assert to_jsonable(data, nonfinite="null")["c"] == [None]
     json.dumps(to_jsonable(data), allow_nan=False)
+    with pytest.raises(ValueError, match="nonfinite must be"):
+        to_jsonable(data, nonfinite="zero")  # type: ignore[arg-type]
 
 
 def _learned_quick_run(name: str, out: Path) -> dict[str, Any]:

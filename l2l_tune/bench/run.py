@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import json
-import math
-import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._plotting import plotting_missing
+from .common import dumps_json, machine_line, to_jsonable
 from .recording import TunerRun
 from .report import (
     aggregate,
@@ -33,16 +28,6 @@ from .tasks import BenchTask, make_task, measure_gradient_cost
 from .tuners import evaluations_allowed, missing_dependency, run_tuner
 
 __all__ = ["run_bench"]
-
-
-def _machine() -> str:
-    parts = [platform.platform(), f"{os.cpu_count()} CPUs", f"Python {platform.python_version()}"]
-    for package in ("numpy", "optuna", "ray", "torch"):
-        try:
-            parts.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ", ".join(parts)
 
 
 def _task_description(s: BenchSettings) -> str:
@@ -70,34 +55,6 @@ def _objective_description(s: BenchSettings) -> str:
     if s.objective == "log":
         return "(1/t)·log F(η) (the paper's log meta-objective, Theorem 4)"
     return "F(η), the last loss (`--objective last`); `optuna-gp` sees log F (it overflows on F)"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: NumPy scalars to Python, non-finite floats to ``null``."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        x = float(value)
-        return x if math.isfinite(x) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _dumps(payload: dict[str, Any]) -> str:
-    """Indented JSON with flat lists (numbers, strings) kept on one line each."""
-    text = json.dumps(payload, indent=1, ensure_ascii=False)
-    return re.sub(
-        r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
-    )
 
 
 def _console_table(payload: dict[str, Any]) -> str:
@@ -309,12 +266,12 @@ def _run(
         "headline": head,
         "headline_text": headline_text(head, budget),
         "plots": plots,
-        "machine": _machine(),
+        "machine": machine_line(),
         "notes": notes,
     }
     payload["total_wall_s"] = time.perf_counter() - start
-    payload = _jsonable(payload)
-    (out_dir / "results.json").write_text(_dumps(payload) + "\n")
+    payload = to_jsonable(payload, nonfinite="null")
+    (out_dir / "results.json").write_text(dumps_json(payload, nonfinite="null") + "\n")
     (out_dir / "report.md").write_text(markdown_report(payload))
     print(_console_table(payload))
     print(payload["headline_text"])

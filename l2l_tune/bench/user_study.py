@@ -55,7 +55,8 @@ import numpy as np
 
 from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
-from .run import _dumps, _jsonable, _machine, _messenger, _torch_threads
+from .common import dumps_json, machine_line, to_jsonable
+from .run import _messenger, _torch_threads
 from .settings import (
     USER_TASKS,
     USER_TUNER_NAMES,
@@ -1398,12 +1399,12 @@ def _run(
             **{name: values for name, values in curves.items()},
         },
         "plots": plots,
-        "machine": _machine(),
+        "machine": machine_line(),
         "notes": notes,
     }
     payload["total_wall_s"] = time.perf_counter() - start
-    payload = _jsonable(payload)
-    (out_dir / "results.json").write_text(_dumps(payload) + "\n")
+    payload = to_jsonable(payload, nonfinite="null")
+    (out_dir / "results.json").write_text(dumps_json(payload, nonfinite="null") + "\n")
     (out_dir / "report.md").write_text(_markdown(payload))
     print(_console(payload))
     files = [out_dir / name for name in ("report.md", "results.json", *plots.values())]

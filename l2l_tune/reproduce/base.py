@@ -28,15 +28,13 @@ figures.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ..bench.common import dumps_json
 
 __all__ = [
     "OPTION_SPECS",
@@ -47,11 +45,9 @@ __all__ = [
     "RunContext",
     "Target",
     "TargetReport",
-    "dump_json",
     "register",
     "register_option",
     "run_target",
-    "to_jsonable",
 ]
 
 #: Verdict strings of the text and JSON outputs.
@@ -286,46 +282,6 @@ def format_text(target: Target, report: TargetReport, seconds: float, files: lis
     return "\n".join(lines)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Recursively convert to JSON types; non-finite floats become ``"inf"``, ``"nan"``..."""
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else str(value)
-    return obj
-
-
-def dump_json(obj: Any, level: int = 0) -> str:
-    """JSON text with one key per line, but each list of numbers on one line (compact files).
-
-    Raises:
-        ValueError: for NaN or infinite floats (convert with :func:`to_jsonable` first).
-    """
-    pad, inner = " " * level, " " * (level + 1)
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{inner}{json.dumps(str(k))}: {dump_json(v, level + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and any(isinstance(v, (dict, list, str)) for v in obj):
-        items = [f"{inner}{dump_json(v, level + 1)}" for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    return json.dumps(obj, allow_nan=False, ensure_ascii=False)
-
-
 def run_target(target: Target, ctx: RunContext) -> Outcome:
     """Run ``target``, write ``<name>.json`` and ``<name>.txt`` into ``ctx.out_dir``.
 
@@ -366,6 +322,6 @@ def run_target(target: Target, ctx: RunContext) -> Outcome:
         "figures": [f.name for f in report.figures],
         "results": report.results,
     }
-    json_path.write_text(dump_json(to_jsonable(payload)) + "\n")
+    json_path.write_text(dumps_json(payload) + "\n")
     txt_path.write_text(text + "\n")
     return Outcome(target, report, seconds, text, files)

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._plotting import pyplot, save_figure
+from ..bench.common import first_index_within
 from ..meta import NonFiniteMetaGradientWarning, ProjectedMetaGD
 from ..tasks import Quadratic
 from .base import Check, RunContext, TargetReport, register, register_option
@@ -39,7 +40,6 @@ __all__ = [
     "meta_gd_trajectory",
     "mpmath_log_meta_gradient",
     "plain_meta_gradient_log10",
-    "steps_to_stay",
     "thm3",
     "thm4",
 ]
@@ -83,20 +83,6 @@ def _describe_instance(variant: str, d: int, seed: int) -> str:
 
 
 # ====================================================================== helpers
-def steps_to_stay(errors: FloatArray, tol: float) -> int | None:
-    """The first index ``k`` with ``errors[j] ≤ tol`` for every ``j ≥ k``.
-
-    Returns:
-        ``0`` if every error is within ``tol``; ``None`` if the last one is not.
-    """
-    bad = np.flatnonzero(~(errors <= tol))
-    if bad.size == 0:
-        return 0
-    if bad[-1] == errors.size - 1:
-        return None
-    return int(bad[-1] + 1)
-
-
 def meta_gd_trajectory(
     gradient: Callable[[float], float],
     value: Callable[[float], float],
@@ -317,7 +303,7 @@ def fig1(ctx: RunContext) -> TargetReport:
                     "seed": seed,
                     "L": other.smoothness,
                     "eta_star": other_star,
-                    "settle_step": steps_to_stay(err, s.settle_tol),
+                    "settle_step": first_index_within(err, s.settle_tol, stay=True),
                     "final_rel_error": float(err[-1]),
                 }
             )
@@ -327,8 +313,8 @@ def fig1(ctx: RunContext) -> TargetReport:
     etas, grads = runs["stable"]
     err = np.abs(etas - eta_star) / eta_star
     tols = (0.1, 0.05, 0.01, 1e-3)
-    stay = {tol: steps_to_stay(err, tol) for tol in tols}
-    settle = steps_to_stay(err, s.settle_tol)
+    stay = {tol: first_index_within(err, tol, stay=True) for tol in tols}
+    settle = first_index_within(err, s.settle_tol, stay=True)
     etas32, grads32 = runs["backprop_float32"]
     etas64, grads64 = runs["backprop_float64"]
     n_bad32 = int(np.sum(~np.isfinite(grads32)))
@@ -371,7 +357,8 @@ def fig1(ctx: RunContext) -> TargetReport:
         f"unrolled float64 backprop: {n_bad64}/{K} non-finite (float64 has the "
         f"range at t = {s.t}; see thm4 for larger t); same trajectory as the stable one up to "
         f"k = {same64} (then rounding differences grow while meta-GD oscillates), within 10% "
-        f"of η* {_fmt_steps(steps_to_stay(err64, 0.1), K)}, final relative error {err64[-1]:.1e}",
+        f"of η* {_fmt_steps(first_index_within(err64, 0.1, stay=True), K)}, final relative "
+        f"error {err64[-1]:.1e}",
     ]
     if extra:
         measured.append(
