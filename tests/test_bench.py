@@ -16,7 +16,7 @@ import pytest
 
 from l2l_tune.bench import TUNER_NAMES, BenchSettings
 from l2l_tune.bench import tuners as bench_tuners
-from l2l_tune.bench.recording import EvalPoint, TunerRun
+from l2l_tune.bench.recording import EvalPoint, GradientView, Recorder, TunerRun, ValueView
 from l2l_tune.bench.report import headline, run_record
 from l2l_tune.bench.settings import parse_tuners
 from l2l_tune.bench.tasks import make_task
@@ -388,3 +388,26 @@ def test_ray_tuners(ray_started: Path, tmp_path: Path) -> None:
     assert results["tuners"]["ray-l2l"]["evals_to_1pct"] is not None
     # RaySession removed its storage directory under RAY_TMPDIR.
     assert not list(ray_started.glob("l2lbench*"))
+
+
+def test_task_views_refuse_another_horizon_split_or_objective() -> None:
+    """The tuners' views evaluate the bench task's own objective: a different ``t``, ``split``
+    or ``log`` is a ValueError naming it, not a silently different measurement."""
+    task = make_task(BenchSettings(budget=10, seeds=1).resolved(), 0)
+    recorder = Recorder(task, gradient_cost=2.0)
+    value_view, gradient_view = ValueView(recorder), GradientView(recorder)
+    eta = task.eta0
+    assert value_view.meta_objective(eta, task.t, split=task.split, log=task.log) == task.value(eta)
+    value, _ = gradient_view.value_and_gradient(eta, task.t, split=task.split, log=task.log)
+    assert value == task.value(eta)
+    assert len(recorder.points) == 2
+    for view in (value_view, gradient_view):
+        with pytest.raises(ValueError, match="^t must be the bench task's t="):
+            view.meta_objective(eta, task.t + 1, split=task.split, log=task.log)
+        with pytest.raises(ValueError, match="^split must be"):
+            view.meta_objective(eta, task.t, split="valid", log=task.log)
+        with pytest.raises(ValueError, match="^log must be"):
+            view.meta_objective(eta, task.t, split=task.split, log=not task.log)
+    with pytest.raises(ValueError, match="^t must be"):
+        gradient_view.value_and_gradient(eta, 1, split=task.split, log=task.log)
+    assert len(recorder.points) == 2  # nothing recorded for a refused call

@@ -119,10 +119,29 @@ class ValueView:
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
 
+    def _check(self, t: int, split: str, log: bool) -> None:
+        """The view evaluates the bench task's own objective: refuse any other one.
+
+        Raises:
+            ValueError: naming the argument that differs from the bench task's.
+        """
+        task = self._recorder.task
+        for name, asked, own in (
+            ("t", t, task.t),
+            ("split", split, task.split),
+            ("log", log, task.log),
+        ):
+            if asked != own:
+                raise ValueError(
+                    f"{name} must be the bench task's {name}={own!r} (its recorded objective); "
+                    f"got {asked!r}"
+                )
+
     def meta_objective(
         self, eta: float, t: int, *, split: str = "train", log: bool = True
     ) -> float:
-        """The recorded objective (``t``, ``split``, ``log`` are the bench task's)."""
+        """The recorded objective (``t``, ``split``, ``log`` must be the bench task's)."""
+        self._check(t, split, log)
         return self._recorder.value(eta)
 
     def value_and_gradient(
@@ -153,6 +172,7 @@ class GradientView(ValueView):
         self, eta: float, t: int, *, split: str = "train", log: bool = True
     ) -> float:
         """The objective at ``eta``, not counted as a tuning evaluation."""
+        self._check(t, split, log)
         for point in reversed(self._recorder.points):
             if point.eta == eta:
                 return point.objective
@@ -162,4 +182,5 @@ class GradientView(ValueView):
         self, eta: float, t: int, *, split: str = "train", log: bool = True
     ) -> tuple[float, float]:
         """The recorded objective and meta-gradient."""
+        self._check(t, split, log)
         return self._recorder.value_and_gradient(eta)
