@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._plotting import plotting_missing
-from .common import dumps_json, machine_line, to_jsonable
+from .common import dumps_json, machine_line, text_table, to_jsonable
 from .recording import TunerRun
 from .report import (
     aggregate,
@@ -76,8 +76,7 @@ def _console_table(payload: dict[str, Any]) -> str:
                 fmt(entry["wall_s"], ".2f"),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return text_table(rows[0], rows[1:])
 
 
 def run_bench(

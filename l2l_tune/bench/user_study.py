@@ -55,7 +55,7 @@ import numpy as np
 
 from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
-from .common import dumps_json, machine_line, to_jsonable
+from .common import dumps_json, machine_line, text_table, to_jsonable
 from .run import _messenger, _torch_threads
 from .settings import (
     USER_TASKS,
@@ -1235,8 +1235,7 @@ def _console(payload: dict[str, Any]) -> str:
                     _fmt(entry["final_eta"]["mean"], ".4g"),
                 ]
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return text_table(rows[0], rows[1:])
 
 
 # ---------------------------------------------------------------------------- the run
