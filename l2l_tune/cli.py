@@ -3,8 +3,11 @@
 ``l2l-tune tune --task least-squares`` (the default job) reproduces the paper's
 central comparison on an embedded, generated data set: the step size learned
 train-by-train (TbT) against train-by-validation (TbV) on the same samples, with
-the test RMSE of each. ``l2l-tune tune --task quadratic`` tunes GD on the
-Section 3 quadratic and reports the distance to the exact optimum ``η*``.
+the test RMSE of each (the plan of ``l2l-tune reproduce fig2``/``fig3``,
+:func:`~l2l_tune.reproduce.least_squares.compare_tbt_tbv`, tuned by
+:class:`StepSizeTuner` instead of the paper's grid). ``l2l-tune tune --task
+quadratic`` tunes GD on the Section 3 quadratic and reports the distance to the
+exact optimum ``η*``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 from . import __version__
 from ._plotting import plotting_missing, pyplot
 from .meta import META_OPTIMIZER_CHOICES, VECTOR_META_OPTIMIZERS
-from .tasks import INNER_OPTIMIZERS, LeastSquares, Quadratic
+from .reproduce.least_squares import compare_tbt_tbv
+from .tasks import INNER_OPTIMIZERS, LeastSquares, LeastSquaresBatch, Quadratic
 from .tuner import HyperparameterTuner, StepSizeTuner
 
 __all__ = ["build_parser", "main"]
@@ -337,26 +341,28 @@ def _run_quadratic(args: argparse.Namespace, t: int) -> list[_Run]:
 
 
 def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
+    """TbT vs TbV (:func:`~l2l_tune.reproduce.least_squares.compare_tbt_tbv`), tuned by
+    :class:`StepSizeTuner` with the command's settings; test tasks from ``seed + 10_000``."""
     split = args.split or "both"
-    dist = LeastSquares(args.d or 1000, sigma=args.sigma)
-    runs: list[_Run] = []
-    total = args.n_train + args.n_valid
-    plan: list[tuple[str, str, int, int]] = []  # label, split, n_train, n_valid
-    if split in ("train", "both"):
-        n = total if split == "both" else args.n_train
-        plan.append((f"TbT({n})", "train", n, 0))
-    if split in ("valid", "both"):
-        if args.n_valid < 1:
-            raise ValueError("--n-valid must be >= 1 for train-by-validation")
-        plan.append((f"TbV({args.n_train}+{args.n_valid})", "valid", args.n_train, args.n_valid))
-    for label, which, n_train, n_valid in plan:
-        batch = dist.sample(args.m, n_train, n_valid, seed=args.seed)
+    sides = {"train": ("TbT",), "valid": ("TbV",), "both": ("TbT", "TbV")}[split]
+    if args.n_train < 1:
+        raise ValueError(f"--n-train must be an integer >= 1; got {args.n_train}")
+    if "TbV" in sides and args.n_valid < 1:
+        raise ValueError("--n-valid must be >= 1 for train-by-validation")
+    # TbT alone learns on the --n-train samples; beside TbV, on all of TbV's samples.
+    n = args.n_train if split == "train" else args.n_train + args.n_valid
+
+    def tune(batch: LeastSquaresBatch, which: str, label: str) -> dict[str, Any]:
         run = _tune(batch, args, t, which, label)
-        n_test_train = n_train + n_valid  # the chosen η is applied to all samples
-        evaluation = dist.evaluate(
-            run.step_tuner.step_size_, t, n_test_train, m=args.m_test, seed=args.seed + 10_000
-        )
-        run.extra = {"test": evaluation.summary(), "n_train": n_train, "n_valid": n_valid}
+        return {"eta": run.step_tuner.step_size_, "run": run}
+
+    dist = LeastSquares(args.d or 1000, sigma=args.sigma)
+    compared = compare_tbt_tbv(dist, n, tune, m=args.m, t=t, seed=args.seed,
+                               n_valid=args.n_valid, m_test=args.m_test, sides=sides)  # fmt: skip
+    runs: list[_Run] = []
+    for side in compared.sides.values():
+        run = side.tuned["run"]
+        run.extra = {"test": side.test.summary(), "n_train": side.n_train, "n_valid": side.n_valid}
         runs.append(run)
     return runs
 

@@ -151,6 +151,7 @@ def test_paper_meta_optimizer_from_cli(capsys: pytest.CaptureFixture[str]) -> No
             "n-valid",
         ),
         (["tune", "--task", "least-squares", "--sigma", "0", "--d", "10"], "sigma"),
+        (["tune", "--task", "least-squares", "--n-train", "0", "--d", "10"], "--n-train must"),
     ],
 )
 def test_bad_arguments_exit_2_with_message(

@@ -306,3 +306,42 @@ def test_train_by_validation_beats_train_by_train_paper_size() -> None:
     rmse_tbt = ls.evaluate(eta_tbt, t, n_train=500, m=5, seed=99).test_rmse.mean()
     rmse_tbv = ls.evaluate(eta_tbv, t, n_train=500, m=5, seed=99).test_rmse.mean()
     assert rmse_tbv < rmse_tbt
+
+
+def test_compare_tbt_tbv_plan() -> None:
+    """The one TbT-vs-TbV comparison (CLI, fig2/fig3, benchmark): TbT on all n samples, TbV on
+    the same samples split, both from the training seed; each η tested on the same new tasks
+    trained on all n samples; the rule sees each batch once, with its split and label."""
+    from l2l_tune.reproduce.least_squares import TEST_SEED_OFFSET, compare_tbt_tbv
+
+    d, sigma, m, t, n, seed = 20, 1.0, 3, 10, 30, 5
+    ls = LeastSquares(d, sigma)
+    seen: list[tuple[str, str, int, int]] = []
+
+    def rule(batch: LeastSquaresBatch, split: str, label: str) -> dict[str, float]:
+        seen.append((split, label, batch.n_train, batch.n_valid))
+        reference = ls.sample(m, batch.n_train, batch.n_valid, seed=seed)
+        assert np.array_equal(batch.eigenvalues, reference.eigenvalues)
+        return {"eta": 0.1 if split == "train" else 0.01, "extra": 1.0}
+
+    compared = compare_tbt_tbv(ls, n, rule, m=m, t=t, seed=seed, n_valid=12, m_test=4)
+    assert seen == [("train", "TbT(30)", 30, 0), ("valid", "TbV(18+12)", 18, 12)]
+    test = ls.sample(4, n, 0, seed=seed + TEST_SEED_OFFSET)
+    for name, eta in (("TbT", 0.1), ("TbV", 0.01)):
+        side = compared.sides[name]
+        assert side.eta == eta
+        np.testing.assert_array_equal(side.test.test_rmse, test.evaluate(eta, t).test_rmse)
+        assert side.row()["extra"] == 1.0
+        assert side.row()["test_rmse"] == side.test.summary()["test_rmse"]
+    row = compared.row()
+    assert row["gap"] == compared.gap == row["TbT"]["test_rmse"] - row["TbV"]["test_rmse"]
+    # Defaults: n − n // 2 validation samples; one side only; the test seed can be set.
+    only = compare_tbt_tbv(ls, 31, rule, m=m, t=t, seed=seed, sides=("TbV",), test_seed=1)
+    assert list(only.sides) == ["TbV"] and only.sides["TbV"].label == "TbV(15+16)"
+    assert "gap" not in only.row()
+    np.testing.assert_array_equal(
+        only.sides["TbV"].test.test_rmse, ls.evaluate(0.01, t, 31, m=10, seed=1).test_rmse
+    )
+    for kwargs, match in (({"n_valid": 30}, "n_valid"), ({"sides": ("TbX",)}, "sides")):
+        with pytest.raises(ValueError, match=match):
+            compare_tbt_tbv(ls, n, rule, m=m, t=t, seed=seed, **kwargs)

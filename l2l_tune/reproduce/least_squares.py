@@ -9,6 +9,10 @@ grid ``logspace(-6, 0, 25)`` evaluated on the same tasks at every point, then
 applied to all ``n`` samples of new test tasks, whose population error
 ``‖w_t − w*‖²`` (and RMSE ``sqrt(‖w_t − w*‖² + σ²)``) is exact.
 
+:func:`compare_tbt_tbv` is that comparison, written once: ``fig2`` and ``fig3`` run
+it with the grid, ``l2l-tune tune --task least-squares`` (the CLI's main job) and
+``benchmarks/least_squares_tbt_tbv.py`` with :class:`~l2l_tune.StepSizeTuner`.
+
 * ``fig2`` — TbT vs TbV over the noise level σ (Fig 2).
 * ``fig3`` — TbT vs TbV over the sample size n (Fig 3).
 * ``thm5`` — ``n ∈ [d/4, 3d/4]``: ``η_TbT = Θ(1)``, ``η_TbV = Θ(1/t)``, and TbT
@@ -20,6 +24,7 @@ applied to all ``n`` samples of new test tasks, whose population error
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,15 +33,19 @@ from scipy.optimize import minimize_scalar
 
 from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
-from ..tasks import LeastSquares, LeastSquaresBatch
+from ..tasks import LeastSquares, LeastSquaresBatch, LeastSquaresEvaluation
 from ..tuner import StepSizeTuner
 from .base import Check, RunContext, TargetReport, register
 
 __all__ = [
+    "TEST_SEED_OFFSET",
     "Fig2Settings",
     "Fig3Settings",
+    "SplitComparison",
+    "StepSizeRule",
     "Thm5Settings",
     "Thm6Settings",
+    "TunedSplit",
     "compare_tbt_tbv",
     "fig2",
     "fig3",
@@ -49,76 +58,190 @@ __all__ = [
 #: Offset of the test tasks' seed from the training seed.
 TEST_SEED_OFFSET = 10_000
 
+#: How a comparison picks ``η``: ``rule(batch, split, label)`` tunes on ``batch``'s
+#: meta-objective for ``split`` (``"train"``: Eqn 3, ``"valid"``: Eqn 4) and returns at
+#: least ``{"eta": η}``; ``label`` (``"TbT(500)"``, ``"TbV(250+250)"``) names the run.
+StepSizeRule = Callable[[LeastSquaresBatch, str, str], dict[str, Any]]
+
 
 def tune_step_size(
     batch: LeastSquaresBatch,
     t: int,
     split: str,
-    grid: GridSearch,
+    grid: GridSearch | None = None,
     *,
     refine: bool = False,
 ) -> dict[str, Any]:
-    """Pick ``η`` on the meta-objective of ``batch`` (Eqn 3 or 4) as the paper does.
+    """Pick ``η`` on the meta-objective of ``batch`` (Eqn 3 or 4).
 
-    The grid is evaluated on the same tasks at every point (Section 5). With
-    ``refine``, :class:`~l2l_tune.StepSizeTuner` (bracketing on the sign of the
-    exact meta-gradient, Claim 1) then starts from the grid's best point.
+    With ``grid``, as the paper does: the grid is evaluated on the same tasks at
+    every point (Section 5); with ``refine``, :class:`~l2l_tune.StepSizeTuner`
+    (bracketing on the sign of the exact meta-gradient, Claim 1) then starts from
+    the grid's best point. Without ``grid``, :class:`~l2l_tune.StepSizeTuner` alone,
+    from ``1/L`` (the library's default, as ``l2l-tune tune`` runs it).
 
     Returns:
-        ``eta`` (the chosen step size), ``grid_eta``, ``grid_values``, ``L`` (the
-        largest eigenvalue of the tasks' ``XᵀX/n``), ``eta_times_L`` and, with
-        ``refine``, ``n_evals`` and ``converged``.
+        ``eta`` (the chosen step size), ``L`` (the largest eigenvalue of the tasks'
+        ``XᵀX/n``) and ``eta_times_L``; with a grid ``grid_eta`` and ``grid_values``;
+        when the tuner ran, ``n_evals`` and ``converged``.
     """
-    search = GridSearch(grid=grid.grid, low=grid.low, high=grid.high, n_points=grid.n_points)
-    search.fit(batch, t, split=split)
     L = 1.0 / batch.step_size_scale()
-    out: dict[str, Any] = {
-        "grid_eta": search.step_size_,
-        "grid_values": [r.value for r in search.history_],
-        "eta": search.step_size_,
-        "L": L,
-    }
-    if refine:
-        tuner = StepSizeTuner(eta0=search.step_size_).fit(batch, t, split=split)
+    out: dict[str, Any] = {}
+    eta0 = None
+    if grid is not None:
+        search = GridSearch(grid=grid.grid, low=grid.low, high=grid.high, n_points=grid.n_points)
+        search.fit(batch, t, split=split)
+        eta0 = search.step_size_
+        out.update(grid_eta=eta0, grid_values=[r.value for r in search.history_], eta=eta0)
+    out["L"] = L
+    if grid is None or refine:
+        tuner = StepSizeTuner(eta0=eta0).fit(batch, t, split=split)
         out.update(eta=tuner.step_size_, n_evals=tuner.n_evals_, converged=tuner.converged_)
     out["eta_times_L"] = out["eta"] * L
     return out
 
 
+@dataclass(frozen=True)
+class TunedSplit:
+    """One side of :func:`compare_tbt_tbv`: ``η`` learned on one meta-objective, then tested.
+
+    Attributes:
+        name: ``"TbT"`` (the training loss, Eqn 3) or ``"TbV"`` (the validation loss, Eqn 4).
+        label: ``"TbT(n)"`` or ``"TbV(n_train+n_valid)"``.
+        split: The meta-objective's split, ``"train"`` or ``"valid"``.
+        n_train: Training samples per task of the meta-training tasks.
+        n_valid: Validation samples per task (0 for TbT).
+        tuned: What the :data:`StepSizeRule` returned (``eta`` and its own records).
+        test: The chosen ``η`` on the test tasks, trained on all ``n`` samples.
+    """
+
+    name: str
+    label: str
+    split: str
+    n_train: int
+    n_valid: int
+    tuned: dict[str, Any]
+    test: LeastSquaresEvaluation
+
+    @property
+    def eta(self) -> float:
+        """The chosen step size."""
+        return float(self.tuned["eta"])
+
+    def row(self) -> dict[str, Any]:
+        """``n_train``, ``n_valid``, ``tuned`` and the test summary, flat (a JSON row)."""
+        return {
+            "n_train": self.n_train,
+            "n_valid": self.n_valid,
+            **self.tuned,
+            **self.test.summary(),
+        }
+
+
+@dataclass(frozen=True)
+class SplitComparison:
+    """The result of :func:`compare_tbt_tbv`.
+
+    Attributes:
+        n: Samples per task.
+        sigma: Noise level.
+        sides: :class:`TunedSplit` by name (``"TbT"``, ``"TbV"``), in the order run.
+    """
+
+    n: int
+    sigma: float
+    sides: dict[str, TunedSplit]
+
+    @property
+    def gap(self) -> float:
+        """Test RMSE of TbT − TbV (positive: train-by-train overfits, Theorem 5).
+
+        Raises:
+            KeyError: if one of the two sides was not run.
+        """
+        tbt, tbv = self.sides["TbT"].test.test_rmse, self.sides["TbV"].test.test_rmse
+        return float(np.mean(tbt) - np.mean(tbv))
+
+    def row(self) -> dict[str, Any]:
+        """``{"n", "sigma", "TbT": ..., "TbV": ..., "gap"}`` (:meth:`TunedSplit.row` per side)."""
+        out: dict[str, Any] = {"n": self.n, "sigma": self.sigma}
+        out.update({name: side.row() for name, side in self.sides.items()})
+        if {"TbT", "TbV"} <= set(self.sides):
+            out["gap"] = self.gap
+        return out
+
+
 def compare_tbt_tbv(
     dist: LeastSquares,
     n: int,
+    rule: StepSizeRule,
     *,
     m: int,
     t: int,
-    grid: GridSearch,
     seed: int,
-    test: LeastSquaresBatch,
+    n_valid: int | None = None,
+    m_test: int = 10,
+    test_seed: int | None = None,
+    sides: Sequence[str] = ("TbT", "TbV"),
     bar: Any = None,
-) -> dict[str, Any]:
-    """TbT on ``n`` samples vs TbV on the same samples split ``n//2 + (n − n//2)`` (Figs 2-3).
+) -> SplitComparison:
+    """TbT on ``n`` samples vs TbV on the same samples split (Figs 2-3; Theorems 5-6).
 
-    Both use the training seed ``seed`` (identical data), the grid, and the same
-    test tasks ``test`` (``n`` training samples each: the chosen ``η`` is applied to
-    all ``n`` samples).
+    The paper's plan (Section 5), the one place it is written: train-by-train
+    learns ``η`` on the training loss of ``n`` samples per task (Eqn 3);
+    train-by-validation on the validation loss of the same samples split
+    ``(n − n_valid) + n_valid`` (Eqn 4): both draw ``m`` tasks from ``seed``, so the
+    data are identical (:meth:`~l2l_tune.LeastSquares.sample`). Each chosen ``η`` is
+    then applied to all ``n`` samples of the same ``m_test`` new tasks and their
+    population error measured exactly.
+
+    Args:
+        dist: The task distribution (``d``, ``σ``).
+        n: Samples per task.
+        rule: How ``η`` is picked on each side (:data:`StepSizeRule`), e.g.
+            ``tune_step_size`` with the paper's grid or a :class:`~l2l_tune.StepSizeTuner`.
+        m: Training tasks.
+        t: GD steps.
+        seed: Seed of the training tasks.
+        n_valid: TbV's validation samples, ``1 ≤ n_valid < n``; default ``n − n // 2``.
+        m_test: Test tasks.
+        test_seed: Seed of the test tasks; default ``seed + TEST_SEED_OFFSET``.
+        sides: Which of ``"TbT"`` and ``"TbV"`` to run, in this order.
+        bar: Optional progress bar, advanced once per side.
 
     Returns:
-        ``{"TbT": ..., "TbV": ..., "gap": test RMSE of TbT − TbV}``, each side with
-        the output of :func:`tune_step_size` and the test summary
-        (:meth:`~l2l_tune.LeastSquaresEvaluation.summary`).
+        Each side's ``η`` and test evaluation.
+
+    Raises:
+        ValueError: for an unknown side, or ``n_valid`` outside ``[1, n − 1]`` with TbV.
     """
-    out: dict[str, Any] = {"n": n, "sigma": dist.sigma}
-    half = n // 2
-    for name, n_train, n_valid, split in (("TbT", n, 0, "train"), ("TbV", half, n - half, "valid")):
-        batch = dist.sample(m, n_train, n_valid, seed=seed)
-        tuned = tune_step_size(batch, t, split, grid)
-        del batch  # the TbV batches at n = 4000 hold ~2 GB
-        summary = test.evaluate(tuned["eta"], t).summary()
-        out[name] = {"n_train": n_train, "n_valid": n_valid, **tuned, **summary}
+    n_valid = n - n // 2 if n_valid is None else n_valid
+    unknown = [name for name in sides if name not in ("TbT", "TbV")]
+    if unknown or not sides:
+        raise ValueError(f"sides must name 'TbT' and/or 'TbV'; got {list(sides)}")
+    if "TbV" in sides and not 1 <= n_valid < n:
+        raise ValueError(
+            f"n_valid must be in [1, n − 1] = [1, {n - 1}] (TbV trains on the other "
+            f"n − n_valid ≥ 1 samples); got {n_valid}"
+        )
+    test_seed = seed + TEST_SEED_OFFSET if test_seed is None else test_seed
+    test = dist.sample(m_test, n, 0, seed=test_seed)
+    plan = {
+        "TbT": (f"TbT({n})", "train", n, 0),
+        "TbV": (f"TbV({n - n_valid}+{n_valid})", "valid", n - n_valid, n_valid),
+    }
+    out: dict[str, TunedSplit] = {}
+    for name in sides:
+        label, split, n_train, n_val = plan[name]
+        batch = dist.sample(m, n_train, n_val, seed=seed)
+        tuned = rule(batch, split, label)
+        del batch  # the TbV batches at n = 4000 hold ~2 GB (a rule may keep its own reference)
+        out[name] = TunedSplit(
+            name, label, split, n_train, n_val, tuned, test.evaluate(float(tuned["eta"]), t)
+        )
         if bar is not None:
             bar.update()
-    out["gap"] = out["TbT"]["test_rmse"] - out["TbV"]["test_rmse"]
-    return out
+    return SplitComparison(n, dist.sigma, out)
 
 
 def oracle_step_size(test: LeastSquaresBatch, t: int, points: int = 41) -> tuple[float, float]:
@@ -147,6 +270,20 @@ def oracle_step_size(test: LeastSquaresBatch, t: int, points: int = 41) -> tuple
 
 def _grid(low: float, high: float, points: int) -> GridSearch:
     return GridSearch(low=low, high=high, n_points=points)
+
+
+def _sweep_point(
+    dist: LeastSquares, n: int, s: Fig2Settings | Fig3Settings, seed: int, bar: Any
+) -> dict[str, Any]:
+    """One point of Fig 2's or 3's sweep: :func:`compare_tbt_tbv` with the paper's grid."""
+    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
+
+    def on_grid(batch: LeastSquaresBatch, split: str, label: str) -> dict[str, Any]:
+        return tune_step_size(batch, s.t, split, grid)
+
+    return compare_tbt_tbv(
+        dist, n, on_grid, m=s.m, t=s.t, seed=seed, m_test=s.m_test, bar=bar
+    ).row()
 
 
 def _slope(x: Any, y: Any) -> float:
@@ -260,18 +397,9 @@ class Fig2Settings:
 def fig2(ctx: RunContext) -> TargetReport:
     """Fig 2: test and training RMSE of TbT and TbV against σ."""
     s = Fig2Settings.for_run(ctx.quick)
-    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
-    rows: list[dict[str, Any]] = []
     bar = ctx.bar(2 * len(s.sigmas), "fig2 (σ, TbT/TbV)")
     try:
-        for sigma in s.sigmas:
-            dist = LeastSquares(s.d, sigma)
-            test = dist.sample(s.m_test, s.n, 0, seed=ctx.seed + TEST_SEED_OFFSET)
-            rows.append(
-                compare_tbt_tbv(
-                    dist, s.n, m=s.m, t=s.t, grid=grid, seed=ctx.seed, test=test, bar=bar
-                )
-            )
+        rows = [_sweep_point(LeastSquares(s.d, sigma), s.n, s, ctx.seed, bar) for sigma in s.sigmas]
     finally:
         bar.close()
     gaps = [r["gap"] for r in rows]
@@ -359,16 +487,10 @@ class Fig3Settings:
 def fig3(ctx: RunContext) -> TargetReport:
     """Fig 3: test and training RMSE of TbT and TbV against n."""
     s = Fig3Settings.for_run(ctx.quick)
-    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
     dist = LeastSquares(s.d, s.sigma)
-    rows: list[dict[str, Any]] = []
     bar = ctx.bar(2 * len(s.ns), "fig3 (n, TbT/TbV)")
     try:
-        for n in s.ns:
-            test = dist.sample(s.m_test, n, 0, seed=ctx.seed + TEST_SEED_OFFSET)
-            rows.append(
-                compare_tbt_tbv(dist, n, m=s.m, t=s.t, grid=grid, seed=ctx.seed, test=test, bar=bar)
-            )
+        rows = [_sweep_point(dist, n, s, ctx.seed, bar) for n in s.ns]
     finally:
         bar.close()
     gaps = [r["gap"] for r in rows]

@@ -84,7 +84,9 @@ class MNISTSettings:
         runs: New tasks each chosen step size is tested on.
         eval_every: Steps between points of the accuracy curves.
         max_evals: Meta-gradient evaluations of each tuning run.
-        tol: Relative bracket width at which tuning stops.
+        tol: Not passed to the tuner (kept in the recorded settings): the relative
+            bracket width of the bracket that tuned MNIST before ``"auto"`` chose the
+            model-based search, which keeps its own default.
         grid: ``(low, high, points)`` of the log grid of the SGD baseline.
         settings: The settings run.
     """
@@ -164,8 +166,9 @@ def compare_on_mnist(
         callback: Called with every tuning evaluation (for logs).
 
     Returns:
-        Per method (``TbT``, ``TbV``, ``SGD-grid``): step size, evaluations, seconds,
-        test summary and accuracy curves.
+        Per method (``TbT``, ``TbV``, ``SGD-grid``): step size, evaluations (and, for
+        TbT and TbV, the meta-optimizer ``"auto"`` resolved to), seconds, test summary
+        and accuracy curves.
     """
     t = s.t
     noise = setting.label_noise
@@ -189,6 +192,7 @@ def compare_on_mnist(
             "step_size": tuner.step_size_,
             "meta_objective": tuner.meta_objective_,
             "evals": tuner.n_evals_,
+            "meta_optimizer": tuner.meta_optimizer_.name,
             "tune_seconds": time.perf_counter() - start,
             "n_train": n_train,
             "history": [(r.eta, r.value, r.grad) for r in tuner.history_],
