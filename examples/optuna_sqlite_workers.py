@@ -46,6 +46,9 @@ def main() -> None:
         process.start()
     for process in workers:
         process.join()
+    failed = [process.exitcode for process in workers if process.exitcode != 0]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(workers)} workers failed (exit codes {failed})")
     study = optuna.load_study(study_name=STUDY, storage=storage)
     eta_star = Quadratic.random(20, seed=0, variant="authors").optimal_step_size(T)
     lrs = [t.params["lr"] for t in study.trials if "lr" in t.params]
