@@ -345,3 +345,20 @@ def test_compare_tbt_tbv_plan() -> None:
     for kwargs, match in (({"n_valid": 30}, "n_valid"), ({"sides": ("TbX",)}, "sides")):
         with pytest.raises(ValueError, match=match):
             compare_tbt_tbv(ls, n, rule, m=m, t=t, seed=seed, **kwargs)
+
+
+def test_compare_tbt_tbv_rejects_bad_sides_and_n_valid() -> None:
+    """An unknown or empty ``sides``, or ``n_valid`` outside [1, n − 1] with TbV, is a
+    ValueError naming the argument, raised before any task is drawn or tuned."""
+    from l2l_tune.reproduce.least_squares import compare_tbt_tbv
+
+    def rule(batch: LeastSquaresBatch, split: str, label: str) -> dict[str, float]:
+        raise AssertionError("the rule must not run on bad input")
+
+    ls = LeastSquares(10, 1.0)
+    for sides in ((), ("TbT", "tbv")):
+        with pytest.raises(ValueError, match="^sides must name 'TbT' and/or 'TbV'"):
+            compare_tbt_tbv(ls, 20, rule, m=2, t=5, seed=0, sides=sides)
+    for n_valid in (0, 20, 25):
+        with pytest.raises(ValueError, match=r"^n_valid must be in \[1, n − 1\] = \[1, 19\]"):
+            compare_tbt_tbv(ls, 20, rule, m=2, t=5, seed=0, n_valid=n_valid)
