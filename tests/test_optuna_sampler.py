@@ -371,6 +371,82 @@ def test_enqueued_trial_in_black_box_study(quad: Quadratic, eta_star: float) -> 
     assert rel(study.best_params["lr"], eta_star) < 1e-2
 
 
+def next_step_size(study: optuna.Study) -> float:
+    """The step size the study's sampler proposes next, asked in a throwaway copy of the
+    study (``study`` itself is left as it was)."""
+    copy = optuna.create_study(sampler=study.sampler)
+    copy.add_trials(study.trials)
+    trial = copy.ask()
+    return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+
+def test_add_trials_from_an_earlier_study_warm_start_with_gradients(
+    quad: Quadratic, eta_star: float
+) -> None:
+    """``new.add_trials(earlier.trials)``: the earlier study's trials (with their stored
+    meta-gradients) are records of a fresh sampler in a new study; its first proposal is
+    exactly the one the earlier study would make next, and 15 more trials reach 1e-6."""
+    earlier = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
+    earlier.optimize(gradient_objective(quad), n_trials=15)
+    expected = next_step_size(earlier)
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=0.1)
+    )
+    study.add_trials(earlier.trials)
+    study.optimize(gradient_objective(quad), n_trials=15)
+    values = lrs(study)
+    assert values[15] == pytest.approx(expected, rel=1e-12)
+    assert rel(estimate(study), eta_star) <= 1e-6
+
+
+def test_add_trial_made_with_create_trial_is_a_gradient_record(
+    quad: Quadratic, eta_star: float
+) -> None:
+    """Results measured elsewhere, added with ``optuna.trial.create_trial`` (the gradient in
+    ``system_attrs[GRADIENT_ATTR]``), are records: two of them on either side of ``η*``
+    start the search inside their bracket; one without a gradient is a value-only record
+    the model-based search uses; a FAIL trial added so is not a record (never evaluated)."""
+    dist = optuna.distributions.FloatDistribution(LOW, HIGH, log=True)
+    study = optuna.create_study(
+        sampler=MetaGradientSampler(deterministic=True, param="lr", meta_optimizer="bracket")
+    )
+    for lr in (0.01, 0.05):
+        value, grad = quad.value_and_gradient(lr, T, log=False)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr},
+                distributions={"lr": dist},
+                value=value,
+                system_attrs={GRADIENT_ATTR: grad},
+            )
+        )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.9}, distributions={"lr": dist}, state=TrialState.FAIL
+        )
+    )
+    first = next_step_size(study)
+    assert 0.01 < first < 0.05
+    study.optimize(gradient_objective(quad), n_trials=20)
+    assert rel(estimate(study), eta_star) <= 1e-6
+    values_only = optuna.create_study(
+        sampler=MetaGradientSampler(param="lr", meta_optimizer="model", seed=0)
+    )
+    for lr in (0.003, 0.01, 0.03, 0.1):
+        values_only.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr},
+                distributions={"lr": dist},
+                value=quad.meta_objective(lr, T, log=False),
+            )
+        )
+    sampler = values_only.sampler
+    assert isinstance(sampler, MetaGradientSampler)
+    assert len(sampler.meta_optimizer_for(values_only, "lr").history) == 4
+
+
 def test_parameter_present_only_in_some_trials(quad: Quadratic, eta_star: float) -> None:
     """A step size suggested only in some trials (a conditional search space) is tuned from
     the trials that have it; the others (sampled independently, with one UserWarning) do

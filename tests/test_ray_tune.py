@@ -153,6 +153,58 @@ def test_tuner_with_space_in_searcher_and_tasks_per_step(ray_session: Path) -> N
     assert len(by_lr) == 3 and all(sorted(seeds) == [0, 1] for seeds in by_lr.values())
 
 
+def test_tuner_resolves_the_space_and_warm_starts_from_its_results(ray_session: Path) -> None:
+    """A Tuner run whose ``param_space`` has the step size nested, a ``sample_from`` reading
+    it, domains in a list and a constant, with ``points_to_evaluate`` and
+    ``max_concurrent_trials=2`` (honoured by the searcher itself): every trial's config is
+    resolved as Ray resolves it and the point runs first. Its results then warm-start a new
+    searcher through Ray's ``add_evaluated_trials`` (gradients included): the new searcher's
+    first proposal is the old one's next."""
+    space = {
+        "optimizer": {"lr": tune.loguniform(1e-4, 1.0), "name": "sgd"},
+        "decay": tune.sample_from(lambda config: config["optimizer"]["lr"] * 0.1),
+        "layers": [tune.randint(1, 4), tune.quniform(0.0, 1.0, 0.5)],
+    }
+    search = MetaGradientSearch(
+        "optimizer/lr",
+        metric="loss",
+        mode="min",
+        eta0=0.1,
+        deterministic=True,
+        points_to_evaluate=[{"optimizer": {"lr": 0.01}}],
+    )
+    tuner = tune.Tuner(
+        task_trainable(Q, T, param="optimizer/lr"),
+        param_space=space,
+        tune_config=tune_config(search, num_samples=10),
+        run_config=run_config(ray_session, "space_and_warm_start"),
+    )
+    results = tuner.fit()
+    trials = finished_trials(results)
+    assert len(trials) == 10
+    assert search._max_concurrent == 2  # ConcurrencyLimiter handed the limit over
+    lrs = []
+    for trial in trials:
+        config = trial.config
+        lr = config["optimizer"]["lr"]
+        lrs.append(lr)
+        assert config["optimizer"]["name"] == "sgd"
+        assert config["decay"] == pytest.approx(lr * 0.1)
+        assert 1 <= config["layers"][0] < 4 and config["layers"][1] in {0.0, 0.5, 1.0}
+        assert trial.metrics["loss"] == pytest.approx(Q.value_and_gradient(lr, T, log=False)[0])
+    assert 0.01 in lrs
+    old_next = search.suggest("next")
+    assert old_next is not None
+    warm = MetaGradientSearch(
+        "optimizer/lr", metric="loss", mode="min", meta_optimizer="bracket", space=space
+    )
+    warm.add_evaluated_trials(results._experiment_analysis, "loss")
+    assert warm.n_meta_steps == 10
+    first = warm.suggest("w0")
+    assert first is not None
+    assert first["optimizer"]["lr"] == pytest.approx(old_next["optimizer"]["lr"], rel=1e-12)
+
+
 def test_with_resources_gpu_fails_fast(ray_session: Path) -> None:
     """``with_resources(trainable, {"gpu": 1})`` on this GPU-less cluster raises ValueError naming
     the GPU at once (Ray alone would leave the trial PENDING forever); too many CPUs likewise;

@@ -39,20 +39,8 @@ from l2l_tune.meta.vector import (
     log_objective_records,
 )
 
-from ._searcher import (
-    _is_log,
-    _is_step_size_domain,
-    _reported_gradient,
-    _StatefulSearcher,
-    resolve_config,
-)
-
-try:
-    from ray.tune.search.sample import Float
-except ImportError as exc:  # pragma: no cover - exercised only without ray
-    raise ImportError(
-        "l2l_tune.integrations.ray needs Ray Tune: pip install 'l2l-tune[ray]'"
-    ) from exc
+from ._searcher import _reported_gradient, _StatefulSearcher
+from ._space import check_space, float_domain, is_log, resolve_config
 
 __all__ = ["HypergradientSearch"]
 
@@ -73,13 +61,14 @@ class HypergradientSearch(_StatefulSearcher):
         )
 
     Args:
-        params: The tuned keys of the search space, each a ``tune.uniform`` or
-            ``tune.loguniform`` (searched in ``log x``) with ``0 ≤ lower``.
+        params: The tuned keys (or ``/``-separated paths) of the search space, each a
+            ``tune.uniform`` or ``tune.loguniform`` (searched in ``log x``) with
+            ``0 ≤ lower``, not quantized.
         metric: Metric to minimise or maximise (or set by ``TuneConfig``).
         mode: ``"min"`` or ``"max"`` (or set by ``TuneConfig``).
         grad_metric: Result key of the mapping of derivatives (default ``f"{metric}_grad"``).
         space: Search space (else the Tuner's ``param_space``); other domains are
-            sampled with ``seed``.
+            sampled with ``seed`` as Ray samples them (``tune.grid_search`` is refused).
         meta_optimizer: ``"model"`` (:class:`~l2l_tune.meta.VectorGaussianProcess`,
             default), ``"adam"`` (:class:`~l2l_tune.meta.VectorLogAdam`) or ``"paper"``.
         start: First point, a value for every tuned key (default: the geometric
@@ -126,11 +115,18 @@ class HypergradientSearch(_StatefulSearcher):
 
     # ------------------------------------------------------------------ Ray's interface
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """The meta-optimizer's next point for the tuned keys; the other domains sampled."""
-        proposal = self.meta_optimizer_state().ask()
-        self._configs[trial_id] = proposal
+        """The meta-optimizer's next point for the tuned keys; the other domains sampled
+        as Ray samples them (``None`` while ``max_concurrent`` trials run)."""
+        optimizer = self.meta_optimizer_state()
         assert self._space is not None
-        return resolve_config(self._space, proposal, self._rng)
+        check_space(self._space, type(self).__name__)
+        if self._at_concurrency_limit():
+            return None
+        proposal = optimizer.ask()
+        self._configs[trial_id] = proposal
+        paths = {name: float_domain(self._space, name, repr(name))[0] for name in self.params}
+        fixed = {paths[name]: value for name, value in proposal.items()}
+        return resolve_config(self._space, fixed, self._rng)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -171,6 +167,7 @@ class HypergradientSearch(_StatefulSearcher):
             "metric": self._metric,
             "mode": self._mode,
             "space": self._space,
+            "max_concurrent": self._max_concurrent,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -185,6 +182,8 @@ class HypergradientSearch(_StatefulSearcher):
         self._mode = state["mode"]
         if state.get("space") is not None:
             self._space = state["space"]
+        if state.get("max_concurrent") is not None:
+            self._max_concurrent = state["max_concurrent"]
 
     # ------------------------------------------------------------------ results
     def meta_optimizer_state(self) -> VectorMetaOptimizer:
@@ -206,14 +205,11 @@ class HypergradientSearch(_StatefulSearcher):
             )
         out = []
         for name in self.params:
-            domain = self._space.get(name)
-            if not _is_step_size_domain(domain):
-                raise ValueError(
-                    f"{name!r} must be a tune.uniform or tune.loguniform domain with "
-                    f"lower >= 0 in the search space, got {domain!r}"
-                )
-            assert isinstance(domain, Float)
+            _, domain = float_domain(self._space, name, repr(name))
             out.append(
-                Hyperparameter(name, float(domain.lower), float(domain.upper), log=_is_log(domain))
+                Hyperparameter(name, float(domain.lower), float(domain.upper), log=is_log(domain))
             )
         return out
+
+    def _n_running(self) -> int:
+        return len(self._configs)
