@@ -23,6 +23,7 @@ from pathlib import Path
 import optuna
 import optuna.storages.journal
 import pytest
+from _processes import finish as finish_process
 from l2l_tune.integrations.optuna import (
     GRADIENT_ATTR,
     MetaGradientSampler,
@@ -159,15 +160,8 @@ def launch(code: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 def finish(process: subprocess.Popen[str]) -> str:
-    """Wait for ``process``; fail with its stderr unless it exits with 0; return stdout."""
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"worker timed out:\n{err[-3000:]}")
-    assert process.returncode == 0, f"worker exited with {process.returncode}:\n{err[-3000:]}"
-    return out
+    """Wait for ``process`` (``TIMEOUT``); fail with its stderr unless it exits with 0."""
+    return finish_process(process, TIMEOUT)
 
 
 def rel(a: float, b: float) -> float:
@@ -393,3 +387,72 @@ def test_killed_worker_then_fresh_process_resumes(
         .estimate()
     )
     assert final == reported["estimate"]
+
+
+# ---------------------------------------------------------------------- damaged journals
+def _journal_with_trials(tmp_path: Path, n: int = 5) -> Path:
+    """A journal file with a study of ``n`` COMPLETE trials of the sampler."""
+    from l2l_tune.integrations.optuna import journal_storage
+
+    path = tmp_path / "study.journal"
+    study = optuna.create_study(
+        study_name="shared",
+        storage=journal_storage(path),
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0),
+    )
+    task = Quadratic.random(20, 0, variant="authors")
+    study.optimize(task_objective(task, T, low=LOW, high=HIGH), n_trials=n)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("garbage_line", r"line 6 \(byte \d+\) is not a JSON record"),
+        ("nul_bytes", r"NUL bytes at byte \d+ \(line \d+\)"),
+        ("not_an_object", r"line 3 \(byte \d+\) is not a JSON record \(b?'\[1, 2\]'\)"),
+    ],
+)
+def test_a_corrupted_journal_is_a_clear_error(tmp_path: Path, damage: str, match: str) -> None:
+    """A broken line in the middle, NUL bytes (a lost write) or a line that is JSON but not a
+    record: ``journal_storage`` (and ``check_journal``) raise ``ValueError`` naming the line
+    and what to do, where Optuna alone stops with a bare ``JSONDecodeError`` or reports the
+    study missing ("Record does not exist")."""
+    from l2l_tune.integrations.optuna import check_journal, journal_storage
+
+    path = _journal_with_trials(tmp_path)
+    lines = path.read_bytes().split(b"\n")
+    if damage == "garbage_line":
+        lines[5] = b'{"op_code": 5, "worker_id'
+    elif damage == "nul_bytes":
+        lines[4] = b"\x00" * len(lines[4])
+    else:
+        lines[2] = b"[1, 2]"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=match):
+        check_journal(path)
+    with pytest.raises(ValueError, match="restore it from a backup"):
+        journal_storage(path)
+
+
+def test_a_journal_cut_mid_record_warns_and_loads_the_trials_before(tmp_path: Path) -> None:
+    """A journal whose last write was cut (a worker killed mid-write) warns, naming the
+    incomplete bytes; the study loads with the trials recorded before it and the sampler
+    goes on from them."""
+    from l2l_tune.integrations.optuna import check_journal, journal_storage
+
+    path = _journal_with_trials(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-9])
+    with pytest.warns(UserWarning, match=r"incomplete record \(\d+ bytes"):
+        n_records = check_journal(path)
+    assert n_records == data.count(b"\n") - 1
+    with pytest.warns(UserWarning, match="incomplete record"):
+        storage = journal_storage(path)
+    study = optuna.load_study(
+        study_name="shared",
+        storage=storage,
+        sampler=MetaGradientSampler(deterministic=True, param="lr", eta0=ETA0),
+    )
+    assert [tr.state for tr in study.trials][:4] == [TrialState.COMPLETE] * 4
+    assert check_journal(tmp_path / "missing.journal") == 0

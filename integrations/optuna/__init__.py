@@ -16,6 +16,12 @@ parameters with the mapping of hypergradients the objective reports. Needs the
 
 from __future__ import annotations
 
+from l2l_tune.integrations.optuna._production import (
+    STORAGE_ERRORS,
+    check_journal,
+    journal_storage,
+    optimize_resiliently,
+)
 from l2l_tune.integrations.optuna._sampler import (
     GRADIENT_ATTR,
     MetaGradientSampler,
@@ -28,7 +34,11 @@ __all__ = [
     "GRADIENT_ATTR",
     "HypergradientSampler",
     "MetaGradientSampler",
+    "STORAGE_ERRORS",
+    "check_journal",
     "hyperparameter_objective",
+    "journal_storage",
+    "optimize_resiliently",
     "report_meta_gradient",
     "task_objective",
 ]
