@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -590,6 +591,29 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _name_the_option(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, message: str
+) -> str:
+    """``message`` of a library ``ValueError``, prefixed with the option it is about.
+
+    The library names its arguments (``t must be an integer >= 1``); on the command line
+    the user typed ``--t``. When the message starts with the name of an option of the
+    command that was run, it reads ``argument --t: t must be …``, as argparse's own
+    errors do.
+    """
+    name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", message)
+    if name is None:
+        return message
+    option = "--" + name.group(0).replace("_", "-")
+    subparsers = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    commands = subparsers[0].choices if subparsers else {}
+    command = commands.get(str(getattr(args, "command", "")))
+    options = {o for action in (command or parser)._actions for o in action.option_strings}
+    return f"argument {option}: {message}" if option in options else message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``l2l-tune`` console script.
 
@@ -607,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "func"):
             return int(args.func(args))
     except ValueError as exc:
-        parser.exit(2, f"l2l-tune: error: {exc}\n")
+        parser.exit(2, f"l2l-tune: error: {_name_the_option(parser, args, str(exc))}\n")
     except OSError as exc:  # missing data files, failed downloads
         parser.exit(1, f"l2l-tune: error: {exc}\n")
     except ImportError as exc:  # an optional dependency (the message names its extra)

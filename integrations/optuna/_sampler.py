@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from l2l_tune._validation import check_choice, check_positive
+from l2l_tune._validation import check_choice, check_positive, check_relative_step
 from l2l_tune.meta import (
     META_OPTIMIZER_CHOICES,
     MetaOptimizer,
@@ -322,11 +322,12 @@ class MetaGradientSampler(_FromTrialsSampler):
         log_objective: Work on ``log(value)`` when all values are positive.
         independent_sampler: Sampler for the other parameters.
         seed: Seed of the default independent sampler.
-        fd_step: Relative spacing ``h`` of finite-difference pairs, ``> 0``.
+        fd_step: Relative spacing ``h`` of finite-difference pairs, in ``(0, 1)``.
         meta_optimizer_options: Extra arguments of the meta-optimizer (``tol``, ``lr``, …).
 
     Raises:
-        ValueError: for an unknown meta-optimizer, ``fd_step ≤ 0`` or ``eta0 ≤ 0``;
+        ValueError: for an unknown meta-optimizer, ``fd_step`` outside ``(0, 1)`` or
+            ``eta0 ≤ 0``;
             at sampling time, for a multi-objective study or a step-size
             parameter that is not a float.
     """
@@ -352,7 +353,7 @@ class MetaGradientSampler(_FromTrialsSampler):
         self.deterministic = deterministic
         self.eta0 = None if eta0 is None else check_positive(eta0, "eta0")
         self.log_objective = bool(log_objective)
-        self.fd_step = check_positive(fd_step, "fd_step")
+        self.fd_step = check_relative_step(fd_step)
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
         super().__init__(independent_sampler, seed)
 
@@ -388,7 +389,8 @@ class MetaGradientSampler(_FromTrialsSampler):
             if not _is_step_size_distribution(distribution):
                 raise ValueError(
                     f"param {name!r} must be suggested as a continuous float with "
-                    f"0 <= low < high (trial.suggest_float without step), got {distribution!r}"
+                    "0 <= low < high < inf (trial.suggest_float without step), got "
+                    f"{distribution!r}"
                 )
             return True
         if not _is_step_size_distribution(distribution):
@@ -686,10 +688,11 @@ def _conflicts(tr: FrozenTrial, name: str, proposal: Proposal) -> bool:
 
 
 def _is_step_size_distribution(distribution: BaseDistribution) -> bool:
-    """A continuous float range that a step size can take: ``0 ≤ low < high``."""
+    """A continuous float range that a step size can take: ``0 ≤ low < high < ∞``."""
     return (
         isinstance(distribution, FloatDistribution)
         and distribution.step is None
         and distribution.low >= 0.0
         and distribution.high > 0.0
+        and math.isfinite(distribution.high)
     )

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from l2l_tune._validation import check_choice, check_horizon, check_positive
+from l2l_tune._validation import (
+    check_choice,
+    check_horizon,
+    check_positive,
+    check_relative_step,
+)
 from l2l_tune.meta import (
     META_OPTIMIZER_CHOICES,
     MetaOptimizer,
@@ -239,7 +244,7 @@ class MetaGradientSearch(_StatefulSearcher):
         log_objective: Work on ``log(metric)`` when values are positive (Theorem 4).
         tasks_per_step: Trials (task seeds) averaged per meta-step, ``m ≥ 1``.
         seed: Seed for the other parameters.
-        fd_step: Relative spacing of finite-difference pairs, ``> 0``.
+        fd_step: Relative spacing of finite-difference pairs, in ``(0, 1)``.
         meta_optimizer_options: Extra arguments of the meta-optimizer.
         points_to_evaluate: Configurations to run first, each a meta-step of
             ``tasks_per_step`` trials; each gives the step size (by key or path, nested
@@ -252,10 +257,11 @@ class MetaGradientSearch(_StatefulSearcher):
 
     Raises:
         ValueError: for an unknown meta-optimizer or ``mode``, ``tasks_per_step < 1``,
-            ``fd_step ≤ 0`` or ``eta0 ≤ 0``, ``evaluated_rewards`` without points or of
-            another length, an empty ``seed_key``; at the first ``suggest``, for a space
-            without a suitable step-size domain, with a ``tune.grid_search`` or with the
-            ``seed_key``, and for a point without the step size or outside its bounds.
+            ``fd_step`` outside ``(0, 1)`` or ``eta0 ≤ 0``, ``evaluated_rewards``
+            without points or of another length, an empty ``seed_key``; at the first
+            ``suggest``, for a space without a suitable step-size domain, with a
+            ``tune.grid_search`` or with the ``seed_key``, and for a point without the
+            step size or outside its bounds.
     """
 
     def __init__(
@@ -292,7 +298,7 @@ class MetaGradientSearch(_StatefulSearcher):
         self.eta0 = None if eta0 is None else check_positive(eta0, "eta0")
         self.log_objective = bool(log_objective)
         self.tasks_per_step = check_horizon(tasks_per_step, "tasks_per_step")
-        self.fd_step = check_positive(fd_step, "fd_step")
+        self.fd_step = check_relative_step(fd_step)
         self.meta_optimizer_options = dict(meta_optimizer_options or {})
         if not isinstance(seed_key, str) or not seed_key:
             raise ValueError(f"seed_key must be a non-empty string, got {seed_key!r}")

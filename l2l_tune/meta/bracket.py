@@ -335,12 +335,12 @@ class BracketingMetaOptimizer(MetaOptimizer):
         """The best estimate of ``η*``: the secant root inside the final bracket."""
         zero = self._stationary()
         if zero is not None:
-            return zero.eta
+            return self._clip(zero.eta)
         bracket = self._bracket()
         if bracket is not None:
             return self._clip(self._root_estimate(*bracket))
         best = self.best
-        return best.eta if best is not None else self.eta0
+        return self._clip(best.eta if best is not None else self.eta0)
 
 
 def _cubic_minimiser(a: MetaRecord, b: MetaRecord) -> float | None:

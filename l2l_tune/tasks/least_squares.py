@@ -53,6 +53,27 @@ FloatArray = NDArray[np.float64]
 #: A run is frozen once ``‖w_τ‖ ≥ TRUNCATION_RADIUS·σ`` (paper, footnote 3).
 TRUNCATION_RADIUS = 40.0
 
+#: Largest noise level (and data magnitude) accepted: the labels, the squared 40σ radius,
+#: ``XᵀX`` and the losses of a frozen run (``∝ (40σ)²·‖x‖²``) must stay finite in float64
+#: (found by fuzzing: at ``σ ≈ 1e152`` they overflow to ``inf − inf = NaN``).
+MAX_SIGMA = 1e100
+
+
+def _check_sigma(sigma: Any) -> float:
+    """``σ`` as a float in ``(0, MAX_SIGMA]``.
+
+    Raises:
+        ValueError: naming ``sigma`` otherwise.
+    """
+    value = check_positive(sigma, "sigma")
+    if value > MAX_SIGMA:
+        raise ValueError(
+            f"sigma must be <= {MAX_SIGMA:g}, got {sigma!r}: larger noise overflows the "
+            "losses and the 40σ truncation radius in float64"
+        )
+    return value
+
+
 _SCAN_CHUNK = 512
 
 
@@ -103,7 +124,7 @@ class LeastSquares:
 
     def __init__(self, d: int, sigma: float = 1.0) -> None:
         self.d = check_horizon(d, "d")
-        self.sigma = check_positive(sigma, "sigma")
+        self.sigma = _check_sigma(sigma)
 
     def sample(
         self,
@@ -164,10 +185,11 @@ class LeastSquares:
                 :meth:`LeastSquaresBatch.evaluate`.
 
         Raises:
-            ValueError: on NaN/inf entries, mismatched shapes, or a validation set
-                given without its labels.
+            ValueError: on NaN/inf entries or entries beyond ``1e100`` in magnitude (their
+                squares overflow), mismatched shapes, or a validation set given without
+                its labels.
         """
-        sigma = check_positive(sigma, "sigma")
+        sigma = _check_sigma(sigma)
         X_arr = check_array(X, "X", ndim=(2, 3))
         single = X_arr.ndim == 2
         X_arr = X_arr[None] if single else X_arr
@@ -205,6 +227,13 @@ class LeastSquares:
             if ws_arr.shape != (m, d):
                 raise ValueError(
                     f"w_star must have shape {(m, d)[1 if single else 0 :]}, got {ws_arr.shape}"
+                )
+        for name, array in (("X", X_arr), ("y", y_arr), ("X_valid", Xv_arr), ("y_valid", yv_arr)):
+            largest = float(np.max(np.abs(array))) if array.size else 0.0
+            if largest > MAX_SIGMA:
+                raise ValueError(
+                    f"{name} must have entries of magnitude <= {MAX_SIGMA:g}, got {largest:g}: "
+                    "XᵀX and the losses would overflow float64; rescale the data"
                 )
         builder = _BatchBuilder(d, sigma, n, n_valid, m)
         for i in range(m):
