@@ -145,6 +145,30 @@ def best_trial(grid: ResultGrid, metric: str = "loss", mode: str = "min") -> Fin
     return Finished(result.config, result.metrics)
 
 
+@contextlib.contextmanager
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Any]:
+    """A ``ray.cluster_utils.Cluster``: a head and a worker node with one CPU each and no GPU,
+    in :func:`ray_environment`, with ``ray.init`` connected to it; yields
+    ``(cluster, worker_node, base)`` and shuts everything down afterwards."""
+    with ray_environment(tmp_path_factory, name) as base:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        assert not ray.is_initialized(), "another test left Ray running"
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
+        )
+        try:
+            worker = cluster.add_node(num_cpus=1, num_gpus=0)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address)
+            yield cluster, worker, base
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
 def relative_error(eta: float, eta_star: float) -> float:
     """``|η − η*| / η*``."""
     return abs(eta - eta_star) / eta_star

@@ -20,7 +20,7 @@ from _ray_helpers import (
     check_convergence,
     fig1_quadratic,
     finished_trials,
-    ray_environment,
+    two_node_cluster,
 )
 from ray import tune
 
@@ -33,24 +33,10 @@ ETA_STAR = Q.optimal_step_size(T)
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], Path]]:
     """A head and a worker node with one CPU each; yields the node ids and the temp dir."""
-    with ray_environment(tmp_path_factory, "rc") as base:
+    with two_node_cluster(tmp_path_factory, "rc") as (_, __, base):
         import ray
-        from ray.cluster_utils import Cluster
 
-        assert not ray.is_initialized(), "another test left Ray running"
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
-        )
-        try:
-            cluster.add_node(num_cpus=1, num_gpus=0)
-            cluster.wait_for_nodes()
-            ray.init(address=cluster.address)
-            node_ids = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
-            yield node_ids, base
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+        yield [node["NodeID"] for node in ray.nodes() if node["Alive"]], base
 
 
 def test_cluster_has_two_nodes_with_one_cpu_each(two_nodes: tuple[list[str], Path]) -> None:
