@@ -173,6 +173,28 @@ class _StatefulSearcher(Searcher):
         """Trials suggested and not completed."""
         raise NotImplementedError
 
+    _rng: np.random.RandomState
+
+    def _common_state(self) -> dict[str, Any]:
+        """The part of the state every searcher has: RNG, metric, mode, space and limit."""
+        return {
+            "rng": self._rng.get_state(),
+            "metric": self._metric,
+            "mode": self._mode,
+            "space": self._space,
+            "max_concurrent": self._max_concurrent,
+        }
+
+    def _set_common_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_common_state`'s part of a state."""
+        self._rng.set_state(state["rng"])
+        self._metric = state["metric"]
+        self._mode = state["mode"]
+        if state.get("space") is not None:
+            self._space = state["space"]
+        if state.get("max_concurrent") is not None:
+            self._max_concurrent = state["max_concurrent"]
+
     def get_state(self) -> dict[str, Any]:
         """Everything needed to continue."""
         raise NotImplementedError
@@ -473,11 +495,7 @@ class MetaGradientSearch(_StatefulSearcher):
             "steps": copy.deepcopy(self._steps),
             "trial_step": dict(self._trial_step),
             "points": copy.deepcopy(self._points),
-            "rng": self._rng.get_state(),
-            "metric": self._metric,
-            "mode": self._mode,
-            "space": self._space,
-            "max_concurrent": self._max_concurrent,
+            **self._common_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -485,13 +503,7 @@ class MetaGradientSearch(_StatefulSearcher):
         self._steps = copy.deepcopy(state["steps"])
         self._trial_step = dict(state["trial_step"])
         self._points = copy.deepcopy(state.get("points", []))
-        self._rng.set_state(state["rng"])
-        self._metric = state["metric"]
-        self._mode = state["mode"]
-        if state.get("space") is not None:
-            self._space = state["space"]
-        if state.get("max_concurrent") is not None:
-            self._max_concurrent = state["max_concurrent"]
+        self._set_common_state(state)
 
     # ------------------------------------------------------------------ results
     def meta_optimizer_state(self) -> MetaOptimizer:

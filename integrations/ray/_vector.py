@@ -163,11 +163,7 @@ class HypergradientSearch(_StatefulSearcher):
         return {
             "records": [r.to_dict() for r in self._records],
             "configs": copy.deepcopy(self._configs),
-            "rng": self._rng.get_state(),
-            "metric": self._metric,
-            "mode": self._mode,
-            "space": self._space,
-            "max_concurrent": self._max_concurrent,
+            **self._common_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -177,13 +173,7 @@ class HypergradientSearch(_StatefulSearcher):
             for r in state["records"]
         ]
         self._configs = copy.deepcopy(state["configs"])
-        self._rng.set_state(state["rng"])
-        self._metric = state["metric"]
-        self._mode = state["mode"]
-        if state.get("space") is not None:
-            self._space = state["space"]
-        if state.get("max_concurrent") is not None:
-            self._max_concurrent = state["max_concurrent"]
+        self._set_common_state(state)
 
     # ------------------------------------------------------------------ results
     def meta_optimizer_state(self) -> VectorMetaOptimizer:
