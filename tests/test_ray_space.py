@@ -142,28 +142,30 @@ def test_the_step_size_can_sit_in_a_nested_dict() -> None:
         assert relative_error(lrs[-1], ETA_STAR) < 1e-6
 
 
-def test_task_trainable_reads_a_nested_step_size_and_a_custom_seed_key() -> None:
+def test_task_trainable_reads_a_nested_step_size_and_a_custom_seed_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``task_trainable(param="optimizer/lr", seed_key=...)`` builds the task of the seed the
     searcher wrote under its ``seed_key`` and reads the nested step size (called outside Ray:
-    the report is captured)."""
+    ``tune.report`` is captured and ``ray.get_gpu_ids`` stubbed, which would otherwise start
+    a Ray instance of its own)."""
+    import ray
+    import ray.tune as ray_tune
+
     seen: list[int] = []
 
     def make_task(seed: int) -> Quadratic:
         seen.append(seed)
         return Q
 
-    trainable = task_trainable(make_task, T, param="optimizer/lr", seed_key="trial_seed")
     reported: list[dict[str, Any]] = []
-    import ray.tune as ray_tune
-
-    original = ray_tune.report
-    ray_tune.report = lambda metrics, **_: reported.append(metrics)  # type: ignore[assignment]
-    try:
-        trainable({"optimizer": {"lr": 0.02}, "trial_seed": 3})
-    finally:
-        ray_tune.report = original
+    monkeypatch.setattr(ray_tune, "report", lambda metrics, **_: reported.append(metrics))
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    trainable = task_trainable(make_task, T, param="optimizer/lr", seed_key="trial_seed")
+    trainable({"optimizer": {"lr": 0.02}, "trial_seed": 3})
     assert seen == [3]
     assert reported[0]["loss"] == pytest.approx(Q.value_and_gradient(0.02, T, log=False)[0])
+    assert not ray.is_initialized()
 
 
 def test_grid_search_is_refused_naming_its_path() -> None:
