@@ -4,8 +4,8 @@ The module starts its own ``ray.cluster_utils.Cluster`` (a head and a worker nod
 each, no GPU, in a temporary ``RAY_TMPDIR``) and removes the worker node (its raylet and
 every worker process on it are killed) while trials run there. Ray retries the lost trials
 on the head node (``FailureConfig(max_failures=3)``); the searcher only ever hears of a
-trial's final outcome, so its meta-steps stay consistent. ``slow`` (16 trials took 10
-minutes while another job used both cores: 30 s a trial; this test runs 10).
+trial's final outcome, so its meta-steps stay consistent. ``slow`` (78 s on 2 idle
+cores; 16 trials took 10 minutes while another job used both: 30 s a trial).
 """
 
 from __future__ import annotations
