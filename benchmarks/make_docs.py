@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent
 SECTIONS = [
     ("core.md", "Core engine (`python benchmarks/bench_core.py`)"),
     ("least_squares.md", "TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
-    ("optuna.md", "Optuna sampler (`python benchmarks/bench_optuna.py`)"),
+    ("optuna.md", "Optuna sampler overhead (`python benchmarks/bench_optuna.py`)"),
     ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
     ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
     ("hypergrad.md", "Drop-in optimizers' cost (`python benchmarks/bench_hypergrad.py`)"),

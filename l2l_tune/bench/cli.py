@@ -21,10 +21,12 @@ Compare step-size tuners on one meta-objective with the same budget of inner
 training runs: ours with exact meta-gradients (l2l: the default bracketing
 meta-optimizer; l2l-paper: the paper's projected meta-GD), ours as a black box
 on finite differences (l2l-blackbox), grid and random search (ours and Optuna's),
-Optuna's TPE, CMA-ES and GP samplers, and Ray Tune's random search, TPE and
-MetaGradientSearch. A meta-gradient evaluation counts at its measured cost in
-inner-run equivalents. Reports evaluations and wall time to reach 1 % and
-0.01 % of the optimal meta-loss, the final test metric, curves, and whether l2l
+Optuna's TPE, CMA-ES and GP samplers, our MetaGradientSampler in an Optuna study
+with meta-gradients and as a black box (optuna-l2l, optuna-l2l-blackbox), and Ray
+Tune's random search, TPE and MetaGradientSearch. A meta-gradient evaluation
+counts at its measured cost in inner-run equivalents. Reports evaluations and
+wall time to reach 1 % and 0.01 % of the optimal meta-loss, the final test
+metric, curves, and whether l2l (or optuna-l2l, ray-l2l where l2l is not run)
 needs 5x fewer inner runs than the best other tuner. Writes report.md,
 results.json and PNG plots to --out.
 
@@ -97,7 +99,8 @@ def add_bench_parser(sub: Any) -> None:
         default=None,
         metavar="X",
         help="first step size of the meta-gradient tuners (l2l, l2l-paper, l2l-blackbox, "
-        "ray-l2l), in units of 1/L (default: the geometric mean of --eta-range)",
+        "optuna-l2l, optuna-l2l-blackbox, ray-l2l), in units of 1/L (default: the geometric "
+        "mean of --eta-range)",
     )
     parser.add_argument(
         "--grad-cost",

@@ -58,6 +58,8 @@ TUNER_NAMES: tuple[str, ...] = (
     "optuna-tpe",
     "optuna-cmaes",
     "optuna-gp",
+    "optuna-l2l",
+    "optuna-l2l-blackbox",
     "ray-random",
     "ray-tpe",
     "ray-l2l",
@@ -65,14 +67,16 @@ TUNER_NAMES: tuple[str, ...] = (
 
 #: Tuners that evaluate exact meta-gradients (each evaluation costs the measured
 #: gradient cost in inner-run equivalents).
-GRADIENT_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "ray-l2l"})
+GRADIENT_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "optuna-l2l", "ray-l2l"})
 
 #: Tuners built on this library's meta-optimizers (excluded from "best other tuner").
-L2L_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "l2l-blackbox", "ray-l2l"})
+L2L_TUNERS: frozenset[str] = frozenset(
+    {"l2l", "l2l-paper", "l2l-blackbox", "optuna-l2l", "optuna-l2l-blackbox", "ray-l2l"}
+)
 
 #: Tuners that need Optuna (``ray-tpe`` needs both Optuna and Ray).
 OPTUNA_TUNERS: frozenset[str] = frozenset(
-    {"optuna-grid", "optuna-random", "optuna-tpe", "optuna-cmaes", "optuna-gp", "ray-tpe"}
+    {name for name in TUNER_NAMES if name.startswith("optuna-")} | {"ray-tpe"}
 )
 
 #: Tuners that run through Ray Tune.

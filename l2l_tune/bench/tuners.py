@@ -20,6 +20,11 @@ on the same objective.
   ``TPESampler``, ``CmaEsSampler`` or ``GPSampler(deterministic_objective=True)``.
   Values are clamped to ``±1e300``; the GP always sees a log objective (it overflows
   on raw values up to 1e300), clamped to ``±1e4``.
+* ``optuna-l2l``, ``optuna-l2l-blackbox``: this library's
+  :class:`~l2l_tune.integrations.optuna.MetaGradientSampler` in an Optuna study, as a
+  user drops it in (defaults, ``deterministic`` set for the closed-form tasks): the
+  objective reports the exact meta-gradient (``report_meta_gradient``; each trial costs
+  ``gradient_cost``), or returns the value only (finite-difference pairs of trials).
 * ``ray-*``: see :mod:`l2l_tune.bench.raytune`.
 """
 
@@ -29,7 +34,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ from ..baselines import GridSearch, RandomSearch
 from ..meta import make_meta_optimizer
 from ..meta.base import NonFiniteMetaGradientWarning
 from ..meta.driver import Evaluation, propose, records_from_evaluations
+from ..tasks.base import is_exact_task
 from ..tuner import StepSizeTuner
 from .recording import GradientView, Recorder, TunerRun, ValueView, clamp
 from .settings import GRADIENT_TUNERS, OPTUNA_TUNERS, RAY_TUNERS
@@ -78,6 +84,8 @@ TUNER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "optuna-tpe": (("optuna", "optuna"),),
     "optuna-cmaes": (("optuna", "optuna"), ("cmaes", "optuna")),
     "optuna-gp": (("optuna", "optuna"), ("torch", "torch")),
+    "optuna-l2l": (("optuna", "optuna"),),
+    "optuna-l2l-blackbox": (("optuna", "optuna"),),
     "ray-random": (("ray", "ray"),),
     "ray-tpe": (("ray", "ray"), ("optuna", "optuna")),
     "ray-l2l": (("ray", "ray"),),
@@ -177,32 +185,57 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
-def _run_optuna(tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder) -> dict[str, Any]:
-    import optuna
+def _sampler(tuner: str, task: BenchTask, n: int, seed: int) -> Any:
+    """A fresh Optuna sampler of ``tuner`` for ``task`` (``n`` trials)."""
     from optuna import samplers
 
-    grid = [float(x) for x in np.clip(np.geomspace(task.low, task.high, n), task.low, task.high)]
-    factories: dict[str, Callable[[], Any]] = {
-        "optuna-grid": lambda: samplers.GridSampler({"lr": grid}, seed=seed),
-        "optuna-random": lambda: samplers.RandomSampler(seed=seed),
-        "optuna-tpe": lambda: samplers.TPESampler(seed=seed),
-        "optuna-cmaes": lambda: samplers.CmaEsSampler(seed=seed),
-        "optuna-gp": lambda: samplers.GPSampler(seed=seed, deterministic_objective=True),
+    if tuner in ("optuna-l2l", "optuna-l2l-blackbox"):
+        from ..integrations.optuna import MetaGradientSampler
+
+        return MetaGradientSampler(
+            param="lr", eta0=task.eta0, deterministic=is_exact_task(task.task), seed=seed
+        )
+    if tuner == "optuna-grid":
+        grid = np.clip(np.geomspace(task.low, task.high, n), task.low, task.high)
+        return samplers.GridSampler({"lr": [float(x) for x in grid]}, seed=seed)
+    if tuner == "optuna-gp":
+        return samplers.GPSampler(seed=seed, deterministic_objective=True)
+    factories = {
+        "optuna-random": samplers.RandomSampler,
+        "optuna-tpe": samplers.TPESampler,
+        "optuna-cmaes": samplers.CmaEsSampler,
     }
-    gp = tuner == "optuna-gp"
+    return factories[tuner](seed=seed)
+
+
+def _run_optuna(tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder) -> dict[str, Any]:
+    import optuna
+
+    from ..integrations.optuna import MetaGradientSampler, report_meta_gradient
+
+    sampler = _sampler(tuner, task, n, seed)
+    gp, gradient = tuner == "optuna-gp", tuner == "optuna-l2l"
 
     def objective(trial: Any) -> float:
         eta = trial.suggest_float("lr", task.low, task.high, log=True)
-        value = rec.value(eta)
+        if gradient:
+            value, grad = rec.value_and_gradient(eta)
+            report_meta_gradient(trial, grad)
+        else:
+            value = rec.value(eta)
         if gp:
             logged = value if task.log else task.log_loss(value)
             return max(-GP_CLAMP, min(GP_CLAMP, logged)) if not math.isnan(logged) else GP_CLAMP
         return clamp(value)
 
-    study = optuna.create_study(sampler=factories[tuner](), direction="minimize")
+    study = optuna.create_study(sampler=sampler, direction="minimize")
     study.optimize(objective, n_trials=n)
     failed = sum(tr.state != optuna.trial.TrialState.COMPLETE for tr in study.trials)
-    return {"trials": len(study.trials), "failed_trials": failed}
+    out: dict[str, Any] = {"trials": len(study.trials), "failed_trials": failed}
+    if isinstance(sampler, MetaGradientSampler):
+        optimizer = sampler.meta_optimizer_for(study)
+        out.update(estimate=float(optimizer.estimate()), converged=bool(optimizer.converged))
+    return out
 
 
 def _run_in_process(
