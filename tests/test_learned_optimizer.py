@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,7 @@ def test_meta_training_learns_to_descend_on_every_seed(one_torch_thread: None) -
         ({"decay": 1.0}, "decay"),
         ({"label_noise": 1.5}, "label_noise"),
         ({"split": "valid", "n_valid": 0}, "n_valid"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
     ],
 )
 def test_schedule_bad_input(kwargs: dict[str, Any], match: str) -> None:
@@ -390,22 +392,45 @@ def test_minibatches_and_split_data_follow_the_batch() -> None:
         batch.minibatches(3, 3)
 
 
+def test_meta_learning_rate_schedules() -> None:
+    """Constant is the paper's lr; cosine falls from lr through lr/2 at mid-run towards 0."""
+    from l2l_tune.learned import MetaTrainingSchedule, meta_learning_rate
+
+    constant = MetaTrainingSchedule(lr=0.02)
+    cosine = MetaTrainingSchedule(lr=0.02, lr_schedule="cosine")
+    assert [meta_learning_rate(constant, p) for p in (0.0, 0.5, 0.99)] == [0.02] * 3
+    assert meta_learning_rate(cosine, 0.0) == pytest.approx(0.02)
+    assert meta_learning_rate(cosine, 0.5) == pytest.approx(0.01)
+    assert meta_learning_rate(cosine, 0.99) == pytest.approx(
+        0.02 * (1 + math.cos(0.99 * math.pi)) / 2
+    )
+    values = [meta_learning_rate(cosine, p) for p in [k / 50 for k in range(50)]]
+    assert all(b < a for a, b in zip(values[:-1], values[1:], strict=True))
+
+
 class _Killed(Exception):
     pass
 
 
-def test_meta_training_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_meta_training_resumes_from_its_checkpoint_exactly(
+    tmp_path: Path, lr_schedule: str
+) -> None:
     """A run killed in its second trajectory and started again with the same checkpoint
-    ends with the same meta-parameters and records as an uninterrupted run."""
+    ends with the same meta-parameters and records as an uninterrupted run (the cosine
+    learning rate too: it is a function of the trajectory and truncation)."""
     from l2l_tune.learned import MetaTrainingSchedule, meta_train
     from l2l_tune.tasks import MNIST
 
     digits = MNIST("digits", hidden=(8,))
     schedule = MetaTrainingSchedule(
         n_train=100, n_valid=100, problems=2, trajectories=3, min_truncations=2,
-        mean_extra_truncations=1.0, min_steps=3, mean_extra_steps=2.0,
+        mean_extra_truncations=1.0, min_steps=3, mean_extra_steps=2.0, lr_schedule=lr_schedule,
     )  # fmt: skip
     whole, whole_records = meta_train(digits, schedule, seed=3)
+    if lr_schedule == "cosine":  # the schedule is applied: not the constant run's result
+        constant, _ = meta_train(digits, replace(schedule, lr_schedule="constant"), seed=3)
+        assert not torch.equal(constant.tensors()[0], whole.tensors()[0])
 
     def kill_in_second(record: Any) -> None:
         if record.trajectory == 1:
@@ -458,11 +483,45 @@ def test_learn_command_writes_meta_parameters_a_user_can_train_with(
         (["--worker-cpus", "-1"], "--worker-cpus"),
         (["--group-size", "0"], "group_size"),
         (["--meta-set-size", "101"], "meta_set_size"),
+        (["--test-runs", "-1"], "--test-runs"),
+        (["--test-steps", "0"], "--test-steps"),
+        (["--lr-schedule", "linear"], "--lr-schedule"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main([*argv[:2], str(tmp_path / "bad"), *argv[3:], *flags])
         assert exc.value.code == 2
         assert needle in capsys.readouterr().err
+
+
+def test_learn_command_tests_the_optimizer_on_new_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_torch_thread: None
+) -> None:
+    """`l2l-tune learn --test-runs K` trains K new problems with the meta-trained optimizer
+    (seed + 1000) and records what evaluate_on_new_problems gives for the saved optimizer;
+    --lr-schedule reaches the schedule."""
+    from l2l_tune.cli import main
+    from l2l_tune.learned import LearnedRule, MetaParameters, evaluate_on_new_problems
+    from l2l_tune.tasks import MNIST
+
+    argv = ["learn", "--out", str(tmp_path), "--dataset", "digits", "--split", "train",
+            "--n-train", "100", "--problems", "1", "--trajectories", "2", "--truncations",
+            "3", "0", "--steps", "4", "0", "--lr-schedule", "cosine", "--seed", "2",
+            "--test-runs", "2", "--test-steps", "30", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "tested on 2 new problems × 30 steps: test accuracy" in capsys.readouterr().out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["schedule"]["lr_schedule"] == "cosine"
+    test = result["test"]
+    assert (test["runs"], test["steps"], test["curve_steps"][-1]) == (2, 30, 30)
+    assert len(test["test_accuracy_runs"]) == 2
+    assert 0.0 <= test["test"]["test_accuracy"] <= 1.0
+    meta = MetaParameters.load(tmp_path / "meta.pt")
+    again = evaluate_on_new_problems(
+        MNIST("digits"), LearnedRule(meta), None, n_train=100, label_noise=0.0, runs=2,
+        steps=30, eval_every=30, seed=2 + 1000,
+    )  # fmt: skip
+    assert again["test_accuracy_runs"] == test["test_accuracy_runs"]
+    assert again["test"]["train_accuracy"] == test["test"]["train_accuracy"]
 
 
 def test_learned_rule_runs_the_tasks_as_the_truncation_does(one_torch_thread: None) -> None:
@@ -552,3 +611,17 @@ def test_accumulating_over_problem_groups_gives_the_stacked_meta_gradient() -> N
         meta_train(digits, MetaTrainingSchedule(n_train=60, n_valid=40, meta_set_size=41))
     with pytest.raises(ValueError, match="meta_set_size"):
         MetaTrainingSchedule(meta_set_size=0)
+
+
+def test_figure_protocol_passes_its_meta_learning_rate_schedule() -> None:
+    """``reproduce fig4/fig5 --meta-lr-schedule cosine`` reaches every meta-training of the
+    protocol and its description; the default is the paper's constant rate."""
+    from l2l_tune.reproduce.mnist_learned import LearnedProtocol
+
+    default = LearnedProtocol.for_budget("default")
+    assert default.lr_schedule == "constant"
+    assert default.schedule("valid", 1000, 1000, 0.2).lr_schedule == "constant"
+    cosine = replace(default, lr_schedule="cosine")
+    assert cosine.schedule("train", 1000, 0, 0.0).lr_schedule == "cosine"
+    assert "cosine" in cosine.distance_from_the_paper()
+    assert "cosine" not in default.distance_from_the_paper()

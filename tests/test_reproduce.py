@@ -73,6 +73,8 @@ def test_unknown_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         (["reproduce", "thm3", "--seed", "-1"], "--seed must be"),
         (["reproduce", "thm3", "--full"], "--full applies to fig4, fig5 only"),
         (["reproduce", "fig4", "--quick", "--full"], "not allowed with argument"),
+        (["reproduce", "fig5", "--meta-lr-schedule", "linear"], "must be one of 'constant'"),
+        (["reproduce", "thm3", "--meta-lr-schedule", "cosine"], "applies to fig4, fig5 only"),
     ],
 )
 def test_bad_arguments_exit_2(

@@ -31,13 +31,16 @@ from .optimizer import MetaParameters
 from .truncation import ORDERS, init_states, run_truncation
 
 __all__ = [
+    "LR_SCHEDULES",
     "GroupMetaGradient",
     "LocalProblemGroups",
     "MetaTrainingRecord",
     "MetaTrainingSchedule",
     "ProblemGroup",
     "combine",
+    "meta_learning_rate",
     "meta_train",
+    "evaluate_on_new_problems",
     "problem_slices",
     "sample_meta_batch",
 ]
@@ -47,6 +50,20 @@ def _check_non_negative(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
+
+
+#: How the meta-learning rate moves over a run (:attr:`MetaTrainingSchedule.lr_schedule`).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def meta_learning_rate(schedule: MetaTrainingSchedule, progress: float) -> float:
+    """RMSProp's learning rate at ``progress`` ∈ [0, 1) of the run.
+
+    ``"constant"``: ``lr`` (the paper's). ``"cosine"``: ``lr·(1 + cos(π·progress))/2``.
+    """
+    if schedule.lr_schedule == "constant":
+        return schedule.lr
+    return schedule.lr * 0.5 * (1.0 + float(np.cos(np.pi * progress)))
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,10 @@ class MetaTrainingSchedule:
         min_steps, mean_extra_steps: Steps per truncation (the paper: 50 and 100).
         order: ``"first"`` (the paper's) or ``"second"``.
         lr, decay: RMSProp's learning rate and decay (the paper: 1e-2 and 0.9).
+        lr_schedule: ``"constant"`` (the paper's) or ``"cosine"``: the learning rate
+            falls from ``lr`` to 0 along a half cosine over the run (by trajectory and
+            truncation), so that the last trajectories run with nearly the final
+            meta-parameters, as a test does (see :func:`meta_train`).
         meta_set_size: The meta-objective's loss on this many meta-set samples, a new
             random subset every truncation (``None``: the whole meta-set, the
             paper's; a budget for all of MNIST, whose meta-set is 60,000 or 10,000).
@@ -88,10 +109,12 @@ class MetaTrainingSchedule:
     lr: float = 1e-2
     decay: float = 0.9
     meta_set_size: int | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         check_choice(self.split, "split", ("train", "valid"))
         check_choice(self.order, "order", ORDERS)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_int(self.n_train, "n_train", 1)
         check_int(self.n_valid, "n_valid", 1 if self.split == "valid" else 0)
         if (
@@ -422,6 +445,8 @@ def meta_train(
                     if schedule.meta_set_size is None
                     else np.sort(rng.choice(meta_set, size=schedule.meta_set_size, replace=False))
                 )
+                progress = (trajectory + truncation / n_truncations) / schedule.trajectories
+                optimizer.param_groups[0]["lr"] = meta_learning_rate(schedule, progress)
                 meta_tensors = tuple(t.detach() for t in meta.tensors())
                 result = combine(groups.truncation(meta_tensors, step, length, positions))
                 for tensor, grad in zip(meta.tensors(), result.grads, strict=True):
@@ -452,3 +477,50 @@ def meta_train(
 def _exponential(rng: np.random.Generator, mean: float) -> int:
     """``round(Exp(mean))`` (0 for a mean of 0)."""
     return int(round(rng.exponential(mean))) if mean else 0
+
+
+def evaluate_on_new_problems(
+    distribution: MNIST,
+    optimizer: Any,
+    eta: float | None,
+    *,
+    n_train: int,
+    label_noise: float,
+    runs: int,
+    steps: int,
+    eval_every: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Train ``runs`` new problems for ``steps`` steps with ``optimizer`` (Figs 4–5's test).
+
+    New samples (label noise included), the authors' initialisation
+    ``N(0, 1)·1.2/√fan_in`` and mini-batch orders, all drawn from ``seed``; test accuracy
+    on the true test labels, training accuracy on the problem's own labels.
+
+    Args:
+        distribution: The MNIST (or digits) task distribution.
+        optimizer: A :class:`~l2l_tune.learned.LearnedRule`, or ``"sgd"``.
+        eta: SGD's step size (``None`` for a learned rule).
+        n_train: Training samples per problem.
+        label_noise: Fraction of those labels redrawn uniformly.
+        runs: New problems.
+        steps: Training steps of each.
+        eval_every: Steps between points of the accuracy curves.
+        seed: Seed of the problems.
+
+    Returns:
+        ``test`` (the evaluation's summary: accuracies and losses, mean and spread),
+        ``curve_steps``, ``test_accuracy_curve``, ``train_accuracy_curve`` and
+        ``test_accuracy_runs``.
+    """
+    batch = distribution.sample(
+        runs, n_train, 0, label_noise, seed=seed, init="paper", optimizer=optimizer
+    )
+    evaluation = batch.evaluate(eta, steps, eval_every=eval_every)
+    return {
+        "test": evaluation.summary(),
+        "curve_steps": evaluation.curve_steps.tolist(),
+        "test_accuracy_curve": evaluation.test_accuracy_curve.tolist(),
+        "train_accuracy_curve": evaluation.train_accuracy_curve.tolist(),
+        "test_accuracy_runs": evaluation.test_accuracy.tolist(),
+    }

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..baselines import GridSearch
-from .base import Check, RunContext, TargetReport, register
+from .base import Check, RunContext, TargetReport, register, register_option
 from .mnist import (
     _OPTIONS,
     MNISTSetting,
@@ -58,6 +58,14 @@ __all__ = [
 #: The budgets of the learned-optimizer protocol.
 BUDGETS = ("quick", "default", "full")
 
+register_option(
+    "meta_lr_schedule",
+    help="fig4/fig5: RMSProp's meta-learning rate over meta-training: constant (the paper's, "
+    "default) or cosine (to 0, so the last trajectories run the final optimizer)",
+    choices=("constant", "cosine"),
+)
+_LEARNED_OPTIONS = (*_OPTIONS, "meta_lr_schedule")
+
 
 @dataclass(frozen=True)
 class LearnedProtocol:
@@ -78,6 +86,7 @@ class LearnedProtocol:
         eval_every: Steps between points of the accuracy curves (the paper: 100).
         grid: ``(low, high, points)`` of SGD's log grid of step sizes.
         grid_tasks: Problems averaged by each grid point's validation loss.
+        lr_schedule: The meta-learning rate's schedule (``"constant"``: the paper's).
     """
 
     budget: str
@@ -94,6 +103,7 @@ class LearnedProtocol:
     eval_every: int
     grid: tuple[float, float, int]
     grid_tasks: int
+    lr_schedule: str = "constant"
 
     @classmethod
     def for_budget(cls, budget: str) -> LearnedProtocol:
@@ -127,6 +137,7 @@ class LearnedProtocol:
             min_steps=self.min_steps,
             mean_extra_steps=self.mean_extra_steps,
             lr=self.lr,
+            lr_schedule=self.lr_schedule,
             meta_set_size=cap if cap is not None and cap < meta_set else None,
         )
 
@@ -147,30 +158,8 @@ class LearnedProtocol:
             f"{self.trajectories * self.problems * mean_steps / paper_steps:.2%} of the "
             f"paper's {paper_meta:,} and {paper_steps:,}); tests {self.runs} × "
             f"{self.test_steps} steps (the paper: 5 × 4000)"
+            + ("" if self.lr_schedule == "constant" else "; meta-learning rate: cosine to 0")
         )
-
-
-def _tested(
-    distribution: Any,
-    protocol: LearnedProtocol,
-    n_train: int,
-    label_noise: float,
-    seed: int,
-    optimizer: Any,
-    eta: float | None,
-) -> dict[str, Any]:
-    """``protocol.runs`` new problems trained ``test_steps`` steps by ``optimizer``."""
-    batch = distribution.sample(
-        protocol.runs, n_train, 0, label_noise, seed=seed, init="paper", optimizer=optimizer
-    )
-    evaluation = batch.evaluate(eta, protocol.test_steps, eval_every=protocol.eval_every)
-    return {
-        "test": evaluation.summary(),
-        "curve_steps": evaluation.curve_steps.tolist(),
-        "test_accuracy_curve": evaluation.test_accuracy_curve.tolist(),
-        "train_accuracy_curve": evaluation.train_accuracy_curve.tolist(),
-        "test_accuracy_runs": evaluation.test_accuracy.tolist(),
-    }
 
 
 @dataclass(frozen=True)
@@ -321,7 +310,7 @@ def compare_learned_on_mnist(
         Per method (``MLP-TbT``, ``MLP-TbV``, ``SGD-grid``): label, meta-training
         record or the chosen step size, the test summary and the accuracy curves.
     """
-    from ..learned import LearnedRule
+    from ..learned import LearnedRule, evaluate_on_new_problems
 
     noise = setting.label_noise
     methods: dict[str, dict[str, Any]] = {}
@@ -348,10 +337,12 @@ def compare_learned_on_mnist(
         "rule": "sgd",
     }
     for method in methods.values():
-        rule = method.pop("rule")
         method.update(
-            _tested(distribution, protocol, method["n_train"], noise, seed + 1000, rule,
-                    method["step_size"])
+            evaluate_on_new_problems(
+                distribution, method.pop("rule"), method["step_size"], n_train=method["n_train"],
+                label_noise=noise, runs=protocol.runs, steps=protocol.test_steps,
+                eval_every=protocol.eval_every, seed=seed + 1000,
+            )
         )  # fmt: skip
     return {"label": setting.label, "t": protocol.test_steps, "label_noise": noise,
             "methods": methods}  # fmt: skip
@@ -367,7 +358,10 @@ def _run_learned(
     """Meta-train every setting's MLP-TbT and MLP-TbV (in parallel) and test them."""
     import os
 
-    protocol = LearnedProtocol.for_budget(_budget(ctx))
+    protocol = replace(
+        LearnedProtocol.for_budget(_budget(ctx)),
+        lr_schedule=ctx.option("meta_lr_schedule", "constant"),
+    )
     s = MNISTSettings.for_run(ctx.quick, keys=keys)
     dataset = ctx.option("dataset", s.dataset)
     distribution = _distribution(ctx, dataset)
@@ -491,7 +485,7 @@ def _report(
         "meta-trained train-by-train when the samples are few and noisy (20 % label noise), "
         "at least as well with few clean samples, and the two are close with all samples."
     ),
-    options=_OPTIONS,
+    options=_LEARNED_OPTIONS,
     full=True,
 )
 def fig4(ctx: RunContext) -> TargetReport:
@@ -538,7 +532,7 @@ def fig4(ctx: RunContext) -> TargetReport:
         "fits the noisy labels (training accuracy far above TbV's) and tests worse than the "
         "one meta-trained train-by-validation."
     ),
-    options=_OPTIONS,
+    options=_LEARNED_OPTIONS,
     full=True,
 )
 def fig5(ctx: RunContext) -> TargetReport:
