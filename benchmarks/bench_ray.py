@@ -5,7 +5,7 @@ t = 80 inner GD steps, search space ``{"lr": tune.loguniform(1e-4, 1.0)}``, trai
 ``task_trainable(q, 80)``. The trainable reports ``"loss"`` (the plain last loss
 ``f(w_t)``) and ``"loss_grad"`` (its derivative in the step size).
 
-Three measurements, all in one Ray session
+Two measurements, in one Ray session
 (``ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)``), with
 ``reuse_actors=True``, ``verbose=0`` and the experiment storage in a temporary directory:
 
@@ -25,39 +25,24 @@ Three measurements, all in one Ray session
    second worker came up in time varied from run to run. Each row records
    the peak number of trials running at once and the number of worker processes. A small
    warm-up run comes first and is discarded.
-2. **Trials to a log-regret threshold.** log-regret = ``log(best loss so far / f*)``, with
-   ``f* = loss at q.optimal_step_size(80)``. "Trials to reach" counts trials in the order
-   they *completed*. A ``tune.Callback`` records that order on the driver: it is the order
-   in which Tune handed the results to the searcher. Budget 30 trials, 2 concurrent,
-   seeds 0..S-1 (the seed picks the quadratic instance and seeds the baselines). Searchers:
-
-   * ``MetaGradientSearch`` with the reported meta-gradient;
-   * ``MetaGradientSearch(grad_metric="none")``: a black box. No result has that key, so
-     the searcher uses finite-difference pairs;
-   * ``BasicVariantGenerator(random_state=seed)``: Ray's random search;
-   * ``OptunaSearch(sampler=TPESampler(seed=seed), metric="loss", mode="min")``.
-
-   The report gives the median / min / max over seeds of the trials needed to reach
-   ≤ 1e-4 (the target) and ≤ 1e-2, with "n.r." when a seed does not reach the threshold
-   within the budget. It also gives the log-regret and ``|η − η*|/η*`` at the budget.
-   Since the bare trials mostly run one at a time (see 1), the two ``MetaGradientSearch``
-   variants are run again on trials that sleep 2 s (``--concurrent-sleep``), so that two
-   trials really overlap.
-   For the meta-gradient searcher it records whether the trials completed in the order
-   they started. The tests document a known limitation for out-of-order completion
-   (``tests/_ray_helpers.py``, ``ORDER_BUG``).
-3. **Searcher overhead.** ``suggest()`` and ``on_trial_complete()`` are driven directly, with
+2. **Searcher overhead.** ``suggest()`` and ``on_trial_complete()`` are driven directly, with
    no Ray cluster, for 1,000 trials. Results are the closed-form quadratic values, which
    are computed outside the timed region. Sequential: one trial in flight at a time. Both
    modes are timed: gradient and black box. The script reports the mean ms per trial
    overall, and the per-call cost of each method at the start (trials 1–50) and at the
    end (the last 50 trials, with about 950–1,000 finished trials).
 
+How fast the searcher finds the step size against Ray's random search and
+``OptunaSearch``, with 2 concurrent trials and with 2 s trials that really overlap, is a
+suite of ``l2l-tune bench`` (tuners ``ray-random``, ``ray-tpe``, ``ray-l2l``,
+``ray-l2l-blackbox``, ``--ray-workers 2``, ``--ray-trial-seconds``): see
+``benchmarks/README.md``.
+
 Usage::
 
-    python benchmarks/bench_ray.py [--quick] [--seeds 3] [--budget 30]
+    python benchmarks/bench_ray.py [--quick] [--budget 30]
 
-``--quick`` runs budget 10, 1 seed and 200 overhead trials, and writes
+``--quick`` runs budget 10 and 200 overhead trials, and writes
 ``results/ray_quick.{json,md}`` instead of ``results/ray.{json,md}``.
 """
 
@@ -88,12 +73,9 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 import numpy as np  # noqa: E402
-import optuna  # noqa: E402
 import ray  # noqa: E402
 from l2l_tune.integrations.ray import MetaGradientSearch, task_trainable  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.search import BasicVariantGenerator  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from l2l_tune import Quadratic  # noqa: E402
 from l2l_tune.bench.common import dumps_json, machine_info, machine_line  # noqa: E402
@@ -102,9 +84,6 @@ from l2l_tune.bench.common import dumps_json, machine_info, machine_line  # noqa
 T = 80
 #: The Tuner's search space.
 LOW, HIGH = 1e-4, 1.0
-#: log-regret thresholds: the target and a looser one.
-TARGET = 1e-4
-LOOSE = 1e-2
 #: Seconds of simulated training per trial in the compute-bound throughput run.
 SLEEP_S = 0.5
 #: A longer sleep: with ``reuse_actors=True`` and ``max_concurrent_trials=2``, Ray ran
@@ -352,123 +331,18 @@ def throughput(budget: int, storage: Path, repeats: int, sleeps: list[float]) ->
     return out
 
 
-# ---------------------------------------------------------------------------- 2. regret
-def trials_to(losses: list[float], f_star: float, threshold: float) -> int | None:
-    """1-based completion index at which ``log(best loss / f*)`` first is ≤ ``threshold``."""
-    best = math.inf
-    for i, loss in enumerate(losses, start=1):
-        if math.isfinite(loss):
-            best = min(best, loss)
-        if math.isfinite(best) and math.log(best / f_star) <= threshold:
-            return i
-    return None
-
-
-#: name -> factory(seed, max concurrent trials) of a fresh searcher.
-SEARCHERS: dict[str, Callable[[int, int], Any]] = {
-    "MetaGradientSearch (gradients)": lambda seed, workers: MetaGradientSearch(
-        metric="loss", mode="min", eta0=0.1
-    ),
-    "MetaGradientSearch (black box)": lambda seed, workers: MetaGradientSearch(
-        metric="loss", mode="min", eta0=0.1, grad_metric="none"
-    ),
-    # Ray ignores max_concurrent_trials for a BasicVariantGenerator (it is not a Searcher),
-    # so the concurrency goes to the generator itself.
-    "random (BasicVariantGenerator)": lambda seed, workers: BasicVariantGenerator(
-        random_state=seed, max_concurrent=workers
-    ),
-    "OptunaSearch (TPE)": lambda seed, workers: OptunaSearch(
-        sampler=optuna.samplers.TPESampler(seed=seed), metric="loss", mode="min"
-    ),
-}
-
-
-def regret_run(
-    name: str, seed: int, budget: int, storage: Path, sleep_s: float, tag: str
+# ---------------------------------------------------------------------------- 2. overhead
+def overhead(
+    n: int, *, black_box: bool, deterministic: bool | None = None, window: int = 50
 ) -> dict[str, Any]:
-    """One Tuner run of searcher ``name`` on instance ``seed``, 2 concurrent trials."""
-    q = quadratic(seed)
-    eta_star, f_star = optimum(q)
-    trainable = task_trainable(q, T)
-    if sleep_s > 0:
-        trainable = sleepy(trainable, sleep_s)
-    record = run_tuner(
-        trainable,
-        SEARCHERS[name](seed, 2),
-        budget=budget,
-        workers=2,
-        name=f"regret-{tag}-s{seed}",
-        storage=storage,
-    )
-    pairs = zip(record.losses, record.lrs, strict=True)
-    finite = [(loss, lr) for loss, lr in pairs if math.isfinite(loss)]
-    best_loss, best_lr = min(finite) if finite else (math.nan, math.nan)
-    curve: list[float] = []
-    best = math.inf
-    for loss in record.losses:
-        if math.isfinite(loss):
-            best = min(best, loss)
-        curve.append(math.log(best / f_star) if math.isfinite(best) else math.inf)
-    run = {
-        "seed": seed,
-        "sleep_s": sleep_s,
-        "eta_star": eta_star,
-        "f_star": f_star,
-        "trials": record.trials,
-        "errors": record.errors,
-        "to_target": trials_to(record.losses, f_star, TARGET),
-        "to_loose": trials_to(record.losses, f_star, LOOSE),
-        "final_log_regret": math.log(best_loss / f_star) if finite else math.inf,
-        "best_lr": best_lr,
-        "best_lr_rel_err": abs(best_lr - eta_star) / eta_star,
-        "wall_s": record.wall_s,
-        "completed_in_start_order": record.completed_in_start_order,
-        "peak_concurrency": record.peak_concurrency,
-        "worker_processes": record.worker_processes,
-        "meta_steps": record.meta_steps,
-        "log_regret_curve": curve,
-        "lrs_in_completion_order": record.lrs,
-        "warnings": record.caught_warnings,
-    }
-    print(
-        f"  [regret] {name:<32} sleep={sleep_s:g} seed={seed}: to 1e-4 {run['to_target']}, "
-        f"to 1e-2 {run['to_loose']}, final {run['final_log_regret']:.2e}, "
-        f"|η−η*|/η* {run['best_lr_rel_err']:.1e}, fit {record.wall_s:.1f} s, "
-        f"peak concurrency {record.peak_concurrency}, in order "
-        f"{record.completed_in_start_order}, errors {record.errors}",
-        flush=True,
-    )
-    return run
-
-
-def regret(budget: int, seeds: int, storage: Path, concurrent_sleep: float) -> dict[str, Any]:
-    """Trials to log-regret 1e-4 and 1e-2 (completion order), 2 concurrent trials.
-
-    Every searcher runs the bare trainable. With ``concurrent_sleep > 0`` the two
-    ``MetaGradientSearch`` variants also run a trainable that sleeps that long, so that
-    two trials really run at once (see the throughput section).
-    """
-    out: dict[str, Any] = {}
-    jobs: list[tuple[str, str, float]] = [(name, name, 0.0) for name in SEARCHERS]
-    if concurrent_sleep > 0:
-        jobs += [
-            (f"{name}, {concurrent_sleep:g} s trials", name, concurrent_sleep)
-            for name in SEARCHERS
-            if name.startswith("MetaGradientSearch")
-        ]
-    for index, (label, name, sleep_s) in enumerate(jobs):
-        out[label] = [
-            regret_run(name, seed, budget, storage, sleep_s, str(index)) for seed in range(seeds)
-        ]
-    return out
-
-
-# ---------------------------------------------------------------------------- 3. overhead
-def overhead(n: int, *, black_box: bool, window: int = 50) -> dict[str, Any]:
     """Time ``suggest`` and ``on_trial_complete`` for ``n`` sequential trials, no cluster."""
     q = quadratic(0)
     search = MetaGradientSearch(
-        metric="loss", mode="min", eta0=0.1, grad_metric="none" if black_box else None
+        metric="loss",
+        mode="min",
+        eta0=0.1,
+        grad_metric="none" if black_box else None,
+        deterministic=deterministic,
     )
     search.set_search_properties("loss", "min", param_space())
     suggest_s = np.empty(n)
@@ -515,19 +389,6 @@ def overhead(n: int, *, black_box: bool, window: int = 50) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- reporting
-def summary(values: list[int | None]) -> str:
-    """``median [min–max] (reached/total)``; unreached seeds count as above the budget."""
-    reached = sorted(v for v in values if v is not None)
-    total = len(values)
-    if not reached:
-        return f"not reached (0/{total})"
-    ordered = reached + [math.inf] * (total - len(reached))
-    med = statistics.median_low(ordered) if total % 2 == 0 else statistics.median(ordered)
-    med_text = "n.r." if math.isinf(med) else f"{med:g}"
-    hi = "n.r." if len(reached) < total else f"{reached[-1]}"
-    return f"{med_text} [{reached[0]}–{hi}] ({len(reached)}/{total})"
-
-
 def markdown(out: dict[str, Any]) -> str:
     """The markdown report."""
     m = out["machine"]
@@ -571,54 +432,16 @@ def markdown(out: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"## 2. Trials to log-regret (budget {cfg['budget']}, `max_concurrent_trials=2`, seeds "
-        f"0–{cfg['seeds'] - 1})",
-        "",
-        "log-regret = log(best loss so far / f*), where f* is the loss at "
-        "`q.optimal_step_size(80)`. Trials are counted in completion order, as recorded by "
-        "the driver-side callback. Each cell gives median [min–max] (seeds that reached "
-        'the threshold / seeds). "n.r." means not reached within the budget; an unreached '
-        'seed counts as above the budget when taking the median. The "peak" column is the '
-        "largest number of trials running at once in any seed. The rows marked "
-        f'"{cfg["concurrent_sleep"]:g} s trials" add a `time.sleep` to the trainable, so '
-        "that two trials really run at the same time.",
-        "",
-        "| searcher | trials to ≤ 1e-4 | trials to ≤ 1e-2 | log-regret at budget (per seed) "
-        "| \\|η−η*\\|/η* at budget (per seed) | peak |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, runs in out["regret"].items():
-        finals = ", ".join(f"{r['final_log_regret']:.1e}" for r in runs)
-        errs = ", ".join(f"{r['best_lr_rel_err']:.1e}" for r in runs)
-        peak = max(r["peak_concurrency"] for r in runs)
-        lines.append(
-            f"| {name} | {summary([r['to_target'] for r in runs])} | "
-            f"{summary([r['to_loose'] for r in runs])} | {finals} | {errs} | {peak} |"
-        )
-    lines += ["", "Per seed: trials to ≤ 1e-4 / ≤ 1e-2 (fit wall time):", ""]
-    lines += ["| searcher | " + " | ".join(f"seed {s}" for s in range(cfg["seeds"])) + " |"]
-    lines += ["|---|" + "---|" * cfg["seeds"]]
-    for name, runs in out["regret"].items():
-        cells = []
-        for r in runs:
-            a = "n.r." if r["to_target"] is None else str(r["to_target"])
-            b = "n.r." if r["to_loose"] is None else str(r["to_loose"])
-            order = "" if r["completed_in_start_order"] else ", out of order"
-            cells.append(f"{a} / {b} ({r['wall_s']:.1f} s{order})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        '"out of order" means that the trials did not complete in the order they '
-        "started. For MetaGradientSearch, those are the runs to which the tests' known "
-        "order-dependence limitation applies (`tests/_ray_helpers.py`, `ORDER_BUG`).",
-        "",
-        f"## 3. Searcher overhead (driven directly, no Ray cluster, {cfg['overhead_trials']} "
+        f"## 2. Searcher overhead (driven directly, no Ray cluster, {cfg['overhead_trials']} "
         "sequential trials)",
         "",
         "The table gives the time of `suggest()` + `on_trial_complete()`. Results come from "
         'the closed-form quadratic and are computed outside the timed region. "first" '
         f'means trials 1–50 and "last" the last 50, at about {cfg["overhead_trials"] - 50}–'
-        f"{cfg['overhead_trials']} finished trials.",
+        f"{cfg['overhead_trials']} finished trials. The searcher's default "
+        '`meta_optimizer="auto"` does not know these results are exact (the bare trainable '
+        "does not say so) and runs the model-based search, which fits a Gaussian process at "
+        "every suggestion; `deterministic=True` selects the bracketing search.",
         "",
         "| mode | mean ms/trial | first: suggest / complete (ms) | last: suggest / complete (ms) "
         "| last ms/trial | total (s) | finished meta-steps |",
@@ -649,14 +472,11 @@ def markdown(out: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the three measurements, print and write the results."""
+    """Parse arguments, run the two measurements, print and write the results."""
     parser = argparse.ArgumentParser(
         description="Benchmark the Ray Tune integration of l2l-tune (see the module docstring)."
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="budget 10, 1 seed, 200 overhead trials"
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for part 2 (default 3)")
+    parser.add_argument("--quick", action="store_true", help="budget 10, 200 overhead trials")
     parser.add_argument("--budget", type=int, default=30, help="trials per Tuner run (default 30)")
     parser.add_argument(
         "--repeats", type=int, default=1, help="repeats of each throughput run (default 1)"
@@ -668,25 +488,17 @@ def main(argv: list[str] | None = None) -> int:
         help=f"extra throughput row with this sleep per trial, 0: none (default {LONG_SLEEP_S:g})",
     )
     parser.add_argument(
-        "--concurrent-sleep",
-        type=float,
-        default=LONG_SLEEP_S,
-        help="part 2: also run MetaGradientSearch on trials sleeping this long, so that two "
-        f"really run at once; 0: skip (default {LONG_SLEEP_S:g})",
-    )
-    parser.add_argument(
-        "--overhead-trials", type=int, default=1000, help="trials for part 3 (default 1000)"
+        "--overhead-trials", type=int, default=1000, help="trials for part 2 (default 1000)"
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     parser.add_argument("--markdown", type=Path, default=None, help="markdown path")
     args = parser.parse_args(argv)
     if args.quick:
-        args.budget, args.seeds, args.overhead_trials = 10, 1, 200
+        args.budget, args.overhead_trials = 10, 200
     suffix = "_quick" if args.quick else ""
     out_path = args.out or RESULTS / f"ray{suffix}.json"
     md_path = args.markdown or out_path.with_name(f"ray{suffix}.md")
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = Path(tempfile.mkdtemp(prefix="l2lray_storage"))
     t_start = time.perf_counter()
     sleeps = [SLEEP_S] + ([args.long_sleep] if args.long_sleep > 0 else [])
@@ -700,13 +512,9 @@ def main(argv: list[str] | None = None) -> int:
             "variant": "authors",
             "space": f"lr ~ loguniform({LOW:g}, {HIGH:g})",
             "budget": args.budget,
-            "seeds": args.seeds,
             "repeats": args.repeats,
             "throughput_sleeps_s": sleeps,
-            "concurrent_sleep": args.concurrent_sleep,
             "overhead_trials": args.overhead_trials,
-            "target_log_regret": TARGET,
-            "loose_log_regret": LOOSE,
             "quick": args.quick,
         },
     }
@@ -714,29 +522,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("1. throughput", flush=True)
         out["throughput"] = throughput(args.budget, storage, args.repeats, sleeps)
-        print("2. trials to log-regret", flush=True)
-        out["regret"] = regret(args.budget, args.seeds, storage, args.concurrent_sleep)
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
         shutil.rmtree(_RAY_TMP, ignore_errors=True)
-    print("3. searcher overhead", flush=True)
+    print("2. searcher overhead", flush=True)
     out["overhead"] = {}
-    for mode, black_box in (("gradients", False), ("black box", True)):
-        out["overhead"][mode] = overhead(args.overhead_trials, black_box=black_box)
-        o = out["overhead"][mode]
-        print(
-            f"  [overhead] {mode}: {o['mean_ms_per_trial']:.2f} ms/trial, last suggest "
-            f"{o['last_suggest_ms']:.2f} ms, last complete {o['last_complete_ms']:.3f} ms",
-            flush=True,
-        )
+    for black_box in (False, True):
+        for deterministic in (None, True):
+            mode = ("black box" if black_box else "gradients") + (
+                ", deterministic=True" if deterministic else ""
+            )
+            out["overhead"][mode] = o = overhead(
+                args.overhead_trials, black_box=black_box, deterministic=deterministic
+            )
+            print(
+                f"  [overhead] {mode}: {o['mean_ms_per_trial']:.2f} ms/trial, last suggest "
+                f"{o['last_suggest_ms']:.2f} ms, last complete {o['last_complete_ms']:.3f} ms",
+                flush=True,
+            )
     warned: set[str] = set()
     for row in out["throughput"].values():
         for w in ("1", "2"):
             warned.update(row[w]["warnings"])
-    for runs in out["regret"].values():
-        for r in runs:
-            warned.update(r["warnings"])
     out["warnings"] = sorted(warned)
     out["total_s"] = time.perf_counter() - t_start
 

@@ -15,7 +15,7 @@ SECTIONS = [
     ("core.md", "Core engine (`python benchmarks/bench_core.py`)"),
     ("least_squares.md", "TbT vs TbV (`python benchmarks/least_squares_tbt_tbv.py`)"),
     ("optuna.md", "Optuna sampler overhead (`python benchmarks/bench_optuna.py`)"),
-    ("ray.md", "Ray Tune searcher (`python benchmarks/bench_ray.py`)"),
+    ("ray.md", "Ray Tune searcher: throughput and overhead (`python benchmarks/bench_ray.py`)"),
     ("mnist_bench.md", "MNIST hypergradients (`python benchmarks/bench_mnist.py`)"),
     ("hypergrad.md", "Drop-in optimizers' cost (`python benchmarks/bench_hypergrad.py`)"),
     ("vector.md", "AdamW (lr, weight decay) on digits (`python benchmarks/bench_vector.py`)"),

@@ -40,6 +40,7 @@ ALL_TUNERS = (
     "ray-random",
     "ray-tpe",
     "ray-l2l",
+    "ray-l2l-blackbox",
 )
 #: The in-process tuners but the GP (about 0.2 s per trial here: it gets its own small test).
 IN_PROCESS = ",".join(n for n in ALL_TUNERS if not n.startswith("ray-") and n != "optuna-gp")
@@ -164,7 +165,7 @@ def test_least_squares_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_all_tuners_listed_and_ray_skipped_without_ray(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Default --tuners is all 13; without Ray the ray-* tuners are skipped with a message."""
+    """Default --tuners is all 16; without Ray the ray-* tuners are skipped with a message."""
     real = bench_tuners.module_available
 
     def no_ray(name: str) -> bool:
@@ -177,7 +178,7 @@ def test_all_tuners_listed_and_ray_skipped_without_ray(
         + ["--out", str(out)]
     )
     assert tuple(results["tuners"]) == ALL_TUNERS
-    for name in ("ray-random", "ray-tpe", "ray-l2l"):
+    for name in ("ray-random", "ray-tpe", "ray-l2l", "ray-l2l-blackbox"):
         assert "needs ray" in results["tuners"][name]["status"]
         assert results["tuners"][name]["evals_to_1pct"] is None
     err = capsys.readouterr().err
@@ -292,6 +293,8 @@ def test_cli_import_stays_light() -> None:
         (["--task", "least-squares", "--split", "valid", "--n-valid", "0"], "--n-valid"),
         (["--task", "quadratic", "--split", "valid"], "--split"),
         (["--budget", "1", "--grad-cost", "2", "--tuners", "l2l"], "--budget"),
+        (["--ray-trial-seconds", "-1"], "--ray-trial-seconds"),
+        (["--ray-trial-seconds", "nan"], "--ray-trial-seconds"),
     ],
 )
 def test_bad_arguments_exit_2(
@@ -417,6 +420,69 @@ def test_ray_tuners(ray_started: Path, tmp_path: Path) -> None:
     assert results["tuners"]["ray-l2l"]["evals_to_1pct"] is not None
     # RaySession removed its storage directory under RAY_TMPDIR.
     assert not list(ray_started.glob("l2lbench*"))
+
+
+@pytest.mark.slow
+def test_ray_suite_with_overlapping_trials(ray_started: Path, tmp_path: Path) -> None:
+    """ray-l2l and ray-l2l-blackbox with 2 workers and 2 s trials (Ray ran 1.5–2 s trials
+    two at a time in every run of benchmarks/bench_ray.py): the trials overlap, every trial
+    is an evaluation, and the gradient searcher reaches 1 % of F*."""
+    results = run_cli(
+        "--objective last --budget 30 --seeds 1 --ray-workers 2 --ray-trial-seconds 2 "
+        "--grad-cost 1 --tuners ray-l2l,ray-l2l-blackbox --no-progress".split()
+        + ["--out", str(tmp_path / "ray2")]
+    )
+    peaks = []
+    for name in ("ray-l2l", "ray-l2l-blackbox"):
+        record = results["tuners"][name]["per_seed"][0]
+        assert record["evaluations"] == 30 and record["extra"]["errored_trials"] == 0
+        assert record["extra"]["trial_seconds"] == 2.0
+        assert isinstance(record["extra"]["completed_in_start_order"], bool)
+        peaks.append(record["extra"]["peak_concurrency"])
+    assert max(peaks) == 2 and min(peaks) >= 1
+    assert results["tuners"]["ray-l2l"]["evals_to_1pct"] is not None
+    assert results["headline"]["ours"] == "ray-l2l"
+
+
+def test_concurrency_of_trial_intervals() -> None:
+    """Peak overlap and completion order from (start, end) times; touching intervals do
+    not overlap."""
+    from l2l_tune.bench.raytune import _concurrency
+
+    assert _concurrency([(0, 1), (1, 2), (2, 3)]) == {
+        "peak_concurrency": 1,
+        "completed_in_start_order": True,
+    }
+    assert _concurrency([(0, 3), (1, 2), (1.5, 4)]) == {
+        "peak_concurrency": 3,
+        "completed_in_start_order": False,
+    }
+    assert _concurrency([]) == {"peak_concurrency": 0, "completed_in_start_order": True}
+
+
+def test_report_notes_say_how_ray_trials_overlapped() -> None:
+    """The report names each Ray tuner's peak overlap and its out-of-order seeds; tuners
+    without the record get no such note."""
+    from l2l_tune.bench.run import _notes
+
+    def entry(*extras: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "ok", "per_seed": [{"warnings": {}, "extra": e} for e in extras]}
+
+    notes = _notes(
+        {
+            "ray-l2l": entry(
+                {"peak_concurrency": 2, "completed_in_start_order": False},
+                {"peak_concurrency": 1, "completed_in_start_order": True},
+            ),
+            "l2l": entry({}),
+        },
+        {},
+    )
+    assert (
+        "`ray-l2l`: peak number of trials running at once 2; trials finished out of the order "
+        "they started in 1 of 2 seeds." in notes
+    )
+    assert not any(n.startswith("`l2l`") for n in notes)
 
 
 def test_task_views_refuse_another_horizon_split_or_objective() -> None:

@@ -109,9 +109,9 @@ class _MetaStep:
         if not running and self.results and not self.failed:
             values = [v for v, _ in self.results.values()]
             grads = [g for _, g in self.results.values()]
-            value = float(np.mean(values))
+            value = math.fsum(values) / len(values)
             if all(g is not None for g in grads):
-                grad = float(np.mean(grads))  # type: ignore[arg-type]
+                grad = math.fsum(grads) / len(grads)  # type: ignore[arg-type]
         return Evaluation(
             self.key,
             self.eta,
@@ -649,7 +649,9 @@ class MetaGradientSearch(_StatefulSearcher):
         luckiest noisy trial that ``ResultGrid.get_best_result`` returns)."""
         return float(self.meta_optimizer_state().estimate())
 
-    def _optimizer(self, domain: Float) -> MetaOptimizer:
+    def _optimizer(
+        self, domain: Float, evaluations: list[Evaluation] | None = None
+    ) -> MetaOptimizer:
         low, high = self._bounds(domain)
         if self.eta0 is not None:
             eta0 = self.eta0
@@ -660,8 +662,10 @@ class MetaGradientSearch(_StatefulSearcher):
         options = dict(self.meta_optimizer_options)
         options["bounds"] = (low, high)
         optimizer = make_meta_optimizer(self._meta_optimizer_name(), eta0=eta0, **options)
+        if evaluations is None:
+            evaluations = [s.evaluation(self.tasks_per_step) for s in self._steps]
         records = records_from_evaluations(
-            [s.evaluation(self.tasks_per_step) for s in self._steps],
+            evaluations,
             log_objective=self.log_objective,
             maximize=self._mode == "max",
         )
@@ -674,7 +678,7 @@ class MetaGradientSearch(_StatefulSearcher):
     def _new_step(self, domain: Float) -> _MetaStep:
         evaluations = [s.evaluation(self.tasks_per_step) for s in self._steps]
         proposal = propose(
-            self._optimizer(domain),
+            self._optimizer(domain, evaluations),
             evaluations,
             fd_step=self.fd_step,
             bounds=self._bounds(domain),

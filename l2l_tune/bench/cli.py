@@ -173,6 +173,14 @@ def add_bench_parser(sub: Any) -> None:
         "--ray-workers", type=int, default=1, help="concurrent trials of the ray-* tuners"
     )
     parser.add_argument(
+        "--ray-trial-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds each ray-* trial sleeps before reporting, so that concurrent trials "
+        "overlap and finish out of order as long trials do",
+    )
+    parser.add_argument(
         "--grid-points",
         type=int,
         default=None,
@@ -220,6 +228,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         torch_threads=args.torch_threads,
         grad_cost=args.grad_cost,
         ray_workers=args.ray_workers,
+        ray_trial_seconds=args.ray_trial_seconds,
         progress=not args.no_progress,
         out=args.out,
     )
@@ -252,6 +261,7 @@ def _command(args: argparse.Namespace) -> str:
         "label_noise": None,
         "torch_threads": 1,
         "ray_workers": 1,
+        "ray_trial_seconds": 0.0,
         "grid_points": None,
         "grid_seeds": None,
     }

@@ -1,4 +1,5 @@
-"""The Ray Tune tuners of the benchmark: ``ray-random``, ``ray-tpe`` and ``ray-l2l``.
+"""The Ray Tune tuners of the benchmark: ``ray-random``, ``ray-tpe``, ``ray-l2l`` and
+``ray-l2l-blackbox``.
 
 One :class:`RaySession` serves a whole benchmark run: it points Ray at a private
 temporary directory (``RAY_TMPDIR``, unless already set), turns off token
@@ -9,14 +10,18 @@ experiment's files in a temporary ``storage_path`` that it removes at the end.
 Each tuner is one ``tune.Tuner`` run of ``n`` trials with ``reuse_actors=True`` and
 ``max_concurrent_trials`` workers (default 1, so that trials finish in the order
 they were suggested). A trial evaluates the task's objective (the task is
-shipped once through ``tune.with_parameters``) and reports ``objective``, its
-meta-gradient ``objective_grad`` (``ray-l2l`` only), ``log_loss`` and its
-``end_time``; the run's evaluations are ordered by that time.
+shipped once through ``tune.with_parameters``), sleeps ``trial_seconds`` (so that
+concurrent trials overlap and may finish out of order, as long trials do) and reports
+``objective``, its meta-gradient ``objective_grad`` (``ray-l2l`` only), ``log_loss``,
+its ``start_time`` and ``end_time``; the run's evaluations are ordered by the end
+time, and the run records the peak number of trials running at once and whether they
+finished in the order they started.
 
 * ``ray-random``: ``BasicVariantGenerator(random_state=seed)``, log-uniform draws;
 * ``ray-tpe``: ``OptunaSearch(sampler=TPESampler(seed=seed))``;
 * ``ray-l2l``: :class:`~l2l_tune.integrations.ray.MetaGradientSearch` with the exact
-  meta-gradient (``log_objective=False``: the objective is already the chosen one).
+  meta-gradient (``log_objective=False``: the objective is already the chosen one);
+  ``ray-l2l-blackbox``: the same searcher on values only (finite-difference pairs).
 """
 
 from __future__ import annotations
@@ -50,15 +55,23 @@ class RaySession:
         num_cpus: CPUs of the local Ray instance (ignored when Ray is already running).
         workers: Concurrent trials of each Tuner run.
         torch_threads: PyTorch threads in the trials of the MNIST task.
+        trial_seconds: Seconds every trial sleeps before it reports.
 
     Attributes:
         storage: Absolute path of the temporary ``storage_path`` (while entered).
     """
 
-    def __init__(self, num_cpus: int = 2, workers: int = 1, torch_threads: int = 1) -> None:
+    def __init__(
+        self,
+        num_cpus: int = 2,
+        workers: int = 1,
+        torch_threads: int = 1,
+        trial_seconds: float = 0.0,
+    ) -> None:
         self.num_cpus = num_cpus
         self.workers = workers
         self.torch_threads = torch_threads
+        self.trial_seconds = trial_seconds
         self.storage = ""
         self._saved: dict[str, str | None] = {}
         self._own_tmp: str | None = None
@@ -120,6 +133,7 @@ class _TrialObjective:
     log_factor: float
     gradient: bool
     torch_threads: int | None = None
+    sleep_s: float = 0.0
 
     def log_loss(self, value: float) -> float:
         if self.log:
@@ -139,6 +153,7 @@ def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None)
 
         torch.set_num_threads(objective.torch_threads)
     eta = float(config["lr"])
+    start_time = time.time()
     start = time.perf_counter()
     metrics: dict[str, Any] = {}
     if objective.gradient:
@@ -155,6 +170,9 @@ def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None)
     metrics["raw_objective"] = float(value)
     metrics["log_loss"] = objective.log_loss(float(value))
     metrics["eval_s"] = time.perf_counter() - start
+    if objective.sleep_s:
+        time.sleep(objective.sleep_s)
+    metrics["start_time"] = start_time
     metrics["end_time"] = time.time()
     tune.report(metrics)
 
@@ -170,7 +188,8 @@ def _search(tuner: str, seed: int, workers: int, eta0: float) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(sampler=TPESampler(seed=seed), metric="objective", mode="min")
-    if tuner == "ray-l2l":
+    if tuner in ("ray-l2l", "ray-l2l-blackbox"):
+        # The black box's trials report no "objective_grad": finite-difference pairs.
         from ..integrations.ray import MetaGradientSearch
 
         return MetaGradientSearch(
@@ -183,7 +202,25 @@ def _search(tuner: str, seed: int, workers: int, eta0: float) -> Any:
             log_objective=False,
             seed=seed,
         )
-    raise ValueError(f"tuner must be one of 'ray-random', 'ray-tpe', 'ray-l2l'; got {tuner!r}")
+    raise ValueError(
+        "tuner must be one of 'ray-random', 'ray-tpe', 'ray-l2l', 'ray-l2l-blackbox'; "
+        f"got {tuner!r}"
+    )
+
+
+def _concurrency(intervals: list[tuple[float, float]]) -> dict[str, Any]:
+    """The peak number of the ``(start, end)`` intervals open at once, and whether they
+    ended in the order they started."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    peak = running = 0
+    for _, change in events:  # at a tie an end (-1) sorts before a start (+1)
+        running += change
+        peak = max(peak, running)
+    by_start = [end for _, end in sorted(intervals)]
+    return {
+        "peak_concurrency": peak,
+        "completed_in_start_order": by_start == sorted(by_start),
+    }
 
 
 def run_ray_tuner(
@@ -198,7 +235,7 @@ def run_ray_tuner(
     """One Ray Tune run of ``n`` trials of ``tuner`` on ``task``.
 
     Args:
-        tuner: ``"ray-random"``, ``"ray-tpe"`` or ``"ray-l2l"``.
+        tuner: ``"ray-random"``, ``"ray-tpe"``, ``"ray-l2l"`` or ``"ray-l2l-blackbox"``.
         task: The benchmark instance.
         n: Trials.
         gradient_cost: Inner-run equivalents of a meta-gradient trial (``ray-l2l``).
@@ -217,6 +254,7 @@ def run_ray_tuner(
         log_factor=task.log_factor,
         gradient=gradient,
         torch_threads=session.torch_threads if task.name == "mnist" else None,
+        sleep_s=session.trial_seconds,
     )
     search = _search(tuner, seed, workers, task.eta0)
     tune_config: dict[str, Any] = {
@@ -243,6 +281,7 @@ def run_ray_tuner(
     grid = runner.fit()
     wall = time.perf_counter() - start
     rows: list[tuple[float, float, float, float]] = []
+    starts: list[tuple[float, float]] = []
     errors = 0
     for i in range(len(grid)):
         result = grid[i]
@@ -250,6 +289,7 @@ def run_ray_tuner(
         if result.error is not None or "end_time" not in metrics:
             errors += 1
             continue
+        starts.append((float(metrics["start_time"]), float(metrics["end_time"])))
         rows.append(
             (
                 float(metrics["end_time"]),
@@ -264,8 +304,14 @@ def run_ray_tuner(
         EvalPoint(eta, value, log_loss, cost, end - start_wall, gradient)
         for end, eta, value, log_loss in rows
     ]
-    extra: dict[str, Any] = {"trials": len(grid), "errored_trials": errors, "workers": workers}
-    if gradient:
+    extra: dict[str, Any] = {
+        "trials": len(grid),
+        "errored_trials": errors,
+        "workers": workers,
+        "trial_seconds": session.trial_seconds,
+        **_concurrency(starts),
+    }
+    if tuner in ("ray-l2l", "ray-l2l-blackbox"):
         optimizer = search.meta_optimizer_state()
         extra["estimate"] = float(optimizer.estimate())
         extra["converged"] = bool(optimizer.converged)

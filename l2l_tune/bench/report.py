@@ -280,6 +280,7 @@ def write_plots(
         "l2l-paper": "#7fa7e0",
         "l2l-blackbox": "#2ca02c",
         "ray-l2l": "#17becf",
+        "ray-l2l-blackbox": "#9edae5",
         "optuna-l2l": "#393b79",
         "optuna-l2l-blackbox": "#98df8a",
         "grid": "#7f7f7f",

@@ -197,6 +197,7 @@ def _run(
                 num_cpus=max(2, s.ray_workers),
                 workers=s.ray_workers,
                 torch_threads=s.torch_threads,
+                trial_seconds=s.ray_trial_seconds,
             )
         with session as ray_session:
             for name in runnable:
@@ -284,7 +285,8 @@ def _notes(tuners: dict[str, Any], skipped: dict[str, str]) -> list[str]:
         "`optuna-grid` evaluates the same log-spaced points as `grid`, in GridSampler's "
         "shuffled order (`grid` goes from the smallest step size up).",
         "`ray-*` wall times include Ray Tune's start-up and tear-down of each Tuner run "
-        "(about 1–3 s here); trials run one at a time unless `--ray-workers` is raised.",
+        "(about 1–3 s here); trials run one at a time unless `--ray-workers` is raised, and "
+        "overlap only when a trial outlasts the searcher's turnaround (`--ray-trial-seconds`).",
         "Non-finite numbers are written as null in results.json.",
     ]
     notes.extend(skipped.values())
@@ -303,4 +305,17 @@ def _notes(tuners: dict[str, Any], skipped: dict[str, str]) -> list[str]:
         )
         if errors:
             notes.append(f"`{name}`: {errors} trials failed or errored (over seeds)")
+        peaks = [
+            r["extra"]["peak_concurrency"]
+            for r in entry["per_seed"]
+            if "peak_concurrency" in r["extra"]
+        ]
+        if peaks:
+            out_of_order = sum(
+                not r["extra"].get("completed_in_start_order", True) for r in entry["per_seed"]
+            )
+            notes.append(
+                f"`{name}`: peak number of trials running at once {max(peaks)}; trials finished "
+                f"out of the order they started in {out_of_order} of {len(peaks)} seeds."
+            )
     return notes

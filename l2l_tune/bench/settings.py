@@ -63,6 +63,7 @@ TUNER_NAMES: tuple[str, ...] = (
     "ray-random",
     "ray-tpe",
     "ray-l2l",
+    "ray-l2l-blackbox",
 )
 
 #: Tuners that evaluate exact meta-gradients (each evaluation costs the measured
@@ -70,9 +71,7 @@ TUNER_NAMES: tuple[str, ...] = (
 GRADIENT_TUNERS: frozenset[str] = frozenset({"l2l", "l2l-paper", "optuna-l2l", "ray-l2l"})
 
 #: Tuners built on this library's meta-optimizers (excluded from "best other tuner").
-L2L_TUNERS: frozenset[str] = frozenset(
-    {"l2l", "l2l-paper", "l2l-blackbox", "optuna-l2l", "optuna-l2l-blackbox", "ray-l2l"}
-)
+L2L_TUNERS: frozenset[str] = frozenset(name for name in TUNER_NAMES if "l2l" in name)
 
 #: Tuners that need Optuna (``ray-tpe`` needs both Optuna and Ray).
 OPTUNA_TUNERS: frozenset[str] = frozenset(
@@ -80,7 +79,7 @@ OPTUNA_TUNERS: frozenset[str] = frozenset(
 )
 
 #: Tuners that run through Ray Tune.
-RAY_TUNERS: frozenset[str] = frozenset({"ray-random", "ray-tpe", "ray-l2l"})
+RAY_TUNERS: frozenset[str] = frozenset(name for name in TUNER_NAMES if name.startswith("ray-"))
 
 #: Per-task defaults of the options left as ``None`` on the command line.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -211,6 +210,9 @@ class BenchSettings(RunSettingsMixin):
             more threads mostly contend).
         grad_cost: Inner-run equivalents of one meta-gradient evaluation; ``None``: measure it.
         ray_workers: Concurrent Ray trials.
+        ray_trial_seconds: Seconds every Ray trial sleeps before it reports, so that
+            concurrent trials really overlap and finish out of order as long trials do
+            (``0``: none).
         progress: Show a progress bar.
         out: Output directory (``None``: ``./bench-<task>``).
     """
@@ -239,6 +241,7 @@ class BenchSettings(RunSettingsMixin):
     torch_threads: int = 1
     grad_cost: float | None = None
     ray_workers: int = 1
+    ray_trial_seconds: float = 0.0
     progress: bool = True
     out: Path | None = None
 
@@ -268,6 +271,7 @@ class BenchSettings(RunSettingsMixin):
             _check_int(out.n_valid, "--n-valid", 0)
         _check_int(out.m_test, "--m-test", 1)
         _check_int(out.ray_workers, "--ray-workers", 1)
+        _check_float(out.ray_trial_seconds, "--ray-trial-seconds", inclusive=True)
         _check_float(out.sigma, "--sigma")
         if out.label_noise is not None:
             _check_float(out.label_noise, "--label-noise", inclusive=True)

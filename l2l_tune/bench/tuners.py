@@ -89,6 +89,7 @@ TUNER_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "ray-random": (("ray", "ray"),),
     "ray-tpe": (("ray", "ray"), ("optuna", "optuna")),
     "ray-l2l": (("ray", "ray"),),
+    "ray-l2l-blackbox": (("ray", "ray"),),
 }
 
 

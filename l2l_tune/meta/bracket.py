@@ -84,6 +84,9 @@ class BracketingMetaOptimizer(MetaOptimizer):
         if self.expand <= 1.0:
             raise ValueError(f"expand must be > 1, got {expand!r}")
         self.tol = check_positive(tol, "tol")
+        self._points_cache: tuple[tuple[int, int, int], list[tuple[MetaRecord, float]]] | None = (
+            None
+        )
 
     # ------------------------------------------------------------------ analysis of the history
     @staticmethod
@@ -94,6 +97,19 @@ class BracketingMetaOptimizer(MetaOptimizer):
         return math.copysign(1.0, record.grad) if record.grad != 0.0 else 0.0
 
     def _points(self) -> list[tuple[MetaRecord, float]]:
+        """:meth:`_classify_points` of the current history, computed once per told record.
+
+        A proposal consults the points up to four times; with thousands of told records
+        (a long Optuna study rebuilds this optimizer from its trials at every ask) the
+        repeated scans were most of the sampler's time. The history only grows by
+        :meth:`tell`, so its length and last record identify it.
+        """
+        key = (id(self.history), len(self.history), id(self.history[-1]) if self.history else 0)
+        if self._points_cache is None or self._points_cache[0] != key:
+            self._points_cache = (key, self._classify_points())
+        return list(self._points_cache[1])
+
+    def _classify_points(self) -> list[tuple[MetaRecord, float]]:
         """Sorted records (latest per step size) with their *effective* sign.
 
         A non-finite value counts as "too large" (a diverged run) unless a larger
