@@ -64,6 +64,13 @@ def add_learn_parser(sub: Any) -> None:
         help="RMSProp learning rate over the run: constant (the paper's) or a half cosine to 0",
     )
     parser.add_argument(
+        "--meta-init",
+        choices=("authors", "fan-in"),
+        default="authors",
+        help="initial meta-parameters: authors (weights N(0, 1), biases 0.1: the paper's) or "
+        "fan-in (weights N(0, 1/fan_in), biases 0)",
+    )
+    parser.add_argument(
         "--meta-set-size", type=int, default=None,
         help="meta-objective on this many meta-set samples, redrawn every truncation "
         "(default: the whole meta-set, the paper's)",
@@ -136,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         lr=args.lr,
         decay=args.decay,
         lr_schedule=args.lr_schedule,
+        init=args.meta_init,
         meta_set_size=args.meta_set_size,
     )
     if args.worker_cpus < 0 or args.worker_gpus < 0:

@@ -368,6 +368,7 @@ def test_meta_training_learns_to_descend_on_every_seed(one_torch_thread: None) -
         ({"label_noise": 1.5}, "label_noise"),
         ({"split": "valid", "n_valid": 0}, "n_valid"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"init": "he"}, "^init must be one of 'authors', 'fan-in'"),
     ],
 )
 def test_schedule_bad_input(kwargs: dict[str, Any], match: str) -> None:
@@ -390,6 +391,37 @@ def test_minibatches_and_split_data_follow_the_batch() -> None:
     assert x.shape == (2, 50, 64) and y.shape == (2, 50)
     with pytest.raises(ValueError, match="stop"):
         batch.minibatches(3, 3)
+
+
+def test_meta_parameter_initialisations() -> None:
+    """ "authors": weights N(0, 1) and biases 0.1; "fan-in": the same normal numbers over
+    √fan_in and biases 0; meta_train starts from the schedule's init; a bad init is named."""
+    from l2l_tune.learned import (
+        HIDDEN,
+        N_FEATURES,
+        MetaParameters,
+        MetaTrainingSchedule,
+        meta_train,
+    )
+    from l2l_tune.tasks import MNIST
+
+    authors = MetaParameters.initial(torch.Generator().manual_seed(5))
+    fan_in = MetaParameters.initial(torch.Generator().manual_seed(5), init="fan-in")
+    torch.testing.assert_close(fan_in.w1, authors.w1 / math.sqrt(N_FEATURES))
+    torch.testing.assert_close(fan_in.w2, authors.w2 / math.sqrt(HIDDEN))
+    assert torch.all(authors.b1 == 0.1) and torch.all(authors.b2 == 0.1)
+    assert torch.all(fan_in.b1 == 0.0) and torch.all(fan_in.b2 == 0.0)
+    assert 0.9 < float(authors.w1.std()) < 1.1
+    with pytest.raises(ValueError, match="^init must be one of 'authors', 'fan-in'; got 'xavier'"):
+        MetaParameters.initial(init="xavier")
+    schedule = MetaTrainingSchedule(
+        n_train=60, n_valid=40, problems=1, trajectories=1, min_truncations=1,
+        mean_extra_truncations=0.0, min_steps=2, mean_extra_steps=0.0, lr=1e-12,
+    )  # fmt: skip
+    digits = MNIST("digits", hidden=(8,))
+    for init, start in (("authors", authors), ("fan-in", fan_in)):
+        meta, _ = meta_train(digits, replace(schedule, init=init), seed=5)
+        torch.testing.assert_close(meta.w1, start.w1, atol=1e-6, rtol=0)
 
 
 def test_meta_learning_rate_schedules() -> None:
@@ -506,11 +538,13 @@ def test_learn_command_tests_the_optimizer_on_new_problems(
     argv = ["learn", "--out", str(tmp_path), "--dataset", "digits", "--split", "train",
             "--n-train", "100", "--problems", "1", "--trajectories", "2", "--truncations",
             "3", "0", "--steps", "4", "0", "--lr-schedule", "cosine", "--seed", "2",
-            "--test-runs", "2", "--test-steps", "30", "--no-progress"]  # fmt: skip
+            "--test-runs", "2", "--test-steps", "30", "--meta-init", "fan-in",
+            "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert "tested on 2 new problems × 30 steps: test accuracy" in capsys.readouterr().out
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["schedule"]["lr_schedule"] == "cosine"
+    assert result["schedule"]["init"] == "fan-in"
     test = result["test"]
     assert (test["runs"], test["steps"], test["curve_steps"][-1]) == (2, 30, 30)
     assert len(test["test_accuracy_runs"]) == 2
@@ -625,3 +659,7 @@ def test_figure_protocol_passes_its_meta_learning_rate_schedule() -> None:
     assert cosine.schedule("train", 1000, 0, 0.0).lr_schedule == "cosine"
     assert "cosine" in cosine.distance_from_the_paper()
     assert "cosine" not in default.distance_from_the_paper()
+    assert default.init == "authors" and default.schedule("train", 10, 0, 0.0).init == "authors"
+    fan_in = replace(default, init="fan-in")
+    assert fan_in.schedule("valid", 10, 10, 0.0).init == "fan-in"
+    assert "fan-in" in fan_in.distance_from_the_paper()

@@ -75,6 +75,8 @@ def test_unknown_target_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         (["reproduce", "fig4", "--quick", "--full"], "not allowed with argument"),
         (["reproduce", "fig5", "--meta-lr-schedule", "linear"], "must be one of 'constant'"),
         (["reproduce", "thm3", "--meta-lr-schedule", "cosine"], "applies to fig4, fig5 only"),
+        (["reproduce", "fig4", "--meta-init", "xavier"], "must be one of 'authors'"),
+        (["reproduce", "fig2", "--meta-init", "fan-in"], "applies to fig4, fig5 only"),
     ],
 )
 def test_bad_arguments_exit_2(

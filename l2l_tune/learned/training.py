@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_int
 from ..tasks.mnist import MNIST, MNISTBatch
-from .optimizer import MetaParameters
+from .optimizer import META_INITS, MetaParameters
 from .truncation import ORDERS, init_states, run_truncation
 
 __all__ = [
@@ -90,6 +90,8 @@ class MetaTrainingSchedule:
         meta_set_size: The meta-objective's loss on this many meta-set samples, a new
             random subset every truncation (``None``: the whole meta-set, the
             paper's; a budget for all of MNIST, whose meta-set is 60,000 or 10,000).
+        init: The initial meta-parameters when :func:`meta_train` is given none:
+            ``"authors"`` (the paper's) or ``"fan-in"`` (:data:`META_INITS`).
 
     Raises:
         ValueError: for a value out of its range, naming it.
@@ -110,11 +112,13 @@ class MetaTrainingSchedule:
     decay: float = 0.9
     meta_set_size: int | None = None
     lr_schedule: str = "constant"
+    init: str = "authors"
 
     def __post_init__(self) -> None:
         check_choice(self.split, "split", ("train", "valid"))
         check_choice(self.order, "order", ORDERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.init, "init", META_INITS)
         check_int(self.n_train, "n_train", 1)
         check_int(self.n_valid, "n_valid", 1 if self.split == "valid" else 0)
         if (
@@ -401,7 +405,7 @@ def meta_train(
     dtype, device = distribution.dtype, distribution.device
     if meta is None:
         meta = MetaParameters.initial(
-            torch.Generator().manual_seed(seed), dtype=dtype, device=device
+            torch.Generator().manual_seed(seed), dtype=dtype, device=device, init=schedule.init
         )
     meta = MetaParameters(*(t.detach().clone() for t in meta.tensors())).requires_grad_()
     optimizer = torch.optim.RMSprop(list(meta.tensors()), lr=schedule.lr, alpha=schedule.decay)

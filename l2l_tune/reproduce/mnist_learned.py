@@ -64,7 +64,13 @@ register_option(
     "default) or cosine (to 0, so the last trajectories run the final optimizer)",
     choices=("constant", "cosine"),
 )
-_LEARNED_OPTIONS = (*_OPTIONS, "meta_lr_schedule")
+register_option(
+    "meta_init",
+    help="fig4/fig5: the MLP optimizer's initial meta-parameters: authors (weights N(0, 1), "
+    "biases 0.1: the paper's, default) or fan-in (weights N(0, 1/fan_in), biases 0)",
+    choices=("authors", "fan-in"),
+)
+_LEARNED_OPTIONS = (*_OPTIONS, "meta_lr_schedule", "meta_init")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class LearnedProtocol:
         grid: ``(low, high, points)`` of SGD's log grid of step sizes.
         grid_tasks: Problems averaged by each grid point's validation loss.
         lr_schedule: The meta-learning rate's schedule (``"constant"``: the paper's).
+        init: The initial meta-parameters (``"authors"``: the paper's; ``"fan-in"``).
     """
 
     budget: str
@@ -104,6 +111,7 @@ class LearnedProtocol:
     grid: tuple[float, float, int]
     grid_tasks: int
     lr_schedule: str = "constant"
+    init: str = "authors"
 
     @classmethod
     def for_budget(cls, budget: str) -> LearnedProtocol:
@@ -138,6 +146,7 @@ class LearnedProtocol:
             mean_extra_steps=self.mean_extra_steps,
             lr=self.lr,
             lr_schedule=self.lr_schedule,
+            init=self.init,
             meta_set_size=cap if cap is not None and cap < meta_set else None,
         )
 
@@ -159,6 +168,7 @@ class LearnedProtocol:
             f"paper's {paper_meta:,} and {paper_steps:,}); tests {self.runs} × "
             f"{self.test_steps} steps (the paper: 5 × 4000)"
             + ("" if self.lr_schedule == "constant" else "; meta-learning rate: cosine to 0")
+            + ("" if self.init == "authors" else "; meta-parameters start fan-in scaled")
         )
 
 
@@ -361,6 +371,7 @@ def _run_learned(
     protocol = replace(
         LearnedProtocol.for_budget(_budget(ctx)),
         lr_schedule=ctx.option("meta_lr_schedule", "constant"),
+        init=ctx.option("meta_init", "authors"),
     )
     s = MNISTSettings.for_run(ctx.quick, keys=keys)
     dataset = ctx.option("dataset", s.dataset)
