@@ -182,6 +182,27 @@ def test_to_jsonable_converts_numpy_and_non_finite() -> None:
         to_jsonable(data, nonfinite="zero")  # type: ignore[arg-type]
 
 
+def test_checkpointed_reads_back_only_a_matching_fingerprint(tmp_path: Path) -> None:
+    """A part is computed once per fingerprint; another fingerprint recomputes and replaces."""
+    from l2l_tune.reproduce.base import checkpointed
+
+    calls: list[int] = []
+
+    def compute() -> dict[str, Any]:
+        calls.append(1)
+        return {"value": len(calls), "pair": (1.0, float("nan"))}
+
+    path = tmp_path / "part" / "noisy.json"
+    first, read_back = checkpointed(path, {"seed": 0, "grid": (1e-3, 3.0)}, compute)
+    assert not read_back and first["value"] == 1 and path.exists()
+    again, read_back = checkpointed(path, {"seed": 0, "grid": (1e-3, 3.0)}, compute)
+    assert read_back and again["value"] == 1 and again["pair"] == [1.0, "nan"]
+    other, read_back = checkpointed(path, {"seed": 1, "grid": (1e-3, 3.0)}, compute)
+    assert not read_back and other["value"] == 2 and len(calls) == 2
+    assert checkpointed(path, {"seed": 1, "grid": (1e-3, 3.0)}, compute)[0]["value"] == 2
+    assert [p.name for p in path.parent.iterdir()] == ["noisy.json"]
+
+
 def _learned_quick_run(name: str, out: Path) -> dict[str, Any]:
     """``reproduce NAME --quick`` of Fig 4 or 5: the files and the structure of the JSON."""
     code = main(["reproduce", name, "--quick", "--out", str(out), "--no-progress"])
@@ -230,6 +251,13 @@ def test_quick_fig5_meta_trains_the_mlp_optimizer_both_ways(
         "noisy-MLP-TbT.pt",
         "noisy-MLP-TbV.pt",
     ]
+    # Run again into the folder: every part (meta-training, the learned optimizers' tests,
+    # the step-size table) is read back, not rewritten, and the report is the same.
+    parts = [out / "tests" / "noisy.json", out / "step-size" / "noisy.json"]
+    written = [p.stat().st_mtime_ns for p in parts]
+    again = _learned_quick_run("fig5", out)
+    assert [p.stat().st_mtime_ns for p in parts] == written
+    assert again["results"] == payload["results"] and again["checks"] == payload["checks"]
 
 
 @pytest.mark.slow

@@ -28,13 +28,14 @@ figures.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bench.common import dumps_json
+from ..bench.common import dumps_json, to_jsonable
 
 __all__ = [
     "OPTION_SPECS",
@@ -45,6 +46,7 @@ __all__ = [
     "RunContext",
     "Target",
     "TargetReport",
+    "checkpointed",
     "register",
     "register_option",
     "run_target",
@@ -182,6 +184,40 @@ class OptionSpec:
 #: Command-line descriptions of target options, by name. An option that a target
 #: declares without a spec still becomes a plain string flag.
 OPTION_SPECS: dict[str, OptionSpec] = {}
+
+
+def checkpointed(
+    path: Path, fingerprint: Mapping[str, Any], compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """A part of a long target, read back from ``path`` when an earlier run finished it.
+
+    The part's result is written to ``path`` (JSON, beside its fingerprint) when
+    ``compute`` returns, so a target started again with the same ``--out`` (after a
+    kill, or to rerun only its plots and checks) skips what was done. A file whose
+    fingerprint differs (other settings, seed or inputs) is recomputed and replaced.
+    What the fingerprint cannot see is the code: delete the folder after changing it.
+
+    Args:
+        path: The part's JSON file.
+        fingerprint: Everything the result depends on (settings, seed, a checksum of
+            learned parameters), JSON-able.
+        compute: Computes the result (a JSON-able dict) when it cannot be read back.
+
+    Returns:
+        The result (as JSON gives it back when read: tuples become lists) and whether
+        it was read back.
+    """
+    expected = to_jsonable(fingerprint)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") == expected:
+            return saved["result"], True
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(dumps_json({"fingerprint": expected, "result": result}) + "\n")
+    partial.replace(path)
+    return result, False
 
 
 def register_option(name: str, *, help: str, choices: Iterable[str] | None = None) -> None:

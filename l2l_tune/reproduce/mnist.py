@@ -22,7 +22,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,15 @@ from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
 from ..meta import NonFiniteMetaGradientWarning
 from ..tuner import EvalRecord, StepSizeTuner
-from .base import RunContext, register_option
+from .base import RunContext, checkpointed, register_option
 
-__all__ = ["MNISTSetting", "MNISTSettings", "compare_on_mnist", "plot_accuracy_curves"]
+__all__ = [
+    "MNISTSetting",
+    "MNISTSettings",
+    "compare_on_mnist",
+    "data_fingerprint",
+    "plot_accuracy_curves",
+]
 
 _OPTIONS = ("dataset", "data_dir", "device")
 register_option(
@@ -144,6 +151,24 @@ def _distribution(ctx: RunContext, dataset: str) -> Any:
     dataset = ctx.option("dataset", dataset)
     data_dir = ctx.option("data_dir", None)
     return MNIST(dataset, data_dir=data_dir, device=ctx.option("device", "cpu"))
+
+
+def data_fingerprint(distribution: Any) -> dict[str, Any]:
+    """What a checkpointed result depends on in an :class:`~l2l_tune.tasks.MNIST`.
+
+    The data set's name and sizes, a SHA-256 of its arrays, the network, the batch
+    size, the dtype and the device (float results differ between CPU and CUDA).
+    """
+    import hashlib
+
+    data = distribution.data
+    digest = hashlib.sha256()
+    for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {"name": data.name, "train": len(data.train_labels), "test": len(data.test_labels),
+            "sha256": digest.hexdigest(), "device": str(distribution.device),
+            "dtype": str(distribution.dtype), "sizes": list(distribution.sizes),
+            "batch_size": distribution.batch_size}  # fmt: skip
 
 
 def compare_on_mnist(
@@ -302,17 +327,31 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
 def _run_settings(
     ctx: RunContext, keys: tuple[str, ...], name: str
 ) -> tuple[MNISTSettings, dict[str, dict[str, Any]]]:
-    """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``."""
+    """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``.
+
+    Each setting's result is checkpointed in ``ctx.out_dir / "step-size"`` (keyed by
+    the protocol, the setting, the seed and the data), so a run started again skips
+    the settings it finished, and fig4 and fig5 share the noisy setting's result when
+    the folder is copied.
+    """
     s = MNISTSettings.for_run(ctx.quick, keys=keys)
     s = replace(s, dataset=ctx.option("dataset", s.dataset))
     distribution = _distribution(ctx, s.dataset)
+    protocol = {k: v for k, v in asdict(s).items() if k != "settings"}
     bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
+    results = {}
     try:
         with _torch_threads(s.dataset):
-            results = {
-                st.key: compare_on_mnist(distribution, st, s, seed=ctx.seed, bar=bar)
-                for st in s.settings
-            }
+            for st in s.settings:
+                fingerprint = {"protocol": protocol, "setting": asdict(st), "seed": ctx.seed,
+                               "data": data_fingerprint(distribution)}  # fmt: skip
+                results[st.key], read_back = checkpointed(
+                    ctx.out_dir / "step-size" / f"{st.key}.json",
+                    fingerprint,
+                    partial(compare_on_mnist, distribution, st, s, seed=ctx.seed, bar=bar),
+                )
+                if read_back:
+                    bar.update(3)
     finally:
         bar.close()
     return s, results

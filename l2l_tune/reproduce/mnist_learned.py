@@ -26,13 +26,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..baselines import GridSearch
-from .base import Check, RunContext, TargetReport, register, register_option
+from .base import Check, RunContext, TargetReport, checkpointed, register, register_option
 from .mnist import (
     _OPTIONS,
     MNISTSetting,
@@ -43,6 +44,7 @@ from .mnist import (
     _setting_text,
     _table,
     _torch_threads,
+    data_fingerprint,
     plot_accuracy_curves,
 )
 
@@ -396,13 +398,33 @@ def _run_learned(
         results = {}
         with _torch_threads(dataset):
             for st in s.settings:
-                results[st.key] = compare_learned_on_mnist(
-                    distribution, st, protocol, trained, jobs, seed=ctx.seed
-                )
+                fingerprint = {
+                    "protocol": asdict(protocol), "setting": asdict(st), "seed": ctx.seed,
+                    "data": data_fingerprint(distribution),
+                    "meta_parameters": {method: _checksum(meta) for (key, method), (meta, _)
+                                        in trained.items() if key == st.key},
+                }  # fmt: skip
+                results[st.key], _ = checkpointed(
+                    ctx.out_dir / "tests" / f"{st.key}.json",
+                    fingerprint,
+                    partial(compare_learned_on_mnist, distribution, st, protocol, trained,
+                            jobs, seed=ctx.seed),
+                )  # fmt: skip
                 bar.update()
     finally:
         bar.close()
     return protocol, dataset, results
+
+
+def _checksum(meta: Any) -> str:
+    """SHA-256 of a :class:`~l2l_tune.learned.MetaParameters`' tensors."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(meta.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _learned_table(settings: dict[str, dict[str, Any]]) -> list[str]:
