@@ -258,6 +258,9 @@ def test_quick_fig5_meta_trains_the_mlp_optimizer_both_ways(
     again = _learned_quick_run("fig5", out)
     assert [p.stat().st_mtime_ns for p in parts] == written
     assert again["results"] == payload["results"] and again["checks"] == payload["checks"]
+    assert not any("earlier run" in note for note in payload["notes"])
+    (note,) = (note for note in again["notes"] if "earlier run" in note)
+    assert "meta-training/noisy-MLP-TbV.pt" in note and "step-size/noisy.json" in note
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ labels, noisy ones included) along the way.
 
 from __future__ import annotations
 
+import textwrap
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -271,7 +272,8 @@ def plot_accuracy_curves(
     """
     plt = pyplot()
     key_curve = f"{kind}_accuracy_curve"
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False)
+    width = max(5.0 * len(settings), 6.0)
+    fig, axes = plt.subplots(1, len(settings), figsize=(width, 4.0), squeeze=False)
     for ax, setting in zip(axes[0], settings.values(), strict=True):
         for method in setting["methods"].values():
             curves = np.asarray(method[key_curve])
@@ -286,9 +288,10 @@ def plot_accuracy_curves(
         ax.set_ylabel("test accuracy" if kind == "test" else "training accuracy (task labels)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(
+    title = (
         f"{optimizer}: {kind} accuracy of the {network} network (mean and min–max of {runs} runs)"
     )
+    fig.suptitle(textwrap.fill(title, width=int(10 * width)))
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -326,13 +329,13 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
 
 def _run_settings(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[MNISTSettings, dict[str, dict[str, Any]]]:
+) -> tuple[MNISTSettings, dict[str, dict[str, Any]], list[str]]:
     """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``.
 
     Each setting's result is checkpointed in ``ctx.out_dir / "step-size"`` (keyed by
     the protocol, the setting, the seed and the data), so a run started again skips
     the settings it finished, and fig4 and fig5 share the noisy setting's result when
-    the folder is copied.
+    the folder is copied. The third value lists the files read back.
     """
     s = MNISTSettings.for_run(ctx.quick, keys=keys)
     s = replace(s, dataset=ctx.option("dataset", s.dataset))
@@ -340,18 +343,21 @@ def _run_settings(
     protocol = {k: v for k, v in asdict(s).items() if k != "settings"}
     bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
     results = {}
+    read_back_files = []
     try:
         with _torch_threads(s.dataset):
             for st in s.settings:
                 fingerprint = {"protocol": protocol, "setting": asdict(st), "seed": ctx.seed,
                                "data": data_fingerprint(distribution)}  # fmt: skip
+                path = ctx.out_dir / "step-size" / f"{st.key}.json"
                 results[st.key], read_back = checkpointed(
-                    ctx.out_dir / "step-size" / f"{st.key}.json",
+                    path,
                     fingerprint,
                     partial(compare_on_mnist, distribution, st, s, seed=ctx.seed, bar=bar),
                 )
                 if read_back:
                     bar.update(3)
+                    read_back_files.append(f"step-size/{path.name}")
     finally:
         bar.close()
-    return s, results
+    return s, results, read_back_files

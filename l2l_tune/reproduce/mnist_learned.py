@@ -16,7 +16,8 @@ orders) for ``test_steps`` steps on their training samples, recording test accur
 Three budgets: ``quick`` (scikit-learn's 8×8 digits, a smoke test of the whole
 pipeline in about a minute per target), ``default`` (MNIST, sized for two CPU cores:
 shorter and fewer truncations than the paper's, the meta-objective of all of MNIST on a
-random 1,000 of its samples per truncation) and ``full`` (the paper's schedule: 300
+random 1,000 of its samples per truncation, meta-parameters started fan-in scaled and the
+meta-learning rate annealed to 0 by a cosine) and ``full`` (the paper's schedule: 300
 trajectories of ``10 + Exp(30)`` truncations of ``50 + Exp(100)`` steps, tests of
 4,000 steps; for a GPU).
 """
@@ -62,14 +63,16 @@ BUDGETS = ("quick", "default", "full")
 
 register_option(
     "meta_lr_schedule",
-    help="fig4/fig5: RMSProp's meta-learning rate over meta-training: constant (the paper's, "
-    "default) or cosine (to 0, so the last trajectories run the final optimizer)",
+    help="fig4/fig5: RMSProp's meta-learning rate over meta-training: constant (the paper's; "
+    "the default of --quick and --full) or cosine (to 0, so the last trajectories run the final "
+    "optimizer; the default budget's default)",
     choices=("constant", "cosine"),
 )
 register_option(
     "meta_init",
     help="fig4/fig5: the MLP optimizer's initial meta-parameters: authors (weights N(0, 1), "
-    "biases 0.1: the paper's, default) or fan-in (weights N(0, 1/fan_in), biases 0)",
+    "biases 0.1: the paper's; the default of --quick and --full) or fan-in (weights "
+    "N(0, 1/fan_in), biases 0; the default budget's default)",
     choices=("authors", "fan-in"),
 )
 _LEARNED_OPTIONS = (*_OPTIONS, "meta_lr_schedule", "meta_init")
@@ -94,8 +97,11 @@ class LearnedProtocol:
         eval_every: Steps between points of the accuracy curves (the paper: 100).
         grid: ``(low, high, points)`` of SGD's log grid of step sizes.
         grid_tasks: Problems averaged by each grid point's validation loss.
-        lr_schedule: The meta-learning rate's schedule (``"constant"``: the paper's).
-        init: The initial meta-parameters (``"authors"``: the paper's; ``"fan-in"``).
+        lr_schedule: The meta-learning rate's schedule (``"constant"``: the paper's;
+            ``"cosine"`` in the default budget).
+        init: The initial meta-parameters (``"authors"``: the paper's; ``"fan-in"`` in
+            the default budget, where the authors' start leaves the CPU budget on the
+            ln 10 plateau: docs/learned.md).
     """
 
     budget: str
@@ -366,14 +372,20 @@ def _budget(ctx: RunContext) -> str:
 
 def _run_learned(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[LearnedProtocol, str, dict[str, dict[str, Any]]]:
-    """Meta-train every setting's MLP-TbT and MLP-TbV (in parallel) and test them."""
+) -> tuple[LearnedProtocol, str, dict[str, dict[str, Any]], list[str]]:
+    """Meta-train every setting's MLP-TbT and MLP-TbV (in parallel) and test them.
+
+    Returns the protocol, the data set, the results by setting and the checkpoint files
+    an earlier run had written into ``ctx.out_dir`` (meta-trainings resumed or read
+    back, tests read back).
+    """
     import os
 
+    budget = LearnedProtocol.for_budget(_budget(ctx))
     protocol = replace(
-        LearnedProtocol.for_budget(_budget(ctx)),
-        lr_schedule=ctx.option("meta_lr_schedule", "constant"),
-        init=ctx.option("meta_init", "authors"),
+        budget,
+        lr_schedule=ctx.option("meta_lr_schedule", budget.lr_schedule),
+        init=ctx.option("meta_init", budget.init),
     )
     s = MNISTSettings.for_run(ctx.quick, keys=keys)
     dataset = ctx.option("dataset", s.dataset)
@@ -384,13 +396,19 @@ def _run_learned(
         "device": ctx.option("device", "cpu"),
     }
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = ctx.out_dir / "meta-training"
+    read_back_files = [
+        f"meta-training/{job.setting}-{job.method}.pt"
+        for job in jobs
+        if (checkpoints / f"{job.setting}-{job.method}.pt").exists()
+    ]
     bar = ctx.bar(len(jobs) + len(s.settings), f"{name}: meta-training, then tests")
     try:
         trained = run_meta_training_jobs(
             jobs,
             distribution_args,
             processes=os.cpu_count() or 1,
-            checkpoint_dir=ctx.out_dir / "meta-training",
+            checkpoint_dir=checkpoints,
             on_done=lambda job: bar.update(),
         )
         for (key, method), (meta, _) in trained.items():
@@ -404,16 +422,19 @@ def _run_learned(
                     "meta_parameters": {method: _checksum(meta) for (key, method), (meta, _)
                                         in trained.items() if key == st.key},
                 }  # fmt: skip
-                results[st.key], _ = checkpointed(
-                    ctx.out_dir / "tests" / f"{st.key}.json",
+                path = ctx.out_dir / "tests" / f"{st.key}.json"
+                results[st.key], read_back = checkpointed(
+                    path,
                     fingerprint,
                     partial(compare_learned_on_mnist, distribution, st, protocol, trained,
                             jobs, seed=ctx.seed),
                 )  # fmt: skip
+                if read_back:
+                    read_back_files.append(f"tests/{path.name}")
                 bar.update()
     finally:
         bar.close()
-    return protocol, dataset, results
+    return protocol, dataset, results, read_back_files
 
 
 def _checksum(meta: Any) -> str:
@@ -469,14 +490,14 @@ def _learned_setting_text(protocol: LearnedProtocol, dataset: str, ctx: RunConte
 
 def _step_size_part(
     ctx: RunContext, keys: tuple[str, ...], name: str, kind: str
-) -> tuple[MNISTSettings, dict[str, dict[str, Any]], Path]:
+) -> tuple[MNISTSettings, dict[str, dict[str, Any]], Path, list[str]]:
     """The second table: SGD's step size learned TbT/TbV (forward-mode meta-gradients)."""
-    s, results = _run_settings(ctx, keys, name)
+    s, results, read_back_files = _run_settings(ctx, keys, name)
     figure = plot_accuracy_curves(
         results, ctx.figure_path(f"{name}_step_size"), kind=kind, runs=s.runs,
         network=_network(s.dataset),
     )  # fmt: skip
-    return s, results, figure
+    return s, results, figure, read_back_files
 
 
 def _report(
@@ -487,10 +508,18 @@ def _report(
     step_size_part: tuple[MNISTSettings, dict[str, dict[str, Any]]],
     checks: list[Check],
     figures: list[Path],
+    read_back_files: list[str],
     *notes: str,
 ) -> TargetReport:
     """Fig 4's or 5's report: the learned optimizer's table first, the step size's second."""
     s, step_size = step_size_part
+    if read_back_files:
+        notes = (
+            *notes,
+            "From an earlier run into this folder (so not in this run's time): "
+            + ", ".join(read_back_files)
+            + "; delete them to recompute.",
+        )
     return TargetReport(
         setting=_learned_setting_text(protocol, dataset, ctx),
         measured=[
@@ -524,12 +553,12 @@ def _report(
 def fig4(ctx: RunContext) -> TargetReport:
     """Fig 4: test accuracy of MLP-TbT, MLP-TbV and grid-searched SGD in three settings."""
     keys = ("small", "noisy", "all")
-    protocol, dataset, learned = _run_learned(ctx, keys, "fig4")
+    protocol, dataset, learned, read_back = _run_learned(ctx, keys, "fig4")
     figure = plot_accuracy_curves(
         learned, ctx.figure_path("fig4"), kind="test", runs=protocol.runs,
         optimizer="MLP optimizer / SGD", network=_network(dataset),
     )  # fmt: skip
-    s, step_size, step_figure = _step_size_part(ctx, keys, "fig4", "test")
+    s, step_size, step_figure, step_read_back = _step_size_part(ctx, keys, "fig4", "test")
     gap = {k: _accuracy(learned[k], "MLP-TbV") - _accuracy(learned[k], "MLP-TbT") for k in keys}
     checks = [
         Check(
@@ -551,6 +580,7 @@ def fig4(ctx: RunContext) -> TargetReport:
     step_gap = {k: _accuracy(step_size[k], "TbV") - _accuracy(step_size[k], "TbT") for k in keys}
     return _report(
         ctx, protocol, dataset, learned, (s, step_size), checks, [figure, step_figure],
+        read_back + step_read_back,
         "SGD's step size learned TbT/TbV (second table, fig4_step_size.png): TbV − TbT = "
         + ", ".join(f"{k} {v:+.4f}" for k, v in step_gap.items()),
     )  # fmt: skip
@@ -570,12 +600,12 @@ def fig4(ctx: RunContext) -> TargetReport:
 )
 def fig5(ctx: RunContext) -> TargetReport:
     """Fig 5: training-accuracy curves of MLP-TbT, MLP-TbV and SGD in the noisy setting."""
-    protocol, dataset, learned = _run_learned(ctx, ("noisy",), "fig5")
+    protocol, dataset, learned, read_back = _run_learned(ctx, ("noisy",), "fig5")
     figure = plot_accuracy_curves(
         learned, ctx.figure_path("fig5"), kind="train", runs=protocol.runs,
         optimizer="MLP optimizer / SGD", network=_network(dataset),
     )  # fmt: skip
-    s, step_size, step_figure = _step_size_part(ctx, ("noisy",), "fig5", "train")
+    s, step_size, step_figure, step_read_back = _step_size_part(ctx, ("noisy",), "fig5", "train")
     noisy = learned["noisy"]
     train_tbt, train_tbv = (_accuracy(noisy, m, "train") for m in ("MLP-TbT", "MLP-TbV"))
     test_tbt, test_tbv = (_accuracy(noisy, m) for m in ("MLP-TbT", "MLP-TbV"))
@@ -591,4 +621,7 @@ def fig5(ctx: RunContext) -> TargetReport:
             f"test accuracy MLP-TbV {test_tbv:.4f} vs MLP-TbT {test_tbt:.4f}",
         ),
     ]
-    return _report(ctx, protocol, dataset, learned, (s, step_size), checks, [figure, step_figure])
+    return _report(
+        ctx, protocol, dataset, learned, (s, step_size), checks, [figure, step_figure],
+        read_back + step_read_back,
+    )  # fmt: skip
