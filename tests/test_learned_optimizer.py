@@ -648,18 +648,23 @@ def test_accumulating_over_problem_groups_gives_the_stacked_meta_gradient() -> N
 
 
 def test_figure_protocol_passes_its_meta_learning_rate_schedule() -> None:
-    """``reproduce fig4/fig5 --meta-lr-schedule cosine`` reaches every meta-training of the
-    protocol and its description; the default is the paper's constant rate."""
+    """``reproduce fig4/fig5 --meta-lr-schedule/--meta-init`` reach every meta-training of the
+    protocol and its description; --quick and --full keep the paper's constant rate and
+    initialisation, the default budget anneals the rate and starts fan-in scaled."""
     from l2l_tune.reproduce.mnist_learned import LearnedProtocol
 
+    for budget in ("quick", "full"):
+        paper = LearnedProtocol.for_budget(budget)
+        assert (paper.lr_schedule, paper.init) == ("constant", "authors")
+        assert paper.schedule("valid", 1000, 1000, 0.2).lr_schedule == "constant"
+        assert paper.schedule("train", 10, 0, 0.0).init == "authors"
+        assert "cosine" not in paper.distance_from_the_paper()
+        assert "fan-in" not in paper.distance_from_the_paper()
     default = LearnedProtocol.for_budget("default")
-    assert default.lr_schedule == "constant"
-    assert default.schedule("valid", 1000, 1000, 0.2).lr_schedule == "constant"
-    cosine = replace(default, lr_schedule="cosine")
-    assert cosine.schedule("train", 1000, 0, 0.0).lr_schedule == "cosine"
-    assert "cosine" in cosine.distance_from_the_paper()
-    assert "cosine" not in default.distance_from_the_paper()
-    assert default.init == "authors" and default.schedule("train", 10, 0, 0.0).init == "authors"
-    fan_in = replace(default, init="fan-in")
-    assert fan_in.schedule("valid", 10, 10, 0.0).init == "fan-in"
-    assert "fan-in" in fan_in.distance_from_the_paper()
+    assert (default.lr_schedule, default.init) == ("cosine", "fan-in")
+    assert default.schedule("train", 1000, 0, 0.0).lr_schedule == "cosine"
+    assert default.schedule("valid", 10, 10, 0.0).init == "fan-in"
+    assert "cosine" in default.distance_from_the_paper()
+    assert "fan-in" in default.distance_from_the_paper()
+    paper_start = replace(default, lr_schedule="constant", init="authors")
+    assert paper_start.schedule("valid", 10, 10, 0.0).init == "authors"

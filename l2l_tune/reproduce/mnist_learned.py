@@ -129,7 +129,7 @@ class LearnedProtocol:
                        (1e-2, 3.0, 7), 2)  # fmt: skip
         if budget == "default":
             return cls("default", 1, 8, 100, 0.0, 10, 0.0, 1e-2, 1000, 1000, 5, 50,
-                       (1e-3, 3.0, 9), 2)  # fmt: skip
+                       (1e-3, 3.0, 9), 2, lr_schedule="cosine", init="fan-in")  # fmt: skip
         if budget == "full":
             return cls("full", 1, 300, 10, 30.0, 50, 100.0, 1e-2, None, 4000, 5, 100,
                        (1e-3, 3.0, 15), 4)  # fmt: skip
