@@ -201,6 +201,11 @@ def test_checkpointed_reads_back_only_a_matching_fingerprint(tmp_path: Path) -> 
     assert not read_back and other["value"] == 2 and len(calls) == 2
     assert checkpointed(path, {"seed": 1, "grid": (1e-3, 3.0)}, compute)[0]["value"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["noisy.json"]
+    for damaged in ('{"fingerprint": ', "[1, 2]"):  # cut short, or not a checkpoint
+        path.write_text(damaged)
+        result, read_back = checkpointed(path, {"seed": 1, "grid": (1e-3, 3.0)}, compute)
+        assert not read_back and result["value"] == len(calls)
+    assert checkpointed(path, {"seed": 1, "grid": (1e-3, 3.0)}, compute)[1]
 
 
 def _learned_quick_run(name: str, out: Path) -> dict[str, Any]:

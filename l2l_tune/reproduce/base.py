@@ -194,7 +194,8 @@ def checkpointed(
     The part's result is written to ``path`` (JSON, beside its fingerprint) when
     ``compute`` returns, so a target started again with the same ``--out`` (after a
     kill, or to rerun only its plots and checks) skips what was done. A file whose
-    fingerprint differs (other settings, seed or inputs) is recomputed and replaced.
+    fingerprint differs (other settings, seed or inputs), or that is not such a JSON
+    file, is recomputed and replaced.
     What the fingerprint cannot see is the code: delete the folder after changing it.
 
     Args:
@@ -209,8 +210,11 @@ def checkpointed(
     """
     expected = to_jsonable(fingerprint)
     if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("fingerprint") == expected:
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            saved = None  # not written by this function (its writes are atomic): recompute
+        if isinstance(saved, dict) and saved.get("fingerprint") == expected:
             return saved["result"], True
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
