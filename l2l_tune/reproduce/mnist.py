@@ -21,7 +21,7 @@ from __future__ import annotations
 import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -42,6 +42,7 @@ __all__ = [
     "compare_on_mnist",
     "data_fingerprint",
     "plot_accuracy_curves",
+    "sha256_of",
 ]
 
 _OPTIONS = ("dataset", "data_dir", "device")
@@ -154,20 +155,26 @@ def _distribution(ctx: RunContext, dataset: str) -> Any:
     return MNIST(dataset, data_dir=data_dir, device=ctx.option("device", "cpu"))
 
 
+def sha256_of(arrays: Iterable[Any]) -> str:
+    """SHA-256 of the raw bytes of ``arrays`` (NumPy arrays or CPU tensors), in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def data_fingerprint(distribution: Any) -> dict[str, Any]:
     """What a checkpointed result depends on in an :class:`~l2l_tune.tasks.MNIST`.
 
     The data set's name and sizes, a SHA-256 of its arrays, the network, the batch
     size, the dtype and the device (float results differ between CPU and CUDA).
     """
-    import hashlib
-
     data = distribution.data
-    digest = hashlib.sha256()
-    for array in (data.train_images, data.train_labels, data.test_images, data.test_labels):
-        digest.update(np.ascontiguousarray(array).tobytes())
+    arrays = (data.train_images, data.train_labels, data.test_images, data.test_labels)
     return {"name": data.name, "train": len(data.train_labels), "test": len(data.test_labels),
-            "sha256": digest.hexdigest(), "device": str(distribution.device),
+            "sha256": sha256_of(arrays), "device": str(distribution.device),
             "dtype": str(distribution.dtype), "sizes": list(distribution.sizes),
             "batch_size": distribution.batch_size}  # fmt: skip
 

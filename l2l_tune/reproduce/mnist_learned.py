@@ -47,6 +47,7 @@ from .mnist import (
     _torch_threads,
     data_fingerprint,
     plot_accuracy_curves,
+    sha256_of,
 )
 
 __all__ = [
@@ -398,7 +399,7 @@ def _run_learned(
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = ctx.out_dir / "meta-training"
     read_back_files = [
-        f"meta-training/{job.setting}-{job.method}.pt"
+        f"meta-training/{job.setting}-{job.method}.pt (resumed or read back)"
         for job in jobs
         if (checkpoints / f"{job.setting}-{job.method}.pt").exists()
     ]
@@ -419,8 +420,10 @@ def _run_learned(
                 fingerprint = {
                     "protocol": asdict(protocol), "setting": asdict(st), "seed": ctx.seed,
                     "data": data_fingerprint(distribution),
-                    "meta_parameters": {method: _checksum(meta) for (key, method), (meta, _)
-                                        in trained.items() if key == st.key},
+                    "meta_parameters": {
+                        method: sha256_of(t.detach().cpu().numpy() for t in meta.tensors())
+                        for (key, method), (meta, _) in trained.items() if key == st.key
+                    },
                 }  # fmt: skip
                 path = ctx.out_dir / "tests" / f"{st.key}.json"
                 results[st.key], read_back = checkpointed(
@@ -435,17 +438,6 @@ def _run_learned(
     finally:
         bar.close()
     return protocol, dataset, results, read_back_files
-
-
-def _checksum(meta: Any) -> str:
-    """SHA-256 of a :class:`~l2l_tune.learned.MetaParameters`' tensors."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(meta.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _learned_table(settings: dict[str, dict[str, Any]]) -> list[str]:
@@ -516,7 +508,7 @@ def _report(
     if read_back_files:
         notes = (
             *notes,
-            "From an earlier run into this folder (so not in this run's time): "
+            "From an earlier run into this folder (its work is not in this run's time): "
             + ", ".join(read_back_files)
             + "; delete them to recompute.",
         )
