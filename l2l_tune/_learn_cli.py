@@ -10,8 +10,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from ._validation import check_int
+from .bench.common import dumps_json, to_jsonable
 
 __all__ = ["add_learn_parser"]
 
@@ -109,6 +113,7 @@ def add_learn_parser(sub: Any) -> None:
 
 
 def _integral(value: float, flag: str) -> int:
+    """``value`` of ``flag``'s first number as an int, refused when it is not whole."""
     if value != int(value):
         raise ValueError(f"{flag} MIN must be an integer, got {value!r}")
     return int(value)
@@ -120,13 +125,9 @@ def _run(args: argparse.Namespace) -> int:
     from .learned import MetaTrainingRecord, MetaTrainingSchedule, meta_train
     from .tasks import MNIST
 
-    if args.test_runs < 0:
-        raise ValueError(f"--test-runs must be an integer >= 0; got {args.test_runs}")
-    if args.test_steps < 1:
-        raise ValueError(f"--test-steps must be an integer >= 1; got {args.test_steps}")
-    if args.threads < 0:
-        raise ValueError(f"--threads must be an integer >= 0; got {args.threads}")
-    if args.threads:
+    check_int(args.test_runs, "--test-runs", 0)
+    check_int(args.test_steps, "--test-steps", 1)
+    if check_int(args.threads, "--threads", 0):  # 0: PyTorch's default
         torch.set_num_threads(args.threads)
     schedule = MetaTrainingSchedule(
         split=args.split,
@@ -187,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     meta.save(out / "meta.pt")
     result = {
         "command": "l2l-tune learn " + " ".join(sys.argv[2:]),
-        "schedule": {k: getattr(schedule, k) for k in schedule.__dataclass_fields__},
+        "schedule": asdict(schedule),
         "dataset": args.dataset,
         "seed": args.seed,
         "meta_parameters": str(out / "meta.pt"),
@@ -205,9 +206,9 @@ def _run(args: argparse.Namespace) -> int:
             eval_every=min(100, args.test_steps), seed=args.seed + 1000,
         )  # fmt: skip
         result["test"] = {"runs": args.test_runs, "steps": args.test_steps, **tested}
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "result.json").write_text(dumps_json(result) + "\n")
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(to_jsonable(result)))
     else:
         last = records[-5:]
         print(
