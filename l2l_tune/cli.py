@@ -331,6 +331,7 @@ def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
     """TbT vs TbV (:func:`~l2l_tune.reproduce.least_squares.compare_tbt_tbv`), tuned by
     :class:`StepSizeTuner` with the command's settings; test tasks from ``seed + 10_000``."""
     split = args.split or "both"
+    sides = {"train": ("TbT",), "valid": ("TbV",), "both": ("TbT", "TbV")}[split]
     check_int(args.n_train, "--n-train", 1)
     _check_n_valid(args, split)
     # TbT alone learns on the --n-train samples; beside TbV, on all of TbV's samples.
@@ -340,7 +341,6 @@ def _run_least_squares(args: argparse.Namespace, t: int) -> list[_Run]:
         run = _fit(batch, args, t, which, label)
         return {"eta": run.step_tuner.step_size_, "run": run}
 
-    sides = {"train": ("TbT",), "valid": ("TbV",), "both": ("TbT", "TbV")}[split]
     dist = LeastSquares(args.d or 1000, sigma=args.sigma)
     compared = compare_tbt_tbv(dist, n, tune, m=args.m, t=t, seed=args.seed,
                                n_valid=args.n_valid, m_test=args.m_test, sides=sides)  # fmt: skip
