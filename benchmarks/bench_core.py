@@ -619,8 +619,8 @@ def bench_meta_optimizers(
                     }
                 )
         # Projection onto η ≥ 0 can synchronise the paper method's runs: once both hit
-        # η = 0 at the same k (μ_k depends on k only), they coincide from then on.
-        # The evaluations after which the two runs' estimates stay equal (differ by ≤ 0).
+        # η = 0 at the same k (μ_k depends on k only), they coincide from then on. Count the
+        # evaluations after which their estimates stay equal.
         first, second = (paper_estimates[label] for label in starts)
         instance_merge = evals_within(first != second, 0.0, stay=True)
         for run in runs[-2 * len(starts) :]:
