@@ -273,29 +273,17 @@ def medians(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
 
 
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
-    """How a script was run, for its report: ``python``, ``script``, then its arguments.
-
-    Args:
-        script: The script's path from the repository's root (``benchmarks/bench_core.py``).
-        argv: Its arguments; ``sys.argv[1:]`` by default.
-    """
+    """How ``script`` (its path from the repository's root) ran, for its report: ``python``,
+    ``script`` and its arguments ``argv`` (``sys.argv[1:]`` by default)."""
     return " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def write_results(
     json_path: Path, payload: Any, markdown: str, markdown_path: Path | None = None
 ) -> Path:
-    """Write a measurement as JSON (:func:`dumps_json`) and its markdown report, and say where.
-
-    Args:
-        json_path: The JSON file; missing folders are created.
-        payload: What :func:`dumps_json` writes.
-        markdown: The report.
-        markdown_path: The report's file; by default ``json_path`` with the suffix ``.md``.
-
-    Returns:
-        The report's path.
-    """
+    """Write ``payload`` to ``json_path`` (:func:`dumps_json`) and ``markdown`` to
+    ``markdown_path`` (by default beside it, suffix ``.md``), creating folders; print and return
+    the report's path."""
     markdown_path = json_path.with_suffix(".md") if markdown_path is None else markdown_path
     for path, text in ((json_path, dumps_json(payload) + "\n"), (markdown_path, markdown)):
         path.parent.mkdir(parents=True, exist_ok=True)
