@@ -38,7 +38,6 @@ import argparse
 import gc
 import math
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -52,13 +51,14 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from l2l_tune.bench.common import (
-    dumps_json,
+    Column,
+    command_line,
     evals_within,
     limit_threads,
     machine_info,
     machine_line,
-    markdown_table,
-    text_table,
+    records_table,
+    write_results,
 )
 from l2l_tune.meta import NonFiniteMetaGradientWarning, make_meta_optimizer
 from l2l_tune.tasks.least_squares import LeastSquares, LeastSquaresBatch
@@ -160,18 +160,23 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def fmt_g(value: float | None, digits: int = 3) -> str:
-    """A float in ``%g`` style (``—`` for None)."""
-    if value is None:
-        return "—"
-    return f"{value:.{digits}g}"
-
-
 def fmt_count(value: int | None, cap: int | None = None) -> str:
     """An evaluation count, or "not reached (> cap)"."""
     if value is None:
         return "not reached" if cap is None else f"not reached (> {cap})"
     return str(value)
+
+
+def section_report(*parts: str | tuple[dict[str, Column], list[dict[str, Any]]]) -> tuple[str, str]:
+    """A section's console text (its tables) and markdown (its notes and tables, in order).
+
+    Args:
+        parts: Notes (strings) and tables (``(columns, records)`` of :func:`records_table`).
+    """
+    tables = [part for part in parts if not isinstance(part, str)]
+    console = "\n\n".join(records_table(*table, style="text") for table in tables)
+    md = [part if isinstance(part, str) else records_table(*part) for part in parts]
+    return console, "\n\n".join(md)
 
 
 # ====================================================================== section 1
@@ -241,31 +246,20 @@ def bench_meta_gradient(
 
 def report_meta_gradient(result: dict[str, Any]) -> tuple[str, str]:
     """Console and markdown tables for section 1."""
-    header = [
-        "t",
-        "stable / call",
-        "backprop / call",
-        "backprop ÷ stable",
-        "backprop finite",
-        "backprop rel. err",
-    ]
-    rows = [
-        [
-            str(r["t"]),
-            fmt_s(r["stable_s"].best),
-            fmt_s(r["backprop_s"].best),
-            f"{r['ratio_backprop_over_stable_best']:,.0f}×",
-            "yes" if r["backprop_finite"] else "no",
-            fmt_g(r["backprop_rel_err"], 2),
-        ]
-        for r in result["rows"]
-    ]
+    columns: dict[str, Column] = {
+        "t": "{t}",
+        "stable / call": lambda r: fmt_s(r["stable_s"].best),
+        "backprop / call": lambda r: fmt_s(r["backprop_s"].best),
+        "backprop ÷ stable": "{ratio_backprop_over_stable_best:,.0f}×",
+        "backprop finite": lambda r: "yes" if r["backprop_finite"] else "no",
+        "backprop rel. err": "{backprop_rel_err:.2g}",
+    }
     setup = result["setup"]
     note = (
         f"{setup['task']} (L = {setup['L']:.4g}), log objective, η = ½·η*(t); "
         "best of several rounds (medians in the JSON); backprop in PyTorch float64."
     )
-    return text_table(header, rows), note + "\n\n" + markdown_table(header, rows)
+    return section_report(note, (columns, result["rows"]))
 
 
 # ====================================================================== section 2
@@ -418,10 +412,7 @@ def bench_least_squares(
         "data_generation_s": generation.best,
     }
     for name, (n_train, n_valid, split) in splits.items():
-
-        def construct(n_train: int = n_train, n_valid: int = n_valid) -> LeastSquaresBatch:
-            return problem.sample(m, n_train, n_valid, seed=seed)
-
+        construct = partial(problem.sample, m, n_train, n_valid, seed=seed)
         construction, batch = time_once(construct, repeat=construction_repeat)
         closed_value = _closed_form_grid(batch, grid, t, split)
         closed = time_call(
@@ -473,46 +464,23 @@ def report_least_squares(result: dict[str, Any]) -> tuple[str, str]:
     """Console and markdown tables for section 2."""
     setup = result["setup"]
     ext = " (extrapolated)" if setup["loop_extrapolated"] else ""
-    header = [
-        "",
-        "construction",
-        "closed-form grid",
-        f"unrolled forward mode{ext}",
-        "unrolled ÷ closed",
-        "unrolled ÷ (closed + precompute)",
-    ]
-    rows = []
-    for name in ("TbT", "TbV"):
-        r = result[name]
-        rows.append(
-            [
-                name,
-                fmt_s(r["construction_s"].best),
-                fmt_s(r["closed_form_grid_s"].best),
-                fmt_s(r["loop_grid_s"]),
-                f"{r['speedup_loop_over_closed']:,.0f}×",
-                f"{r['speedup_loop_over_closed_plus_precompute']:,.1f}×",
-            ]
-        )
-    header2 = [
-        "",
-        "value max rel. err",
-        "derivative max rel. err",
-        "derivative max abs. err / max |F̂'|",
-        "step sizes compared (of the grid)",
-    ]
-    rows2 = []
-    for name in ("TbT", "TbV"):
-        a = result[name]["agreement_loop"]
-        rows2.append(
-            [
-                name,
-                fmt_g(a["value_max_rel_err"], 2),
-                fmt_g(a["grad_max_rel_err"], 2),
-                fmt_g(a["grad_max_abs_err_over_max_grad"], 2),
-                f"{a['points_compared']} of {len(setup['grid'])}",
-            ]
-        )
+    columns: dict[str, Column] = {
+        "": "{name}",
+        "construction": lambda r: fmt_s(r["construction_s"].best),
+        "closed-form grid": lambda r: fmt_s(r["closed_form_grid_s"].best),
+        f"unrolled forward mode{ext}": lambda r: fmt_s(r["loop_grid_s"]),
+        "unrolled ÷ closed": "{speedup_loop_over_closed:,.0f}×",
+        "unrolled ÷ (closed + precompute)": "{speedup_loop_over_closed_plus_precompute:,.1f}×",
+    }
+    agreement_columns: dict[str, Column] = {
+        "": "{name}",
+        "value max rel. err": "{value_max_rel_err:.2g}",
+        "derivative max rel. err": "{grad_max_rel_err:.2g}",
+        "derivative max abs. err / max |F̂'|": "{grad_max_abs_err_over_max_grad:.2g}",
+        "step sizes compared (of the grid)": f"{{points_compared}} of {len(setup['grid'])}",
+    }
+    splits = [{"name": name, **result[name]} for name in ("TbT", "TbV")]
+    agreements = [{"name": r["name"], **r["agreement_loop"]} for r in splits]
     note = (
         f"d = {setup['d']}, m = {setup['m']} tasks, {setup['n_total']} samples per task "
         f"(TbT: all training; TbV: {result['TbV']['n_train']} + {result['TbV']['n_valid']}), "
@@ -534,9 +502,7 @@ def report_least_squares(result: dict[str, Any]) -> tuple[str, str]:
         "truncated by the 40σ rule (the unrolled run does not truncate; derivative relative "
         "error over points with a nonzero closed-form derivative)."
     )
-    console = text_table(header, rows) + "\n\n" + text_table(header2, rows2)
-    md = note + "\n\n" + markdown_table(header, rows) + "\n\n" + markdown_table(header2, rows2)
-    return console, md
+    return section_report(note, (columns, splits), (agreement_columns, agreements))
 
 
 # ====================================================================== section 3
@@ -653,16 +619,10 @@ def bench_meta_optimizers(
                     }
                 )
         # Projection onto η ≥ 0 can synchronise the paper method's runs: once both hit
-        # η = 0 at the same k (μ_k depends on k only), they coincide from then on.
+        # η = 0 at the same k (μ_k depends on k only), they coincide from then on. Count the
+        # evaluations after which their estimates stay equal.
         first, second = (paper_estimates[label] for label in starts)
-        differing = np.flatnonzero(first != second)
-        instance_merge: int | None
-        if differing.size == 0:
-            instance_merge = 1
-        elif differing[-1] == len(first) - 1:
-            instance_merge = None
-        else:
-            instance_merge = int(differing[-1]) + 2
+        instance_merge = evals_within(first != second, 0.0, stay=True)
         for run in runs[-2 * len(starts) :]:
             if run["method"] == "paper":
                 run["paper_runs_identical_from_eval"] = instance_merge
@@ -707,68 +667,42 @@ def report_meta_optimizers(result: dict[str, Any]) -> tuple[str, str]:
     """Console and markdown tables for section 3."""
     setup = result["setup"]
     cap = setup["paper_cap"]
-    runs = result["runs"]
-    keys = sorted({(r["variant"], r["seed"]) for r in runs}, key=lambda k: (k[0] != "authors", k))
-    header = [
-        "variant",
-        "seed",
-        "L",
-        "η*",
-        "bracket (η0 = 0.1/L)",
-        "bracket (η0 = 10/L)",
-        "paper (η0 = 0.1/L)",
-        "paper (η0 = 10/L)",
-        "paper to 1e-3 (0.1/L, 10/L)",
-        "paper runs identical from eval",
-    ]
-    rows = []
-    for variant, seed in keys:
-        sel = {
-            (r["method"], r["eta0"]): r
-            for r in runs
-            if (r["variant"], r["seed"]) == (variant, seed)
-        }
-        any_run = next(iter(sel.values()))
-        rows.append(
-            [
-                variant,
-                str(seed),
-                f"{any_run['L']:.4g}",
-                f"{any_run['eta_star']:.5g}",
-                fmt_count(sel[("bracket", "0.1/L")]["evals_to_tol"], setup["bracket_cap"]),
-                fmt_count(sel[("bracket", "10/L")]["evals_to_tol"], setup["bracket_cap"]),
-                fmt_count(sel[("paper", "0.1/L")]["evals_to_tol"], cap),
-                fmt_count(sel[("paper", "10/L")]["evals_to_tol"], cap),
-                f"{fmt_count(sel[('paper', '0.1/L')]['evals_to_1e-3'])}, "
-                f"{fmt_count(sel[('paper', '10/L')]['evals_to_1e-3'])}",
-                fmt_count(sel[("paper", "0.1/L")]["paper_runs_identical_from_eval"]),
-            ]
-        )
-    header2 = [
-        "variant",
-        "seed",
-        "η0 / (2/L)",
-        "F''(η*)",
-        "predicted k (μ_k F'' < 2)",
-        "first within 1e-3",
-        "stays within 1e-3",
-        "stays within 1e-6",
-        f"rel. err after {cap}",
-    ]
-    rows2 = [
-        [
-            r["variant"],
-            str(r["seed"]),
-            f"{r['eta0_over_2_over_L']:.3g}",
-            f"{r['F2']:.4g}",
-            str(r["k_contract_predicted"]),
-            fmt_count(r["steps_to_1e-3_first"], cap),
-            fmt_count(r["steps_to_1e-3_stay"], cap),
-            fmt_count(r["steps_to_1e-6_stay"], cap),
-            fmt_g(r["final_rel_err"], 2),
-        ]
-        for r in sorted(result["fig1"], key=lambda r: (r["variant"] != "authors", r["seed"]))
-    ]
+    bracket_cap = setup["bracket_cap"]
+    # One record per instance: its first run's fields, and each run under "method η0".
+    instances: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in result["runs"]:
+        record = instances.setdefault((run["variant"], run["seed"]), dict(run))
+        record[f"{run['method']} {run['eta0']}"] = run
+    columns: dict[str, Column] = {
+        "variant": "{variant}",
+        "seed": "{seed}",
+        "L": "{L:.4g}",
+        "η*": "{eta_star:.5g}",
+        "bracket (η0 = 0.1/L)": lambda r: fmt_count(
+            r["bracket 0.1/L"]["evals_to_tol"], bracket_cap
+        ),
+        "bracket (η0 = 10/L)": lambda r: fmt_count(r["bracket 10/L"]["evals_to_tol"], bracket_cap),
+        "paper (η0 = 0.1/L)": lambda r: fmt_count(r["paper 0.1/L"]["evals_to_tol"], cap),
+        "paper (η0 = 10/L)": lambda r: fmt_count(r["paper 10/L"]["evals_to_tol"], cap),
+        "paper to 1e-3 (0.1/L, 10/L)": lambda r: ", ".join(
+            fmt_count(r[f"paper {start}"]["evals_to_1e-3"]) for start in ("0.1/L", "10/L")
+        ),
+        "paper runs identical from eval": lambda r: fmt_count(
+            r["paper 0.1/L"]["paper_runs_identical_from_eval"]
+        ),
+    }
+    fig1_columns: dict[str, Column] = {
+        "variant": "{variant}",
+        "seed": "{seed}",
+        "η0 / (2/L)": "{eta0_over_2_over_L:.3g}",
+        "F''(η*)": "{F2:.4g}",
+        "predicted k (μ_k F'' < 2)": "{k_contract_predicted}",
+        "first within 1e-3": lambda r: fmt_count(r["steps_to_1e-3_first"], cap),
+        "stays within 1e-3": lambda r: fmt_count(r["steps_to_1e-3_stay"], cap),
+        "stays within 1e-6": lambda r: fmt_count(r["steps_to_1e-6_stay"], cap),
+        f"rel. err after {cap}": "{final_rel_err:.2g}",
+    }
+    fig1 = sorted(result["fig1"], key=lambda r: (r["variant"] != "authors", r["seed"]))
     note = (
         f"Quadratic.random(d = {setup['d']}, seed, variant), t = {setup['t']}, log objective. "
         f"Meta-gradient evaluations until estimate() is within {ETA_TOL:g}·η* and stays there "
@@ -787,17 +721,8 @@ def report_meta_optimizers(result: dict[str, Any]) -> tuple[str, str]:
         "The μ_k = μ0/√k iteration can only contract once μ_k·F'' < 2, i.e. "
         "k > (μ0·F''/2)² (\"predicted k\")."
     )
-    console = text_table(header, rows) + "\n\n" + text_table(header2, rows2)
-    md = (
-        note
-        + "\n\n"
-        + markdown_table(header, rows)
-        + "\n\n"
-        + note2
-        + "\n\n"
-        + markdown_table(header2, rows2)
-    )
-    return console, md
+    records = [instances[key] for key in sorted(instances, key=lambda k: (k[0] != "authors", k))]
+    return section_report(note, (columns, records), note2, (fig1_columns, fig1))
 
 
 # ====================================================================== main
@@ -851,9 +776,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "benchmark": "bench_core",
         "mode": "quick" if quick else "full",
-        "command": " ".join(
-            ["python benchmarks/bench_core.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command_line("benchmarks/bench_core.py", argv),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "threads": thread_limit,
@@ -918,11 +841,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     results["total_seconds"] = time.perf_counter() - started
     md_parts += ["", f"Total benchmark wall time: {results['total_seconds']:.0f} s.", ""]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(dumps_json(results) + "\n")
-    markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text("\n".join(md_parts))
-    print(f"wrote {out_path} and {markdown_path} ({results['total_seconds']:.0f} s)")
+    write_results(out_path, results, "\n".join(md_parts), markdown_path)
     return results
 
 

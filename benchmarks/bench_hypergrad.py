@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import statistics
-import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.bench.common import (
+    Column,
+    machine_info,
+    medians,
+    records_table,
+    time_interleaved,
+    write_results,
+)
 from l2l_tune.hypergrad import (
     HypergradAdamW,
     HypergradOptimizer,
@@ -128,14 +133,14 @@ def bench_drop_in(
             timed: dict[str, Callable[[], Any]] = {
                 name: functools.partial(run, steps) for name, run in variants.items()
             }
-            medians = _interleaved(timed, rounds, steps)
-            plain = medians["plain"]
+            per_step_s = medians(time_interleaved(timed, rounds, per=steps))
+            plain = per_step_s["plain"]
             for k in range(1, len(names) + 1):
                 opt = opts[k]
                 before = _state_bytes(opt)
                 variants[f"k={k}"](450)
                 after = _state_bytes(opt)
-                per_step = medians[f"k={k}"]
+                per_step = per_step_s[f"k={k}"]
                 rows.append(
                     {
                         "model": "-".join(map(str, sizes)),
@@ -160,37 +165,28 @@ def bench_drop_in(
     return rows
 
 
-def _interleaved(
-    variants: Mapping[str, Callable[[], Any]], rounds: int, per: int
-) -> dict[str, float]:
-    """Median seconds per unit (a call divided by ``per``) of each variant, the variants
-    timed in turn in every round (so a change of machine load hits them alike)."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) / per)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
-def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
-    """The functional engine's forward mode against a plain functional run, paper MLP."""
+def _functional_problem(t: int, seed: int, held_out: bool) -> tuple[Any, Any, Any, Any]:
+    """The paper MLP's parameters, ``t`` random batches (drawn from ``seed``), the functional
+    loss on a batch and the meta-loss: on one more batch (``held_out``) or on the first."""
     sizes, batch = MODELS[0]
     torch.manual_seed(0)
     model = _mlp(sizes)
     params = {n: p.detach() for n, p in model.named_parameters()}
-    gen = torch.Generator().manual_seed(1)
-    xs = torch.randn(t, batch, sizes[0], generator=gen)
-    ys = torch.randint(0, sizes[-1], (t, batch), generator=gen)
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(t + held_out, batch, sizes[0], generator=gen)
+    ys = torch.randint(0, sizes[-1], (t + held_out, batch), generator=gen)
 
     def loss_fn(p: dict[str, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
         return F.cross_entropy(torch.func.functional_call(model, p, (b[0],)), b[1])
 
-    def meta(p: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(torch.func.functional_call(model, p, (xs[0],)), ys[0])
+    meta_batch = (xs[-1], ys[-1]) if held_out else (xs[0], ys[0])
+    batches = list(zip(xs[:t], ys[:t], strict=True))
+    return params, batches, loss_fn, functools.partial(loss_fn, b=meta_batch)
 
-    batches = list(zip(xs, ys, strict=True))
+
+def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
+    """The functional engine's forward mode against a plain functional run, paper MLP."""
+    params, batches, loss_fn, meta = _functional_problem(t, seed=1, held_out=False)
     grad_fn = torch.func.grad(loss_fn)
 
     def plain() -> None:
@@ -215,10 +211,10 @@ def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
                 hypergradients_of=names[:k],
             )
         )
-    medians = _interleaved(variants, rounds, t)
-    base = medians["plain"]
+    per_step_s = medians(time_interleaved(variants, rounds, per=t))
+    base = per_step_s["plain"]
     for k in (1, 2, 3):
-        per_step = medians[f"k={k}"]
+        per_step = per_step_s[f"k={k}"]
         rows.append({"k": k, "plain_s": base, "forward_s": per_step, "ratio": per_step / base})
         print(
             f"functional k={k}: {per_step * 1e3:.2f} ms vs {base * 1e3:.2f} ms "
@@ -229,21 +225,7 @@ def bench_functional(rounds: int, t: int) -> list[dict[str, Any]]:
 
 def bench_crossover(rounds: int, t: int, ks: Sequence[int]) -> list[dict[str, Any]]:
     """Forward mode (cost grows with k) against reverse mode (does not), paper MLP, AdamW."""
-    sizes, batch = MODELS[0]
-    torch.manual_seed(0)
-    model = _mlp(sizes)
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    gen = torch.Generator().manual_seed(2)
-    xs = torch.randn(t + 1, batch, sizes[0], generator=gen)
-    ys = torch.randint(0, sizes[-1], (t + 1, batch), generator=gen)
-
-    def loss_fn(p: dict[str, Tensor], b: tuple[Tensor, Tensor]) -> Tensor:
-        return F.cross_entropy(torch.func.functional_call(model, p, (b[0],)), b[1])
-
-    def meta(p: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(torch.func.functional_call(model, p, (xs[t],)), ys[t])
-
-    batches = list(zip(xs[:t], ys[:t], strict=True))
+    params, batches, loss_fn, meta = _functional_problem(t, seed=2, held_out=True)
     names = ("lr", "weight_decay", "beta1", "beta2", "eps")
     every = max(1, round(math.sqrt(t)))
     rows = []
@@ -262,7 +244,7 @@ def bench_crossover(rounds: int, t: int, ks: Sequence[int]) -> list[dict[str, An
                 hparams={"lr": 1e-3, "weight_decay": 1e-2}, hypergradients_of=names[:k],
                 **extra,
             )  # fmt: skip
-        row = {"k": k, **_interleaved(variants, rounds, t)}
+        row = {"k": k, **medians(time_interleaved(variants, rounds, per=t))}
         rows.append(row)
         print(
             "crossover",
@@ -271,76 +253,61 @@ def bench_crossover(rounds: int, t: int, ks: Sequence[int]) -> list[dict[str, An
     return rows
 
 
+def _ms(key: str) -> Column:
+    """A table column showing ``record[key]`` seconds in milliseconds."""
+    return lambda record: f"{record[key] * 1e3:.2f} ms"
+
+
+#: The markdown tables' columns (:func:`records_table`).
+DROP_IN_COLUMNS: dict[str, Column] = {
+    "model (batch)": "{model} ({batch})",
+    "rule": "{rule}",
+    "k": "{k}",
+    "hyperparameters": lambda r: ", ".join(r["names"]),
+    "torch.optim": _ms("plain_s"),
+    "drop-in": _ms("drop_in_s"),
+    "ratio": "{ratio:.2f}×",
+    "target 1+k": "{target}×",
+    "state bytes after 50 / 500 steps": "{state_bytes_50} / {state_bytes_500}",
+}
+FUNCTIONAL_COLUMNS = {
+    "k": "{k}",
+    "plain": _ms("plain_s"),
+    "forward": _ms("forward_s"),
+    "ratio": "{ratio:.2f}×",
+}
+
+
 def report(result: dict[str, Any]) -> str:
     """The markdown section."""
-    lines = [
-        "# Hypergradient cost in a user's loop",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']['processor']}, "
-        f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']} "
-        f"({result['machine']['torch_threads']} threads). Seconds per training step (median of "
-        f"{result['rounds']} interleaved rounds of {result['steps']} steps), float32.",
-        "",
-    ]
-    header = [
-        "model (batch)",
-        "rule",
-        "k",
-        "hyperparameters",
-        "torch.optim",
-        "drop-in",
-        "ratio",
-        "target 1+k",
-        "state bytes after 50 / 500 steps",
-    ]
-    rows = [
+    machine = result["machine"]
+    return "\n".join(
         [
-            f"{r['model']} ({r['batch']})",
-            r["rule"],
-            str(r["k"]),
-            ", ".join(r["names"]),
-            f"{r['plain_s'] * 1e3:.2f} ms",
-            f"{r['drop_in_s'] * 1e3:.2f} ms",
-            f"{r['ratio']:.2f}×",
-            f"{r['target']}×",
-            f"{r['state_bytes_50']} / {r['state_bytes_500']}",
+            "# Hypergradient cost in a user's loop",
+            "",
+            f"Command: `{result['command']}`. Machine: {machine['processor']}, "
+            f"{machine['cpu_count']} CPUs, torch {machine['packages']['torch']} "
+            f"({machine['torch_threads']} threads). Seconds per training step (median of "
+            f"{result['rounds']} interleaved rounds of {result['steps']} steps), float32.",
+            "",
+            records_table(DROP_IN_COLUMNS, result["drop_in"]),
+            "",
+            "Functional forward mode (`hypergradients`, SGD with momentum, paper MLP, "
+            f"t = {result['functional_t']}) against a plain `torch.func` run of the same steps:",
+            "",
+            records_table(FUNCTIONAL_COLUMNS, result["functional"]),
+            "",
         ]
-        for r in result["drop_in"]
-    ]
-    lines += [markdown_table(header, rows), ""]
-    lines += [
-        "Functional forward mode (`hypergradients`, SGD with momentum, paper MLP, "
-        f"t = {result['functional_t']}) against a plain `torch.func` run of the same steps:",
-        "",
-        markdown_table(
-            ["k", "plain", "forward", "ratio"],
-            [
-                [
-                    str(r["k"]),
-                    f"{r['plain_s'] * 1e3:.2f} ms",
-                    f"{r['forward_s'] * 1e3:.2f} ms",
-                    f"{r['ratio']:.2f}×",
-                ]
-                for r in result["functional"]
-            ],
-        ),
-        "",
-    ]
-    if result.get("crossover"):
-        lines += _crossover_lines(result["crossover"], result["crossover_t"])
-    return "\n".join(lines)
+    )
 
 
 def _crossover_lines(cross: list[dict[str, Any]], t: int) -> list[str]:
-    labels = [key for key in cross[0] if key != "k"]
+    columns = {"k": "{k}", **{key: _ms(key) for key in cross[0] if key != "k"}}
     return [
         f"Forward against reverse mode (`hypergradients`, AdamW, paper MLP, t = {t}; seconds "
         "per step of the whole computation, median of 3 interleaved rounds):",
         "",
-        markdown_table(
-            ["k", *labels],
-            [[str(r["k"]), *(f"{r[key] * 1e3:.2f} ms" for key in labels)] for r in cross],
-        ),
+        records_table(columns, cross),
         "",
     ]
 
@@ -357,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.crossover_only:
         t = 100
-        crossover: dict[str, Any] = {
+        name = "hypergrad_crossover"
+        result: dict[str, Any] = {
             "command": "python benchmarks/bench_hypergrad.py --crossover-only",
             "machine": machine_info(),
             "drop_in": [],
@@ -367,31 +335,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "rounds": 3,
             "steps": t,
         }
-        out = args.out or Path(__file__).resolve().parent / "results" / "hypergrad_crossover.json"
-        out.write_text(dumps_json(crossover) + "\n")
-        lines = [f"Command: `{crossover['command']}`.", ""]
-        lines += _crossover_lines(crossover["crossover"], t)
-        out.with_suffix(".md").write_text("\n".join(lines))
-        print("\n".join(lines))
-        return crossover
-    rounds, steps = (3, 20) if args.quick else (7, 30)
-    models = MODELS[:1] if args.quick else MODELS
-    result: dict[str, Any] = {
-        "command": "python benchmarks/bench_hypergrad.py" + (" --quick" if args.quick else ""),
-        "machine": machine_info(),
-        "rounds": rounds,
-        "steps": steps,
-        "drop_in": bench_drop_in(rounds, steps, models),
-        "functional_t": 50,
-        "functional": bench_functional(rounds, 50),
-    }
-    out = args.out or Path(__file__).resolve().parent / "results" / (
-        "hypergrad_quick.json" if args.quick else "hypergrad.json"
+        lines = [f"Command: `{result['command']}`.", "", *_crossover_lines(result["crossover"], t)]
+        md = "\n".join(lines)
+        print(md)
+    else:
+        rounds, steps = (3, 20) if args.quick else (7, 30)
+        name = "hypergrad_quick" if args.quick else "hypergrad"
+        result = {
+            "command": "python benchmarks/bench_hypergrad.py" + (" --quick" if args.quick else ""),
+            "machine": machine_info(),
+            "rounds": rounds,
+            "steps": steps,
+            "drop_in": bench_drop_in(rounds, steps, MODELS[:1] if args.quick else MODELS),
+            "functional_t": 50,
+            "functional": bench_functional(rounds, 50),
+        }
+        md = report(result)
+    write_results(
+        args.out or Path(__file__).resolve().parent / "results" / f"{name}.json", result, md
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dumps_json(result) + "\n")
-    out.with_suffix(".md").write_text(report(result))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
     return result
 
 

@@ -16,19 +16,31 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.bench.common import (
+    command_line,
+    machine_info,
+    medians,
+    records_table,
+    time_interleaved,
+    write_results,
+)
 from l2l_tune.hypergrad import mlp
 from l2l_tune.learned import MetaParameters, init_states, run_truncation
 
 SIZES = (784, 100, 20, 10)
+#: The markdown table's columns: header → format of a row of the results (:func:`records_table`).
+COLUMNS = {
+    "problems m": "{m}",
+    "batched": "{batched_steps_per_s:,.0f}",
+    "one by one": "{one_by_one_steps_per_s:,.0f}",
+    "batched ÷ one by one": "{speedup:.2f}×",
+}
 
 
 def _problems(m: int, steps: int, device: str, seed: int) -> tuple[list[Any], list[Any], Any]:
@@ -53,9 +65,9 @@ def _meta_step(meta: MetaParameters, params: list[Any], batches: list[Any], meta
         tensor.grad = None
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def _meta_steps(meta: MetaParameters, problems: list[tuple[list[Any], list[Any], Any]]) -> None:
+    for problem in problems:
+        _meta_step(meta, *problem)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     meta = MetaParameters.initial(torch.Generator().manual_seed(0), device=args.device)
     meta.requires_grad_()
-    rows, table = [], []
+    rows = []
     for m in args.m:
         params, batches, meta_set = _problems(m, args.steps, args.device, m)
         singles = [
@@ -80,52 +92,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              (meta_set[0][i : i + 1], meta_set[1][i : i + 1]))
             for i in range(m)
         ]  # fmt: skip
-        _meta_step(meta, params, batches, meta_set)  # warm-up
-        batched_s, single_s = [], []
-        for _ in range(args.rounds):
-            _sync(args.device)
-            t0 = time.perf_counter()
-            _meta_step(meta, params, batches, meta_set)
-            _sync(args.device)
-            batched_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for one in singles:
-                _meta_step(meta, *one)
-            _sync(args.device)
-            single_s.append(time.perf_counter() - t0)
-        batched, single = statistics.median(batched_s), statistics.median(single_s)
+        calls = {
+            "batched": partial(_meta_step, meta, params, batches, meta_set),
+            "one_by_one": partial(_meta_steps, meta, singles),
+        }
+        calls["batched"]()  # warm-up
+        median = medians(time_interleaved(calls, args.rounds, device=args.device))
         problem_steps = m * args.steps
         rows.append(
             {
                 "m": m,
-                "batched_s": batched,
-                "one_by_one_s": single,
-                "batched_steps_per_s": problem_steps / batched,
-                "one_by_one_steps_per_s": problem_steps / single,
-                "speedup": single / batched,
+                "batched_s": median["batched"],
+                "one_by_one_s": median["one_by_one"],
+                "batched_steps_per_s": problem_steps / median["batched"],
+                "one_by_one_steps_per_s": problem_steps / median["one_by_one"],
+                "speedup": median["one_by_one"] / median["batched"],
             }
         )
-        table.append(
-            [
-                str(m),
-                f"{problem_steps / batched:,.0f}",
-                f"{problem_steps / single:,.0f}",
-                f"{single / batched:.2f}×",
-            ]  # fmt: skip
-        )
-        print(table[-1], flush=True)
-    command = "python benchmarks/bench_learned.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+        print(f"m = {m}: batched {rows[-1]['speedup']:.2f}× as fast as one by one", flush=True)
+    command = command_line("benchmarks/bench_learned.py", argv)
     result = {
         "command": command,
         "machine": machine_info(),
         "settings": vars(args) | {"out": None},
         "rows": rows,
     }
-    out = args.out or Path(__file__).resolve().parent / "results" / "learned.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dumps_json(result) + "\n")
     md = "\n".join(
         [
             "# MLP-optimizer meta-training throughput",
@@ -135,11 +126,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "of the 784-100-20-10 network (batch 32, meta-set 1000) and its backward pass; "
             f"median of {args.rounds} interleaved rounds. Inner problem-steps per second:",
             "",
-            markdown_table(["problems m", "batched", "one by one", "batched ÷ one by one"], table),
+            records_table(COLUMNS, rows),
             "",
         ]
     )
-    out.with_suffix(".md").write_text(md)
+    write_results(
+        args.out or Path(__file__).resolve().parent / "results" / "learned.json", result, md
+    )
     print(md)
     return result
 

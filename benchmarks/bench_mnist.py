@@ -32,26 +32,29 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from l2l_tune.bench.common import (
+    command_line,
+    dumps_json,
+    medians,
+    records_table,
+    time_interleaved,
+    write_results,
+)
 from l2l_tune.tasks import MNIST
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "mnist_bench.json"
 DEFAULT_DATA = os.environ.get("L2L_TUNE_DATA", str(HERE.parent.parent / "shared/data/mnist"))
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _distribution(args: argparse.Namespace) -> MNIST:
@@ -71,15 +74,8 @@ def time_ratio(args: argparse.Namespace, m: int) -> dict[str, Any]:
     }  # fmt: skip
     for run in methods.values():  # warm-up (caches the batch order)
         run()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(args.repeat):
-        for name, run in methods.items():
-            _sync(args.device)
-            start = time.perf_counter()
-            run()
-            _sync(args.device)
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(v) for name, v in times.items()}
+    times = time_interleaved(methods, args.repeat, device=args.device)
+    median = medians(times)
     return {
         "m": m,
         "t": t,
@@ -135,10 +131,7 @@ def _memory_child(args: argparse.Namespace) -> None:
         base = sampler.current()
         sampler.start()
     start = time.perf_counter()
-    if args.child == "forward":
-        value = batch.meta_gradient(args.eta, args.t, split="valid", log=True)
-    else:
-        value = batch.meta_gradient(args.eta, args.t, split="valid", log=True, method="backprop")
+    value = batch.meta_gradient(args.eta, args.t, split="valid", log=True, method=args.child)
     seconds = time.perf_counter() - start
     if cuda:
         torch.cuda.synchronize()
@@ -149,13 +142,9 @@ def _memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({"mib": (peak - base) / 2**20, "seconds": seconds, "gradient": value}))
 
 
-def memory(args: argparse.Namespace, method: str, t: int) -> dict[str, Any]:
-    """Section 2: one subprocess per (method, t)."""
-    command = [
-        sys.executable, __file__, "--child", method, "--t", str(t), "--dataset", args.dataset,
-        "--data-dir", str(args.data_dir), "--dtype", args.dtype, "--device", args.device,
-        "--n-train", str(args.n_train), "--eta", str(args.eta),
-    ]  # fmt: skip
+def memory(argv: Sequence[str], method: str, t: int) -> dict[str, Any]:
+    """Section 2: one subprocess per (method, t), run with this run's arguments ``argv``."""
+    command = [sys.executable, __file__, *argv, "--child", method, "--t", str(t)]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(method=method, t=t)
@@ -168,89 +157,94 @@ def batching(args: argparse.Namespace, m: int) -> dict[str, Any]:
     batched = distribution.sample(m, args.n_train, 0, seed=0)
     singles = [distribution.sample(1, args.n_train, 0, seed=i) for i in range(m)]
     t = args.t
-    batched.meta_objective(args.eta, t)
-    for single in singles:
-        single.meta_objective(args.eta, t)
-    together, alone = [], []
-    for _ in range(args.repeat):
-        _sync(args.device)
-        start = time.perf_counter()
+
+    def together() -> None:
         batched.meta_objective(args.eta, t)
-        _sync(args.device)
-        together.append(time.perf_counter() - start)
-        start = time.perf_counter()
+
+    def alone() -> None:
         for single in singles:
             single.meta_objective(args.eta, t)
-        _sync(args.device)
-        alone.append(time.perf_counter() - start)
-    tb, ta = statistics.median(together), statistics.median(alone)
+
+    together()  # warm-up
+    alone()
+    median = medians(
+        time_interleaved({"together": together, "alone": alone}, args.repeat, device=args.device)
+    )
     return {
         "m": m,
         "t": t,
-        "batched_tasks_per_second": m / tb,
-        "one_by_one_tasks_per_second": m / ta,
-        "speedup": ta / tb,
+        "batched_tasks_per_second": m / median["together"],
+        "one_by_one_tasks_per_second": m / median["alone"],
+        "speedup": median["alone"] / median["together"],
     }
 
 
+#: The markdown tables' columns: header → format of a result record (:func:`records_table`).
+TIME_RATIO_COLUMNS = {
+    "tasks m": "{m}",
+    "t": "{t}",
+    "plain s": "{seconds[plain]:.3f}",
+    "forward s": "{seconds[forward]:.3f}",
+    "backprop s": "{seconds[backprop]:.3f}",
+    "forward ÷ plain": "**{forward_over_plain:.2f}×**",
+    "backprop ÷ plain": "{backprop_over_plain:.2f}×",
+}
+MEMORY_COLUMNS = {
+    "t": "{t}",
+    "forward MiB": "{forward[mib]:.1f}",
+    "forward s": "{forward[seconds]:.2f}",
+    "reverse MiB": "{backprop[mib]:.1f}",
+    "reverse s": "{backprop[seconds]:.2f}",
+}
+BATCHING_COLUMNS = {
+    "m": "{m}",
+    "t": "{t}",
+    "batched tasks/s": "{batched_tasks_per_second:.2f}",
+    "one by one tasks/s": "{one_by_one_tasks_per_second:.2f}",
+    "speedup": "{speedup:.2f}×",
+}
+
+
 def _markdown(result: dict[str, Any]) -> str:
-    info = result["machine"]
-    lines = [
-        "# MNIST hypergradients",
-        "",
-        f"Device: {info['device']}; torch {info['torch']}, {info['threads']} threads; "
-        f"{info['dataset']}, {info['dtype']}, network 784-100-20-10 (digits: 64-100-20-10), "
-        f"batch 32, η = {result['settings']['eta']}, {result['settings']['n_train']} training "
-        f"and as many validation samples per task. Command: `{result['command']}`.",
-        "",
-        "## Forward-mode hypergradient ÷ plain training (same steps, median of "
-        f"{result['settings']['repeat']} interleaved rounds)",
-        "",
-        "| tasks m | t | plain s | forward s | backprop s | forward ÷ plain | backprop ÷ plain |",
-        "|---|---|---|---|---|---|---|",
+    info, settings = result["machine"], result["settings"]
+    memory_by_t = [
+        {"t": t, **{r["method"]: r for r in result["memory"] if r["t"] == t}}
+        for t in sorted({r["t"] for r in result["memory"]})
     ]
-    for r in result["time_ratio"]:
-        s = r["seconds"]
-        lines.append(
-            f"| {r['m']} | {r['t']} | {s['plain']:.3f} | {s['forward']:.3f} | "
-            f"{s['backprop']:.3f} | **{r['forward_over_plain']:.2f}×** | "
-            f"{r['backprop_over_plain']:.2f}× |"
-        )
-    lines += [
-        "",
-        "Target forward ÷ plain ≤ 2.5×. The arithmetic floor is ≈ 2× (the Hessian-vector "
-        "product doubles the products with the 784-wide input); the measured ratio is lower "
-        "because the mini-batch gather, the update and Python's per-step overhead are paid "
-        "once for both.",
-        "",
-        "## Peak memory of one hypergradient against t (m = 1; fresh process each)",
-        "",
-        "| t | forward MiB | forward s | reverse MiB | reverse s |",
-        "|---|---|---|---|---|",
-    ]
-    by = {(r["method"], r["t"]): r for r in result["memory"]}
-    for t in sorted({r["t"] for r in result["memory"]}):
-        f, b = by[("forward", t)], by[("backprop", t)]
-        lines.append(
-            f"| {t} | {f['mib']:.1f} | {f['seconds']:.2f} | {b['mib']:.1f} | {b['seconds']:.2f} |"
-        )
-    lines += [
-        "",
-        "## Batched tasks (plain training)",
-        "",
-        "| m | t | batched tasks/s | one by one tasks/s | speedup |",
-        "|---|---|---|---|---|",
-    ]
-    for r in result["batching"]:
-        lines.append(
-            f"| {r['m']} | {r['t']} | {r['batched_tasks_per_second']:.2f} | "
-            f"{r['one_by_one_tasks_per_second']:.2f} | {r['speedup']:.2f}× |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(
+        [
+            "# MNIST hypergradients",
+            "",
+            f"Device: {info['device']}; torch {info['torch']}, {info['threads']} threads; "
+            f"{info['dataset']}, {info['dtype']}, network 784-100-20-10 (digits: 64-100-20-10), "
+            f"batch 32, η = {settings['eta']}, {settings['n_train']} training "
+            f"and as many validation samples per task. Command: `{result['command']}`.",
+            "",
+            "## Forward-mode hypergradient ÷ plain training (same steps, median of "
+            f"{settings['repeat']} interleaved rounds)",
+            "",
+            records_table(TIME_RATIO_COLUMNS, result["time_ratio"]),
+            "",
+            "Target forward ÷ plain ≤ 2.5×. The arithmetic floor is ≈ 2× (the Hessian-vector "
+            "product doubles the products with the 784-wide input); the measured ratio is lower "
+            "because the mini-batch gather, the update and Python's per-step overhead are paid "
+            "once for both.",
+            "",
+            "## Peak memory of one hypergradient against t (m = 1; fresh process each)",
+            "",
+            records_table(MEMORY_COLUMNS, memory_by_t),
+            "",
+            "## Batched tasks (plain training)",
+            "",
+            records_table(BATCHING_COLUMNS, result["batching"]),
+            "",
+        ]
+    )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run the three sections and write JSON + markdown."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("mnist", "digits"), default="mnist")
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
@@ -264,7 +258,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=("forward", "backprop"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         _memory_child(args)
         return
@@ -272,12 +266,12 @@ def main() -> None:
         args.t, args.repeat, args.memory_t = 50, 2, "20,100"
     memory_ts = [int(x) for x in args.memory_t.split(",")]
     result: dict[str, Any] = {
-        "command": "python benchmarks/bench_mnist.py " + " ".join(sys.argv[1:]),
+        "command": command_line("benchmarks/bench_mnist.py", argv),
         "settings": {
             k: (os.path.relpath(v) if k == "data_dir" else v)
             for k, v in vars(args).items()
             if k not in ("child", "out")
-        },  # fmt: skip
+        },
         "machine": {
             "device": torch.cuda.get_device_name()
             if args.device.startswith("cuda")
@@ -286,19 +280,17 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "dataset": args.dataset,
             "dtype": args.dtype,
-        },  # fmt: skip
+        },
     }
     result["time_ratio"] = [time_ratio(args, m) for m in (1, 4)]
-    print(json.dumps(result["time_ratio"], indent=1, default=str), flush=True)
-    result["memory"] = [memory(args, method, t) for t in memory_ts for method in
-                        ("forward", "backprop")]  # fmt: skip
-    print(json.dumps(result["memory"], indent=1), flush=True)
+    print(dumps_json(result["time_ratio"]), flush=True)
+    result["memory"] = [
+        memory(argv, method, t) for t in memory_ts for method in ("forward", "backprop")
+    ]
+    print(dumps_json(result["memory"]), flush=True)
     result["batching"] = [batching(args, 8)]
-    print(json.dumps(result["batching"], indent=1), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(result))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    print(dumps_json(result["batching"]), flush=True)
+    write_results(args.out, result, _markdown(result))
 
 
 if __name__ == "__main__":

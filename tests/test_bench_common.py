@@ -1,23 +1,31 @@
 """The harness's shared pieces (:mod:`l2l_tune.bench.common`): machine record, JSON, tables,
-thread limits."""
+thread limits, timers and output files."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from l2l_tune import __version__
 from l2l_tune.bench.common import (
+    Column,
+    command_line,
     dumps_json,
     evals_within,
     limit_threads,
     machine_info,
     machine_line,
     markdown_table,
+    medians,
+    records_table,
+    sync_device,
     text_table,
+    time_interleaved,
+    write_results,
 )
 
 
@@ -59,3 +67,46 @@ def test_limit_threads_rejects_negative_and_zero_keeps_defaults() -> None:
     with pytest.raises(ValueError, match="threads must be an integer >= 0"):
         limit_threads(-1)
     assert limit_threads(0) == {"requested": 0, "description": "library default threads"}
+
+
+def test_time_interleaved_times_the_calls_in_turn_per_unit() -> None:
+    order: list[str] = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times = time_interleaved(calls, 3, per=4)
+    assert order == ["a", "b"] * 3
+    assert [len(v) for v in times.values()] == [3, 3]
+    assert all(0.0 <= s < 1.0 for v in times.values() for s in v)
+    assert medians({"x": [3.0, 1.0, 2.0]}) == {"x": 2.0}
+    sync_device("cpu")  # nothing to wait for
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1"):
+        time_interleaved(calls, 0)
+    with pytest.raises(ValueError, match="per must be an integer >= 1"):
+        time_interleaved(calls, 1, per=0)
+
+
+def test_records_table_fills_format_strings_and_calls_functions() -> None:
+    columns: dict[str, Column] = {
+        "t": "{t}",
+        "plain s": "{seconds[plain]:.2f}",
+        "ok": lambda r: "yes" * r["ok"],
+    }
+    records = [{"t": 5, "seconds": {"plain": 0.125}, "ok": True}]
+    assert records_table(columns, records) == markdown_table(
+        ["t", "plain s", "ok"], [["5", "0.12", "yes"]]
+    )
+    assert records_table(columns, records, style="text").splitlines()[2] == "5  0.12     yes"
+    with pytest.raises(ValueError, match="style must be 'markdown' or 'text'"):
+        records_table(columns, records, style="html")  # type: ignore[arg-type]
+
+
+def test_write_results_writes_json_and_markdown_beside_it(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "run.json"
+    assert write_results(out, {"x": [1.0, math.nan]}, "# Run\n") == out.with_suffix(".md")
+    assert json.loads(out.read_text()) == {"x": [1.0, "nan"]}
+    assert out.with_suffix(".md").read_text() == "# Run\n"
+    elsewhere = tmp_path / "report.md"
+    assert (
+        write_results(out, {}, "text", elsewhere) == elsewhere and elsewhere.read_text() == "text"
+    )
+    assert command_line("benchmarks/x.py", ["--quick"]) == "python benchmarks/x.py --quick"
+    assert command_line("benchmarks/x.py", []) == "python benchmarks/x.py"

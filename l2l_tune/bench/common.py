@@ -1,5 +1,5 @@
 """What every measurement of the harness shares: the machine it ran on, its JSON, its tables,
-its thread limits and its evaluations-to-tolerance counts.
+its thread limits, its evaluations-to-tolerance counts, its timers and its output files.
 
 One copy of each, used by ``l2l-tune bench`` (:mod:`l2l_tune.bench`), ``l2l-tune reproduce``
 (:mod:`l2l_tune.reproduce`) and the scripts of ``benchmarks/``. Nothing here imports PyTorch,
@@ -16,11 +16,13 @@ import math
 import os
 import platform
 import re
+import statistics
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -28,6 +30,8 @@ from numpy.typing import ArrayLike
 from .._optional import module_available
 
 __all__ = [
+    "Column",
+    "command_line",
     "dumps_json",
     "evals_within",
     "first_index_within",
@@ -35,8 +39,13 @@ __all__ = [
     "machine_info",
     "machine_line",
     "markdown_table",
+    "medians",
+    "records_table",
+    "sync_device",
     "text_table",
+    "time_interleaved",
     "to_jsonable",
+    "write_results",
 ]
 
 #: Distributions whose versions a measurement records when they are installed.
@@ -212,3 +221,105 @@ def evals_within(errors: ArrayLike, tol: float, *, stay: bool = False) -> int | 
     evaluations: the evaluations until the error is (``stay``: and remains) within ``tol``."""
     index = first_index_within(errors, tol, stay=stay)
     return None if index is None else index + 1
+
+
+def sync_device(device: str) -> None:
+    """Wait for the work queued on a CUDA ``device`` (:func:`torch.cuda.synchronize`), so that a
+    timer measures it; nothing to wait for on the CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], object]], rounds: int, *, per: int = 1, device: str = "cpu"
+) -> dict[str, list[float]]:
+    """Seconds per unit of each call, the calls timed in turn in every round.
+
+    Interleaving makes a change of machine load during the run hit every call alike, so their
+    ratios stay fair. Each timing is bracketed by :func:`sync_device`.
+
+    Args:
+        calls: Name → zero-argument callable.
+        rounds: Timed rounds, ``≥ 1``.
+        per: Units (steps, tasks) one call runs: every time is divided by it, ``≥ 1``.
+        device: Where the calls run.
+
+    Returns:
+        Name → its ``rounds`` times in seconds per unit, in the order taken.
+
+    Raises:
+        ValueError: ``rounds`` or ``per`` is below 1.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1; got {rounds}")
+    if per < 1:
+        raise ValueError(f"per must be an integer >= 1; got {per}")
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            sync_device(device)
+            start = time.perf_counter()
+            call()
+            sync_device(device)
+            times[name].append((time.perf_counter() - start) / per)
+    return times
+
+
+def medians(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """The median of every entry of ``samples`` (for instance of :func:`time_interleaved`)."""
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """How ``script`` (its path from the repository's root) ran, for its report: ``python``,
+    ``script`` and its arguments ``argv`` (``sys.argv[1:]`` by default)."""
+    return " ".join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_results(
+    json_path: Path, payload: Any, markdown: str, markdown_path: Path | None = None
+) -> Path:
+    """Write ``payload`` to ``json_path`` (:func:`dumps_json`) and ``markdown`` to
+    ``markdown_path`` (by default beside it, suffix ``.md``), creating folders; print and return
+    the report's path."""
+    markdown_path = json_path.with_suffix(".md") if markdown_path is None else markdown_path
+    for path, text in ((json_path, dumps_json(payload) + "\n"), (markdown_path, markdown)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {json_path} and {markdown_path}")
+    return markdown_path
+
+
+#: A column of :func:`records_table`: a format string over a record's keys
+#: (:meth:`str.format_map`, e.g. ``"{seconds[plain]:.3f}"``) or a function of the record.
+Column: TypeAlias = str | Callable[[Mapping[str, Any]], str]
+
+
+def records_table(
+    columns: Mapping[str, Column],
+    records: Iterable[Mapping[str, Any]],
+    *,
+    style: Literal["markdown", "text"] = "markdown",
+) -> str:
+    """A table with a row per record and a :data:`Column` under each header.
+
+    Args:
+        columns: Header → how to show a record in that column.
+        records: The rows' data.
+        style: ``"markdown"`` (:func:`markdown_table`) or ``"text"`` (:func:`text_table`).
+
+    Raises:
+        ValueError: ``style`` is neither.
+    """
+    if style not in ("markdown", "text"):
+        raise ValueError(f"style must be 'markdown' or 'text'; got {style!r}")
+    rows = [
+        [
+            column.format_map(record) if isinstance(column, str) else column(record)
+            for column in columns.values()
+        ]
+        for record in records
+    ]
+    return (markdown_table if style == "markdown" else text_table)(list(columns), rows)
