@@ -8,6 +8,7 @@ fast and work without the extras.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,8 @@ def add_bench_parser(sub: Any) -> None:
         help="user-study tasks: fresh runs averaged at each grid point (default 8)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=_run)
+    defaults = vars(parser.parse_args([]))
+    parser.set_defaults(func=functools.partial(_run, defaults=defaults))
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
@@ -203,84 +205,34 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         ValueError: for a bad ``--tuners`` list (other options are checked by
             :meth:`BenchSettings.resolved`).
     """
-    return BenchSettings(
-        task=args.task,
-        budget=args.budget,
-        seeds=args.seeds,
-        seed0=args.seed0,
-        tuners=parse_tuners(args.tuners),
-        objective=args.objective,
-        eta_range=(float(args.eta_range[0]), float(args.eta_range[1])),
-        eta0=args.eta0,
-        t=args.t,
-        d=args.d,
-        variant=args.variant,
-        m=args.m,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        sigma=args.sigma,
-        split=args.split,
-        m_test=args.m_test,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        label_noise=args.label_noise,
-        torch_threads=args.torch_threads,
-        grad_cost=args.grad_cost,
-        ray_workers=args.ray_workers,
-        ray_trial_seconds=args.ray_trial_seconds,
-        progress=not args.no_progress,
-        out=args.out,
-    )
+    return BenchSettings.from_args(args, parse_tuners(args.tuners))
 
 
-def _command(args: argparse.Namespace) -> str:
+#: Options the recorded command line writes last, after the others in the parser's order.
+_WRITTEN_LAST = ("eta_range", "download")
+
+
+def _command(args: argparse.Namespace, defaults: dict[str, Any]) -> str:
+    """The ``l2l-tune bench`` command line of ``args``: the task and the options that differ
+    from their ``defaults``."""
     parts = ["l2l-tune", "bench", "--task", args.task]
-    for option in ("budget", "seeds"):
-        value = getattr(args, option)
-        if value is not None:
-            parts += [f"--{option}", str(value)]
-    defaults = {
-        "seed0": 0,
-        "tuners": None,
-        "out": None,
-        "objective": "log",
-        "eta0": None,
-        "grad_cost": None,
-        "t": None,
-        "d": None,
-        "variant": "authors",
-        "m": None,
-        "n_train": None,
-        "n_valid": None,
-        "sigma": 1.0,
-        "split": None,
-        "m_test": 10,
-        "dataset": "digits",
-        "data_dir": None,
-        "label_noise": None,
-        "torch_threads": 1,
-        "ray_workers": 1,
-        "ray_trial_seconds": 0.0,
-        "grid_points": None,
-        "grid_seeds": None,
-    }
     for option, default in defaults.items():
         value = getattr(args, option)
-        if value != default:
+        if option not in ("task", "no_progress", "func", *_WRITTEN_LAST) and value != default:
             parts += [f"--{option.replace('_', '-')}", str(value)]
-    if tuple(args.eta_range) != (1e-3, 10.0):
+    if tuple(args.eta_range) != tuple(defaults["eta_range"]):
         parts += ["--eta-range", *(f"{x:g}" for x in args.eta_range)]
     if args.download:
         parts.append("--download")
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    command = _command(args, defaults)
     if args.task in USER_TASKS:
         from .user_study import run_user_study, user_settings_from_args
 
-        run_user_study(user_settings_from_args(args), command=_command(args))
+        run_user_study(user_settings_from_args(args), command=command)
         return 0
     for option in ("grid_points", "grid_seeds"):
         if getattr(args, option, None) is not None:
@@ -290,5 +242,5 @@ def _run(args: argparse.Namespace) -> int:
             )
     from .run import run_bench
 
-    run_bench(settings_from_args(args), command=_command(args))
+    run_bench(settings_from_args(args), command=command)
     return 0
