@@ -55,16 +55,12 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--budget",
         type=int,
-        default=None,
         help="inner-run equivalents per tuner and seed (default: 60; 40 for mnist)",
     )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default: 5; 3 for mnist)"
-    )
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: 5; 3 for mnist)")
     parser.add_argument("--seed0", type=int, default=0, help="first seed")
     parser.add_argument(
         "--tuners",
-        default=None,
         metavar="NAMES",
         help="comma-separated subset of: "
         + ", ".join(TUNER_NAMES)
@@ -73,11 +69,7 @@ def add_bench_parser(sub: Any) -> None:
         + " (default: all)",
     )
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="output directory (default: ./bench-<task>)",
+        "--out", type=Path, metavar="DIR", help="output directory (default: ./bench-<task>)"
     )
     parser.add_argument(
         "--objective",
@@ -97,7 +89,6 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--eta0",
         type=float,
-        default=None,
         metavar="X",
         help="first step size of the meta-gradient tuners (l2l, l2l-paper, l2l-blackbox, "
         "optuna-l2l, optuna-l2l-blackbox, ray-l2l), in units of 1/L (default: the geometric "
@@ -106,18 +97,14 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--grad-cost",
         type=float,
-        default=None,
         metavar="X",
         help="inner-run equivalents of one meta-gradient evaluation (default: measured)",
     )
     parser.add_argument(
-        "--t",
-        type=int,
-        default=None,
-        help="inner steps (default: 80 quadratic, 40 least squares, 200 mnist)",
+        "--t", type=int, help="inner steps (default: 80 quadratic, 40 least squares, 200 mnist)"
     )
     parser.add_argument(
-        "--d", type=int, default=None, help="dimension (default: 20 quadratic, 1000 least squares)"
+        "--d", type=int, help="dimension (default: 20 quadratic, 1000 least squares)"
     )
     parser.add_argument(
         "--variant",
@@ -126,25 +113,22 @@ def add_bench_parser(sub: Any) -> None:
         help="quadratic instance: the authors' code's (Fig 1) or the text's",
     )
     parser.add_argument(
-        "--m", type=int, default=None, help="tasks per batch (default: 50 least squares, 4 mnist)"
+        "--m", type=int, help="tasks per batch (default: 50 least squares, 4 mnist)"
     )
     parser.add_argument(
         "--n-train",
         type=int,
-        default=None,
         help="training samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument(
         "--n-valid",
         type=int,
-        default=None,
         help="validation samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument("--sigma", type=float, default=1.0, help="least-squares label noise")
     parser.add_argument(
         "--split",
         choices=("train", "valid"),
-        default=None,
         help="meta-loss on the training (TbT) or validation (TbV) samples (default: train for "
         "the quadratic, valid otherwise)",
     )
@@ -154,14 +138,13 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--dataset", choices=("digits", "mnist"), default="digits", help="mnist task: data set"
     )
-    parser.add_argument("--data-dir", default=None, help="mnist task: data directory")
+    parser.add_argument("--data-dir", help="mnist task: data directory")
     parser.add_argument(
         "--download", action="store_true", help="mnist task: allow downloading MNIST"
     )
     parser.add_argument(
         "--label-noise",
         type=float,
-        default=None,
         help="mnist task: fraction of training and validation labels made random (default 0.2)",
     )
     parser.add_argument(
@@ -184,13 +167,11 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--grid-points",
         type=int,
-        default=None,
         help="user-study tasks: points of the expected-loss grid (default 30)",
     )
     parser.add_argument(
         "--grid-seeds",
         type=int,
-        default=None,
         help="user-study tasks: fresh runs averaged at each grid point (default 8)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

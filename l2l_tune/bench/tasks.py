@@ -304,6 +304,22 @@ def gradient_cost(
 
 
 # ---------------------------------------------------------------------------- factories
+def _settings_fields(
+    settings: BenchSettings, seed: int, task: MetaObjectiveTask, low: float, high: float
+) -> dict[str, Any]:
+    """The :class:`BenchTask` fields that come from the settings (resolved) and the instance."""
+    return {
+        "name": settings.task,
+        "seed": seed,
+        "task": task,
+        "t": settings.t,
+        "split": settings.split,
+        "objective": settings.objective,
+        "low": low,
+        "high": high,
+    }
+
+
 def _quadratic(settings: BenchSettings, seed: int) -> BenchTask:
     from ..tasks import Quadratic
 
@@ -319,14 +335,7 @@ def _quadratic(settings: BenchSettings, seed: int) -> BenchTask:
         return abs(eta - eta_star) / eta_star
 
     return BenchTask(
-        name="quadratic",
-        seed=seed,
-        task=q,
-        t=t,
-        split="train",
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, q, low, high),
         eta_star=eta_star,
         log_f_star=log_f_star,
         metric_name="relative_error",
@@ -381,14 +390,7 @@ def _least_squares(settings: BenchSettings, seed: int) -> BenchTask:
         }
     )
     return BenchTask(
-        name="least-squares",
-        seed=seed,
-        task=batch,
-        t=t,
-        split=settings.split,
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, batch, low, high),
         eta_star=eta_star,
         log_f_star=t * log_obj_star,
         metric_name="test_rmse",
@@ -436,14 +438,7 @@ def _mnist(settings: BenchSettings, seed: int) -> BenchTask:
         }
     )
     return BenchTask(
-        name="mnist",
-        seed=seed,
-        task=batch,
-        t=t,
-        split=settings.split,
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, batch, low, high),
         eta_star=eta_star,
         log_f_star=factor * log_obj_star,
         metric_name="test_accuracy",

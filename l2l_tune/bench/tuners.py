@@ -55,6 +55,7 @@ __all__ = [
     "GP_CLAMP",
     "TUNER_PACKAGES",
     "USER_TUNER_PACKAGES",
+    "baseline_search",
     "evaluations_allowed",
     "missing_dependency",
     "run_tuner",
@@ -239,6 +240,16 @@ def _run_optuna(tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder) -
     return out
 
 
+def baseline_search(
+    tuner: str, n: int, low: float, high: float, seed: int
+) -> GridSearch | RandomSearch:
+    """The ``grid`` (``n`` log-spaced points, ascending) or ``random`` (``n`` log-uniform
+    draws with ``seed``) search of ``[low, high]``."""
+    if tuner == "grid":
+        return GridSearch(low=low, high=high, n_points=n)
+    return RandomSearch(n_evals=n, low=low, high=high, seed=seed)
+
+
 def _run_in_process(
     tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder
 ) -> dict[str, Any]:
@@ -247,11 +258,7 @@ def _run_in_process(
     if tuner == "l2l-blackbox":
         return _run_blackbox(task, n, rec)
     if tuner in ("grid", "random"):
-        search = (
-            GridSearch(low=task.low, high=task.high, n_points=n)
-            if tuner == "grid"
-            else RandomSearch(n_evals=n, low=task.low, high=task.high, seed=seed)
-        )
+        search = baseline_search(tuner, n, task.low, task.high, seed)
         search.fit(ValueView(rec), task.t, split=task.split, log=task.log)
         return {}
     return _run_optuna(tuner, task, n, seed, rec)

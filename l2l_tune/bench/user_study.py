@@ -56,6 +56,7 @@ from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
 from .common import evals_within, machine_line, markdown_table, text_table
 from .recording import check_objective
+from .report import plot_tuner, save_figure
 from .run import (
     _gradient_evaluations,
     _header,
@@ -68,7 +69,7 @@ from .run import (
 )
 from .settings import USER_TASKS, USER_TUNER_NAMES, RunSettingsMixin, _check_int, parse_tuners
 from .tasks import gradient_cost, mnist_data
-from .tuners import _caught, _quiet_optuna, evaluations_allowed
+from .tuners import _caught, _quiet_optuna, baseline_search, evaluations_allowed
 
 if TYPE_CHECKING:
     import argparse
@@ -667,10 +668,10 @@ def _study_optuna(
     import optuna
     from optuna import samplers
 
-    factories: dict[str, Callable[[], Any]] = {
-        "optuna-tpe": lambda: samplers.TPESampler(seed=seed),
-        "optuna-gp": lambda: samplers.GPSampler(seed=seed),
-        "optuna-cmaes": lambda: samplers.CmaEsSampler(seed=seed),
+    factories = {
+        "optuna-tpe": samplers.TPESampler,
+        "optuna-gp": samplers.GPSampler,
+        "optuna-cmaes": samplers.CmaEsSampler,
     }
 
     def objective(trial: Any) -> float:
@@ -682,7 +683,7 @@ def _study_optuna(
         if trial.state == optuna.trial.TrialState.COMPLETE:
             run.add(trial.params["lr"], trial.value, 1.0, study.best_params["lr"])
 
-    study = optuna.create_study(sampler=factories[tuner](), direction="minimize")
+    study = optuna.create_study(sampler=factories[tuner](seed=seed), direction="minimize")
     study.optimize(objective, n_trials=n, callbacks=[record])
     run.extra["failed_trials"] = sum(
         tr.state != optuna.trial.TrialState.COMPLETE for tr in study.trials
@@ -699,8 +700,6 @@ def _run_study(
     eta0: float,
 ) -> StudyRun:
     """One study of ``tuner`` (a searching tuner or the LR range test) with seed ``seed``."""
-    from ..baselines import GridSearch, RandomSearch
-
     run = StudyRun(tuner, seed)
     rng = np.random.default_rng([seed, USER_TUNER_NAMES.index(tuner)])
     n = evaluations_allowed("l2l" if tuner in GRADIENT_USER_TUNERS else "grid", budget, cost)
@@ -708,24 +707,10 @@ def _run_study(
     quiet = _quiet_optuna() if tuner.startswith("optuna-") else contextlib.nullcontext()
     with _caught(run.warnings), quiet:
         if tuner in ("l2l", "l2l-blackbox"):
-            _study_l2l(
-                instance,
-                n,
-                cost,
-                rng,
-                run,
-                gradient=tuner == "l2l",
-                eta0=eta0,
-                seed=seed,
-            )
-        elif tuner == "grid":
-            GridSearch(low=instance.low, high=instance.high, n_points=n).fit(
-                _FreshRuns(instance, rng, run), instance.t, split="valid", log=False
-            )
-        elif tuner == "random":
-            RandomSearch(n_evals=n, low=instance.low, high=instance.high, seed=seed).fit(
-                _FreshRuns(instance, rng, run), instance.t, split="valid", log=False
-            )
+            _study_l2l(instance, n, cost, rng, run, gradient=tuner == "l2l", eta0=eta0, seed=seed)
+        elif tuner in ("grid", "random"):
+            search = baseline_search(tuner, n, instance.low, instance.high, seed)
+            search.fit(_FreshRuns(instance, rng, run), instance.t, split="valid", log=False)
         elif tuner == "lr-range-test":
             lr, info = lr_range_test(
                 instance.fresh([_draw(rng)]), instance.t, instance.low, instance.high
@@ -1084,32 +1069,19 @@ def _plot(
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))
     x = np.arange(1, budget + 1)
-    styles = ["--", "-.", ":"]
     for i, (name, values) in enumerate(curves.items()):
-        color = f"C{i % 10}"
         complete = np.all(np.isfinite(values), axis=0)
         mean = np.where(complete, np.mean(np.where(complete, values, 0.0), axis=0), np.nan)
-        style = "-" if name.startswith("l2l") else styles[i % len(styles)]
-        ax.plot(x, mean, style, color=color, lw=2.4 if name == "l2l" else 1.4, label=name)
-        if values.shape[0] > 1 and complete.any():
-            low = np.full(budget, np.nan)
-            high = np.full(budget, np.nan)
-            low[complete] = values[:, complete].min(axis=0)
-            high[complete] = values[:, complete].max(axis=0)
-            ax.fill_between(x, low, high, color=color, alpha=0.12, lw=0)
+        low, high = (np.where(complete, bound, np.nan) for bound in (values.min(0), values.max(0)))
+        plot_tuner(ax, x, name, i, mean, low, high, color=f"C{i % 10}", band=values.shape[0] > 1)
     for j, (name, excess) in enumerate(one_run.items()):
         color = f"C{(len(curves) + j) % 10}"
         ax.axhline(excess, color=color, lw=1.2, ls=(0, (1, 2)), label=f"{name} (own runs)")
         ax.plot([1], [excess], "o", color=color)
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("full-run equivalents (a hypergradient run at its measured cost)")
-    ax.set_ylabel("regret: expected val loss at the recommendation − optimum")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "regret.png", dpi=110)
-    plt.close(fig)
+    xlabel = "full-run equivalents (a hypergradient run at its measured cost)"
+    ylabel = "regret: expected val loss at the recommendation − optimum"
+    save_figure(fig, ax, out_dir / "regret.png", xlabel, ylabel, title)
     return {"regret": "regret.png"}
 
 
