@@ -94,13 +94,8 @@ def run_record(run: TunerRun, task: BenchTask) -> dict[str, Any]:
     out["wall_s"] = run.wall_s
     out["extra"] = run.extra
     out["warnings"] = run.warnings
-    out["points"] = {
-        "eta": [p.eta for p in run.points],
-        "objective": [p.objective for p in run.points],
-        "log_loss": [p.log_loss for p in run.points],
-        "cost": [p.cost for p in run.points],
-        "end_s": [p.end_s for p in run.points],
-    }
+    keys = ("eta", "objective", "log_loss", "cost", "end_s")
+    out["points"] = {key: [getattr(p, key) for p in run.points] for key in keys}
     return out
 
 
@@ -109,20 +104,16 @@ def _stats(values: Sequence[float | None]) -> dict[str, Any]:
     as_float = np.array([math.inf if v is None else float(v) for v in values], dtype=float)
     if as_float.size == 0:
         return {"median": None, "min": None, "max": None, "q1": None, "q3": None, "reached": 0}
-    # Order statistics (method="nearest"): no interpolation between inf and finite entries.
-    q = {
-        name: float(np.quantile(as_float, p, method="nearest"))
-        for name, p in (("q1", 0.25), ("q3", 0.75))
+    stats = {
+        "median": np.median(as_float),  # inf when half or more are not reached
+        "min": as_float.min(),
+        "max": as_float.max(),
+        # Order statistics (method="nearest"): no interpolation between inf and finite entries.
+        "q1": np.quantile(as_float, 0.25, method="nearest"),
+        "q3": np.quantile(as_float, 0.75, method="nearest"),
     }
-    median = float(np.median(as_float))  # inf when half or more are not reached
-    return {
-        "median": _finite_or_none(median),
-        "min": _finite_or_none(float(as_float.min())),
-        "max": _finite_or_none(float(as_float.max())),
-        "q1": _finite_or_none(q["q1"]),
-        "q3": _finite_or_none(q["q3"]),
-        "reached": int(np.isfinite(as_float).sum()),
-    }
+    finite = {key: _finite_or_none(float(value)) for key, value in stats.items()}
+    return {**finite, "reached": int(np.isfinite(as_float).sum())}
 
 
 _SUMMARISED = (
@@ -189,9 +180,7 @@ def headline(tuners: dict[str, Any], budget: int, factor: float = 5.0) -> dict[s
     best = min(reached, key=lambda n: reached[n]) if reached else None
     out["best_other_tuner"] = best
     out["best_other_evals_to_1pct"] = reached.get(best) if best else None
-    out["ratio"] = None
-    out["ratio_lower_bound"] = None
-    out["meets_target"] = None
+    out.update(ratio=None, ratio_lower_bound=None, meets_target=None)
     if x is not None and others:
         if best is not None:
             out["ratio"] = reached[best] / x

@@ -144,18 +144,19 @@ def _progress_bar(s: RunSettingsMixin, total: int, unit: str) -> Any:
         total=total,
         desc=f"bench {s.task}",
         unit=unit,
-        disable=not getattr(s, "progress", True),
+        disable=not s.progress,
         file=sys.stderr,
     )
 
 
-def _gradient_evaluations(budget: int, cost: float, *, needed: bool, what: str) -> int:
-    """Meta-gradient evaluations within ``budget``; a ValueError naming ``--budget`` when
-    ``needed`` and not even one fits (``what``: one evaluation and its unit)."""
+def _gradient_evaluations(budget: int, cost: float, *, needed: bool, what: str, unit: str) -> int:
+    """Meta-gradient evaluations within ``budget`` at ``cost`` each; a ValueError naming
+    ``--budget`` when ``needed`` and not one fits (``what``: an evaluation, in ``unit``s)."""
     n = evaluations_allowed("l2l", budget, cost)
     if n < 1 and needed:
         raise ValueError(
-            f"--budget {budget} is below the cost of one {what.format(cost=cost)}: raise --budget"
+            f"--budget {budget} is below the cost of one {what} ({cost:.3g} {unit} "
+            "equivalents): raise --budget"
         )
     return n
 
@@ -232,7 +233,8 @@ def _run(
             budget,
             cost,
             needed=any(n in GRADIENT_TUNERS for n in runnable),
-            what="meta-gradient evaluation ({cost:.3g} inner-run equivalents)",
+            what="meta-gradient evaluation",
+            unit="inner-run",
         )
         runs: dict[str, list[TunerRun]] = {}
         session: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -109,22 +109,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "budget": 40,
         "seeds": 3,
     },
-    "digits-user": {
-        "t": 200,
-        "n_train": 300,
-        "n_valid": 300,
-        "label_noise": 0.2,
-        "budget": 30,
-        "seeds": 4,
-    },
-    "mnist-user": {
-        "t": 500,
-        "n_train": 1000,
-        "n_valid": 1000,
-        "label_noise": 0.2,
-        "budget": 30,
-        "seeds": 5,
-    },
 }
 
 
@@ -193,6 +177,7 @@ class RunSettingsMixin:
     label_noise: float | None
     torch_threads: int
     grad_cost: float | None
+    progress: bool
     out: Path | None
 
     @property
@@ -226,22 +211,23 @@ class RunSettingsMixin:
 
     def _resolved(
         self: _Settings,
-        tasks: Sequence[str],
+        defaults: Mapping[str, Mapping[str, Any]],
         valid_tuners: Sequence[str],
         *,
         unit: str,
         name_task: bool = False,
     ) -> _Settings:
-        """A copy with the task's defaults filled in and the shared options checked.
+        """A copy with the task's ``defaults`` (task → field → value) filled in and the shared
+        options checked.
 
         Raises:
             ValueError: naming the option.
         """
-        if self.task not in tasks:
-            raise ValueError(f"--task must be one of {', '.join(tasks)}; got {self.task!r}")
+        if self.task not in defaults:
+            raise ValueError(f"--task must be one of {', '.join(defaults)}; got {self.task!r}")
         values = {
             name: default if getattr(self, name) is None else getattr(self, name)
-            for name, default in _DEFAULTS[self.task].items()
+            for name, default in defaults[self.task].items()
         }
         out = replace(cast(Any, self), **values)
         _check_int(out.budget, "--budget", 1)
@@ -340,7 +326,7 @@ class BenchSettings(RunSettingsMixin):
         Raises:
             ValueError: naming the option (``--budget``, ``--seeds``, ``--tuners``, …).
         """
-        out = self._resolved(TASKS, TUNER_NAMES, unit="inner runs")
+        out = self._resolved(_DEFAULTS, TUNER_NAMES, unit="inner runs")
         for name in ("d", "m", "n_train"):
             value = getattr(out, name)
             if value is not None:

@@ -46,7 +46,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,13 @@ from .run import (
     _warning_notes,
     _write_results,
 )
-from .settings import USER_TASKS, USER_TUNER_NAMES, RunSettingsMixin, _check_int, parse_tuners
+from .settings import (
+    USER_TUNER_NAMES,
+    BenchSettings,
+    RunSettingsMixin,
+    _check_int,
+    parse_tuners,
+)
 from .tasks import gradient_cost, mnist_data
 from .tuners import _caught, _quiet_optuna, baseline_search, evaluations_allowed
 
@@ -99,6 +105,26 @@ GRADIENT_USER_TUNERS: frozenset[str] = frozenset({"l2l"})
 ONE_RUN_OPTIMIZERS: frozenset[str] = frozenset({"prodigy", "schedule-free"})
 #: Meta-optimizer of the ``l2l`` and ``l2l-blackbox`` tuners.
 META_OPTIMIZER = "model"
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits-user": {
+        "t": 200,
+        "n_train": 300,
+        "n_valid": 300,
+        "label_noise": 0.2,
+        "budget": 30,
+        "seeds": 4,
+    },
+    "mnist-user": {
+        "t": 500,
+        "n_train": 1000,
+        "n_valid": 1000,
+        "label_noise": 0.2,
+        "budget": 30,
+        "seeds": 5,
+    },
+}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -158,7 +184,7 @@ class UserStudySettings(RunSettingsMixin):
         Raises:
             ValueError: naming the option (``--budget``, ``--grid-seeds``, ``--tuners``, …).
         """
-        out = self._resolved(USER_TASKS, USER_TUNER_NAMES, unit="full runs", name_task=True)
+        out = self._resolved(_DEFAULTS, USER_TUNER_NAMES, unit="full runs", name_task=True)
         _check_int(out.n_train, "--n-train", 1)
         _check_int(out.n_valid, "--n-valid", 1)
         _check_int(out.grid_points, "--grid-points", 3)
@@ -171,18 +197,8 @@ class UserStudySettings(RunSettingsMixin):
         return self.task.removesuffix("-user")
 
 
-#: ``l2l-tune bench`` options that do not apply to the user-study tasks, with their defaults.
-_NOT_APPLICABLE: dict[str, Any] = {
-    "objective": "log",
-    "d": None,
-    "variant": "authors",
-    "m": None,
-    "sigma": 1.0,
-    "split": None,
-    "m_test": 10,
-    "dataset": "digits",
-    "ray_workers": 1,
-}
+#: ``l2l-tune bench`` options that do not apply to the user-study tasks.
+_NOT_APPLICABLE = "objective d variant m sigma split m_test dataset ray_workers".split()
 
 
 def user_settings_from_args(args: argparse.Namespace) -> UserStudySettings:
@@ -192,8 +208,9 @@ def user_settings_from_args(args: argparse.Namespace) -> UserStudySettings:
         ValueError: naming an option that does not apply to a user-study task, or a bad
             ``--tuners`` list (the rest is checked by :meth:`UserStudySettings.resolved`).
     """
-    for option, default in _NOT_APPLICABLE.items():
-        if getattr(args, option, default) != default:
+    defaults = {f.name: f.default for f in fields(BenchSettings)}
+    for option in _NOT_APPLICABLE:
+        if getattr(args, option, defaults[option]) != defaults[option]:
             flag = "--" + option.replace("_", "-")
             raise ValueError(
                 f"{flag} does not apply to --task {args.task} (the user-study tasks always "
@@ -1173,7 +1190,8 @@ def _run(
             budget,
             cost,
             needed="l2l" in runnable,
-            what="hypergradient run ({cost:.3g} full-run equivalents)",
+            what="hypergradient run",
+            unit="full-run",
         )
         tuners: dict[str, Any] = {}
         curves: dict[str, np.ndarray] = {}
