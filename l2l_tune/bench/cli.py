@@ -199,7 +199,7 @@ def _command(args: argparse.Namespace, defaults: dict[str, Any]) -> str:
     parts = ["l2l-tune", "bench", "--task", args.task]
     for option, default in defaults.items():
         value = getattr(args, option)
-        if option not in ("task", "no_progress", "func", *_WRITTEN_LAST) and value != default:
+        if option not in ("task", "no_progress", *_WRITTEN_LAST) and value != default:
             parts += [f"--{option.replace('_', '-')}", str(value)]
     if tuple(args.eta_range) != tuple(defaults["eta_range"]):
         parts += ["--eta-range", *(f"{x:g}" for x in args.eta_range)]

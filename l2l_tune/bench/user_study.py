@@ -819,18 +819,15 @@ def headline(
         }
     rivals = [n for n in ("optuna-tpe", "optuna-gp", "random") if n in entries]
     if "l2l-blackbox" in entries and rivals:
-        finals = {n: entries[n]["regret_at"][str(budget)]["mean"] for n in rivals}
-        best = min(rivals, key=lambda n: finals[n])
-        ours_mean = entries["l2l-blackbox"]["regret_at"][str(budget)]["mean"]
-        worst = entries["l2l-blackbox"]["regret_at"][str(budget)]["max"]
-        random_median = (
-            entries["random"]["regret_at"][str(budget)]["median"] if "random" in entries else None
-        )
+        final = {n: entries[n]["regret_at"][str(budget)] for n in (*rivals, "l2l-blackbox")}
+        best = min(rivals, key=lambda n: final[n]["mean"])
+        ours_mean, worst = final["l2l-blackbox"]["mean"], final["l2l-blackbox"]["max"]
+        random_median = final["random"]["median"] if "random" in final else None
         out["black_box"] = {
             "l2l_blackbox_mean": ours_mean,
             "best_rival": best,
-            "best_rival_mean": finals[best],
-            "mean_met": ours_mean <= finals[best],
+            "best_rival_mean": final[best]["mean"],
+            "mean_met": ours_mean <= final[best]["mean"],
             "worst_study": worst,
             "random_median": random_median,
             "worst_met": None if random_median is None else worst <= random_median,
