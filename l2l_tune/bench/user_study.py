@@ -1158,10 +1158,10 @@ def run_user_study(
 def _run(
     s: UserStudySettings, start: float, command: str | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    assert s.budget is not None
-    budget = s.budget
     runnable, skipped = _runnable(s.tuners, say)
     instance = make_instance(s)
+    assert s.budget is not None
+    budget = s.budget
     eta0 = float(s.eta0) if s.eta0 is not None else math.sqrt(instance.low * instance.high)
     grid_rng = np.random.default_rng([s.seed0, 2**31 - 1])
     grid_seeds = [_draw(grid_rng) for _ in range(s.grid_seeds)]
