@@ -8,6 +8,7 @@ fast and work without the extras.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,12 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--budget",
         type=int,
-        default=None,
         help="inner-run equivalents per tuner and seed (default: 60; 40 for mnist)",
     )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default: 5; 3 for mnist)"
-    )
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: 5; 3 for mnist)")
     parser.add_argument("--seed0", type=int, default=0, help="first seed")
     parser.add_argument(
         "--tuners",
-        default=None,
         metavar="NAMES",
         help="comma-separated subset of: "
         + ", ".join(TUNER_NAMES)
@@ -72,11 +69,7 @@ def add_bench_parser(sub: Any) -> None:
         + " (default: all)",
     )
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="output directory (default: ./bench-<task>)",
+        "--out", type=Path, metavar="DIR", help="output directory (default: ./bench-<task>)"
     )
     parser.add_argument(
         "--objective",
@@ -96,7 +89,6 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--eta0",
         type=float,
-        default=None,
         metavar="X",
         help="first step size of the meta-gradient tuners (l2l, l2l-paper, l2l-blackbox, "
         "optuna-l2l, optuna-l2l-blackbox, ray-l2l), in units of 1/L (default: the geometric "
@@ -105,18 +97,14 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--grad-cost",
         type=float,
-        default=None,
         metavar="X",
         help="inner-run equivalents of one meta-gradient evaluation (default: measured)",
     )
     parser.add_argument(
-        "--t",
-        type=int,
-        default=None,
-        help="inner steps (default: 80 quadratic, 40 least squares, 200 mnist)",
+        "--t", type=int, help="inner steps (default: 80 quadratic, 40 least squares, 200 mnist)"
     )
     parser.add_argument(
-        "--d", type=int, default=None, help="dimension (default: 20 quadratic, 1000 least squares)"
+        "--d", type=int, help="dimension (default: 20 quadratic, 1000 least squares)"
     )
     parser.add_argument(
         "--variant",
@@ -125,25 +113,22 @@ def add_bench_parser(sub: Any) -> None:
         help="quadratic instance: the authors' code's (Fig 1) or the text's",
     )
     parser.add_argument(
-        "--m", type=int, default=None, help="tasks per batch (default: 50 least squares, 4 mnist)"
+        "--m", type=int, help="tasks per batch (default: 50 least squares, 4 mnist)"
     )
     parser.add_argument(
         "--n-train",
         type=int,
-        default=None,
         help="training samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument(
         "--n-valid",
         type=int,
-        default=None,
         help="validation samples per task (default: 250 least squares, 300 mnist)",
     )
     parser.add_argument("--sigma", type=float, default=1.0, help="least-squares label noise")
     parser.add_argument(
         "--split",
         choices=("train", "valid"),
-        default=None,
         help="meta-loss on the training (TbT) or validation (TbV) samples (default: train for "
         "the quadratic, valid otherwise)",
     )
@@ -153,14 +138,13 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--dataset", choices=("digits", "mnist"), default="digits", help="mnist task: data set"
     )
-    parser.add_argument("--data-dir", default=None, help="mnist task: data directory")
+    parser.add_argument("--data-dir", help="mnist task: data directory")
     parser.add_argument(
         "--download", action="store_true", help="mnist task: allow downloading MNIST"
     )
     parser.add_argument(
         "--label-noise",
         type=float,
-        default=None,
         help="mnist task: fraction of training and validation labels made random (default 0.2)",
     )
     parser.add_argument(
@@ -183,17 +167,16 @@ def add_bench_parser(sub: Any) -> None:
     parser.add_argument(
         "--grid-points",
         type=int,
-        default=None,
         help="user-study tasks: points of the expected-loss grid (default 30)",
     )
     parser.add_argument(
         "--grid-seeds",
         type=int,
-        default=None,
         help="user-study tasks: fresh runs averaged at each grid point (default 8)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=_run)
+    defaults = vars(parser.parse_args([]))
+    parser.set_defaults(func=functools.partial(_run, defaults=defaults))
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
@@ -203,84 +186,34 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         ValueError: for a bad ``--tuners`` list (other options are checked by
             :meth:`BenchSettings.resolved`).
     """
-    return BenchSettings(
-        task=args.task,
-        budget=args.budget,
-        seeds=args.seeds,
-        seed0=args.seed0,
-        tuners=parse_tuners(args.tuners),
-        objective=args.objective,
-        eta_range=(float(args.eta_range[0]), float(args.eta_range[1])),
-        eta0=args.eta0,
-        t=args.t,
-        d=args.d,
-        variant=args.variant,
-        m=args.m,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        sigma=args.sigma,
-        split=args.split,
-        m_test=args.m_test,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        download=args.download,
-        label_noise=args.label_noise,
-        torch_threads=args.torch_threads,
-        grad_cost=args.grad_cost,
-        ray_workers=args.ray_workers,
-        ray_trial_seconds=args.ray_trial_seconds,
-        progress=not args.no_progress,
-        out=args.out,
-    )
+    return BenchSettings.from_args(args, parse_tuners(args.tuners))
 
 
-def _command(args: argparse.Namespace) -> str:
+#: Options the recorded command line writes last, after the others in the parser's order.
+_WRITTEN_LAST = ("eta_range", "download")
+
+
+def _command(args: argparse.Namespace, defaults: dict[str, Any]) -> str:
+    """The ``l2l-tune bench`` command line of ``args``: the task and the options that differ
+    from their ``defaults``."""
     parts = ["l2l-tune", "bench", "--task", args.task]
-    for option in ("budget", "seeds"):
-        value = getattr(args, option)
-        if value is not None:
-            parts += [f"--{option}", str(value)]
-    defaults = {
-        "seed0": 0,
-        "tuners": None,
-        "out": None,
-        "objective": "log",
-        "eta0": None,
-        "grad_cost": None,
-        "t": None,
-        "d": None,
-        "variant": "authors",
-        "m": None,
-        "n_train": None,
-        "n_valid": None,
-        "sigma": 1.0,
-        "split": None,
-        "m_test": 10,
-        "dataset": "digits",
-        "data_dir": None,
-        "label_noise": None,
-        "torch_threads": 1,
-        "ray_workers": 1,
-        "ray_trial_seconds": 0.0,
-        "grid_points": None,
-        "grid_seeds": None,
-    }
     for option, default in defaults.items():
         value = getattr(args, option)
-        if value != default:
+        if option not in ("task", "no_progress", *_WRITTEN_LAST) and value != default:
             parts += [f"--{option.replace('_', '-')}", str(value)]
-    if tuple(args.eta_range) != (1e-3, 10.0):
+    if tuple(args.eta_range) != tuple(defaults["eta_range"]):
         parts += ["--eta-range", *(f"{x:g}" for x in args.eta_range)]
     if args.download:
         parts.append("--download")
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    command = _command(args, defaults)
     if args.task in USER_TASKS:
         from .user_study import run_user_study, user_settings_from_args
 
-        run_user_study(user_settings_from_args(args), command=_command(args))
+        run_user_study(user_settings_from_args(args), command=command)
         return 0
     for option in ("grid_points", "grid_seeds"):
         if getattr(args, option, None) is not None:
@@ -290,5 +223,5 @@ def _run(args: argparse.Namespace) -> int:
             )
     from .run import run_bench
 
-    run_bench(settings_from_args(args), command=_command(args))
+    run_bench(settings_from_args(args), command=command)
     return 0

@@ -26,8 +26,8 @@ finished in the order they started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -35,9 +35,10 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from unittest import mock
 
 from .recording import EvalPoint, TunerRun, clamp
-from .tasks import BenchTask
+from .tasks import BenchTask, log_loss
 
 __all__ = ["RaySession", "run_ray_tuner"]
 
@@ -73,20 +74,19 @@ class RaySession:
         self.torch_threads = torch_threads
         self.trial_seconds = trial_seconds
         self.storage = ""
-        self._saved: dict[str, str | None] = {}
-        self._own_tmp: str | None = None
-        self._started = False
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> RaySession:
-        keys = [*_ENV, "RAY_TMPDIR"]
-        self._saved = {key: os.environ.get(key) for key in keys}
-        for key, value in _ENV.items():
-            os.environ[key] = value
+        stack = self._stack
+        # The environment is restored on exit (RAY_TMPDIR included, when set here).
+        stack.enter_context(mock.patch.dict(os.environ, _ENV))
         if not os.environ.get("RAY_TMPDIR"):
             # Short path: Ray's unix sockets must stay under 107 bytes.
             base = "/tmp" if os.path.isdir("/tmp") else None
-            self._own_tmp = tempfile.mkdtemp(prefix="l2lray", dir=base)
-            os.environ["RAY_TMPDIR"] = self._own_tmp
+            temporary = tempfile.TemporaryDirectory(
+                prefix="l2lray", dir=base, ignore_cleanup_errors=True
+            )
+            os.environ["RAY_TMPDIR"] = stack.enter_context(temporary)
         import ray
 
         if not ray.is_initialized():
@@ -96,8 +96,9 @@ class RaySession:
                 log_to_driver=False,
                 logging_level=logging.ERROR,
             )
-            self._started = True
+            stack.callback(ray.shutdown)
         self.storage = tempfile.mkdtemp(prefix="l2lbench", dir=os.environ["RAY_TMPDIR"])
+        stack.callback(shutil.rmtree, self.storage, ignore_errors=True)
         return self
 
     def __exit__(
@@ -106,20 +107,7 @@ class RaySession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        shutil.rmtree(self.storage, ignore_errors=True)
-        if self._started:
-            import ray
-
-            ray.shutdown()
-            self._started = False
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if self._own_tmp is not None:
-            shutil.rmtree(self._own_tmp, ignore_errors=True)
-            self._own_tmp = None
+        self._stack.close()
 
 
 @dataclass(frozen=True)
@@ -134,13 +122,6 @@ class _TrialObjective:
     gradient: bool
     torch_threads: int | None = None
     sleep_s: float = 0.0
-
-    def log_loss(self, value: float) -> float:
-        if self.log:
-            return self.log_factor * value
-        if math.isnan(value):
-            return math.nan
-        return math.log(value) if value > 0.0 else -math.inf
 
 
 def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None) -> None:
@@ -168,7 +149,7 @@ def _trainable(config: dict[str, Any], objective: _TrialObjective | None = None)
         )
         metrics["objective"] = clamp(float(value))
     metrics["raw_objective"] = float(value)
-    metrics["log_loss"] = objective.log_loss(float(value))
+    metrics["log_loss"] = log_loss(float(value), objective.log, objective.log_factor)
     metrics["eval_s"] = time.perf_counter() - start
     if objective.sleep_s:
         time.sleep(objective.sleep_s)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks.base import is_exact_task
 from .tasks import BenchTask
 
-__all__ = ["CLAMP", "EvalPoint", "GradientView", "Recorder", "TunerRun", "ValueView", "clamp"]
+__all__ = [
+    "CLAMP",
+    "EvalPoint",
+    "GradientView",
+    "Recorder",
+    "TunerRun",
+    "ValueView",
+    "check_objective",
+    "clamp",
+]
 
 #: Objective values handed to black-box frameworks are clamped to ``±CLAMP`` (and NaN
 #: becomes ``CLAMP``), so that no sampler sees a non-finite number.
@@ -43,10 +52,6 @@ class EvalPoint:
     cost: float
     end_s: float
     gradient: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict."""
-        return asdict(self)
 
 
 @dataclass
@@ -84,10 +89,6 @@ class Recorder:
         self.points: list[EvalPoint] = []
         self.start = time.perf_counter()
 
-    def restart_clock(self) -> None:
-        """Reset the run's start time (call right before the tuner starts)."""
-        self.start = time.perf_counter()
-
     def _record(self, eta: float, value: float, cost: float, gradient: bool) -> None:
         self.points.append(
             EvalPoint(
@@ -113,6 +114,24 @@ class Recorder:
         return value, grad
 
 
+def check_objective(asked: tuple[int, str, bool], own: tuple[int, str, bool]) -> None:
+    """Refuse to evaluate another objective than the recorded one.
+
+    Args:
+        asked: ``(t, split, log)`` a tuner asked a task view for.
+        own: ``(t, split, log)`` of the bench task (the objective its evaluations record).
+
+    Raises:
+        ValueError: naming the argument that differs from the bench task's.
+    """
+    for name, asked_value, own_value in zip(("t", "split", "log"), asked, own, strict=True):
+        if asked_value != own_value:
+            raise ValueError(
+                f"{name} must be the bench task's {name}={own_value!r} (its recorded "
+                f"objective); got {asked_value!r}"
+            )
+
+
 class ValueView:
     """A task view for gradient-free tuners: ``meta_objective`` is recorded at cost 1."""
 
@@ -120,22 +139,8 @@ class ValueView:
         self._recorder = recorder
 
     def _check(self, t: int, split: str, log: bool) -> None:
-        """The view evaluates the bench task's own objective: refuse any other one.
-
-        Raises:
-            ValueError: naming the argument that differs from the bench task's.
-        """
         task = self._recorder.task
-        for name, asked, own in (
-            ("t", t, task.t),
-            ("split", split, task.split),
-            ("log", log, task.log),
-        ):
-            if asked != own:
-                raise ValueError(
-                    f"{name} must be the bench task's {name}={own!r} (its recorded objective); "
-                    f"got {asked!r}"
-                )
+        check_objective((t, split, log), (task.t, task.split, task.log))
 
     def meta_objective(
         self, eta: float, t: int, *, split: str = "train", log: bool = True

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._plotting import pyplot
+from .common import first_index_within, markdown_table
 from .recording import TunerRun
 from .settings import L2L_TUNERS, TUNER_NAMES
 from .tasks import BenchTask
@@ -28,7 +29,9 @@ __all__ = [
     "headline",
     "headline_text",
     "markdown_report",
+    "plot_tuner",
     "run_record",
+    "save_figure",
     "task_section",
     "write_plots",
 ]
@@ -58,15 +61,9 @@ def _best_path(run: TunerRun) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     log_loss = np.where(np.isnan(log_loss), np.inf, log_loss)
     best = np.minimum.accumulate(log_loss) if log_loss.size else log_loss
     etas = np.array([p.eta for p in run.points], dtype=float)
-    best_eta = np.empty_like(etas)
-    current = math.nan
-    best_value = math.inf
-    for i, (eta, value) in enumerate(zip(etas, log_loss, strict=True)):
-        if value < best_value or math.isnan(current):
-            best_value = min(best_value, value)
-            current = eta if value <= best_value else current
-        best_eta[i] = current
-    return cost, ends, best, best_eta
+    # The step size of the first evaluation that reached the best value so far.
+    first_best = [int(np.argmax(log_loss[: i + 1] == value)) for i, value in enumerate(best)]
+    return cost, ends, best, etas[first_best]
 
 
 def run_record(run: TunerRun, task: BenchTask) -> dict[str, Any]:
@@ -75,9 +72,9 @@ def run_record(run: TunerRun, task: BenchTask) -> dict[str, Any]:
     excess = best - task.log_f_star  # log(F_best / F*)
     out: dict[str, Any] = {"seed": run.seed}
     for key, threshold in THRESHOLDS.items():
-        hit = np.flatnonzero(excess <= math.log1p(threshold))
-        out[f"evals_to_{key}"] = float(cost[hit[0]]) if hit.size else None
-        out[f"wall_to_{key}"] = float(ends[hit[0]]) if hit.size else None
+        hit = first_index_within(excess, math.log1p(threshold))
+        out[f"evals_to_{key}"] = None if hit is None else float(cost[hit])
+        out[f"wall_to_{key}"] = None if hit is None else float(ends[hit])
     if run.points:
         chosen = float(best_eta[-1])
         ratio = float(np.expm1(excess[-1])) if math.isfinite(excess[-1]) else math.inf
@@ -97,13 +94,8 @@ def run_record(run: TunerRun, task: BenchTask) -> dict[str, Any]:
     out["wall_s"] = run.wall_s
     out["extra"] = run.extra
     out["warnings"] = run.warnings
-    out["points"] = {
-        "eta": [p.eta for p in run.points],
-        "objective": [p.objective for p in run.points],
-        "log_loss": [p.log_loss for p in run.points],
-        "cost": [p.cost for p in run.points],
-        "end_s": [p.end_s for p in run.points],
-    }
+    keys = ("eta", "objective", "log_loss", "cost", "end_s")
+    out["points"] = {key: [getattr(p, key) for p in run.points] for key in keys}
     return out
 
 
@@ -112,20 +104,16 @@ def _stats(values: Sequence[float | None]) -> dict[str, Any]:
     as_float = np.array([math.inf if v is None else float(v) for v in values], dtype=float)
     if as_float.size == 0:
         return {"median": None, "min": None, "max": None, "q1": None, "q3": None, "reached": 0}
-    # Order statistics (method="nearest"): no interpolation between inf and finite entries.
-    q = {
-        name: float(np.quantile(as_float, p, method="nearest"))
-        for name, p in (("q1", 0.25), ("q3", 0.75))
+    stats = {
+        "median": np.median(as_float),  # inf when half or more are not reached
+        "min": as_float.min(),
+        "max": as_float.max(),
+        # Order statistics (method="nearest"): no interpolation between inf and finite entries.
+        "q1": np.quantile(as_float, 0.25, method="nearest"),
+        "q3": np.quantile(as_float, 0.75, method="nearest"),
     }
-    median = float(np.median(as_float))  # inf when half or more are not reached
-    return {
-        "median": _finite_or_none(median),
-        "min": _finite_or_none(float(as_float.min())),
-        "max": _finite_or_none(float(as_float.max())),
-        "q1": _finite_or_none(q["q1"]),
-        "q3": _finite_or_none(q["q3"]),
-        "reached": int(np.isfinite(as_float).sum()),
-    }
+    finite = {key: _finite_or_none(float(value)) for key, value in stats.items()}
+    return {**finite, "reached": int(np.isfinite(as_float).sum())}
 
 
 _SUMMARISED = (
@@ -192,9 +180,7 @@ def headline(tuners: dict[str, Any], budget: int, factor: float = 5.0) -> dict[s
     best = min(reached, key=lambda n: reached[n]) if reached else None
     out["best_other_tuner"] = best
     out["best_other_evals_to_1pct"] = reached.get(best) if best else None
-    out["ratio"] = None
-    out["ratio_lower_bound"] = None
-    out["meets_target"] = None
+    out.update(ratio=None, ratio_lower_bound=None, meets_target=None)
     if x is not None and others:
         if best is not None:
             out["ratio"] = reached[best] / x
@@ -293,28 +279,16 @@ def write_plots(
         "ray-random": "#c49c94",
         "ray-tpe": "#f7b6d2",
     }
-    styles = ["--", "-.", ":"]
     for key, (field_name, ylabel) in labels.items():
         fig, ax = plt.subplots(figsize=(10.5, 5.5))
         lowest = math.inf
         for i, (name, data) in enumerate(series.items()):
             values = np.maximum(data[field_name], PLOT_FLOOR)
-            median = np.median(values, axis=0)
-            low = values.min(axis=0)
-            high = values.max(axis=0)
+            low, high = values.min(axis=0), values.max(axis=0)
             color = colors.get(name, f"C{i % 10}")
-            style = "-" if name in L2L_TUNERS else styles[i % len(styles)]
-            width = 2.4 if name == "l2l" else 1.4
-            shown = np.where(np.isfinite(median), median, np.nan)
-            ax.plot(data["x"], shown, style, color=color, linewidth=width, label=name)
+            plot_tuner(ax, data["x"], name, i, np.median(values, axis=0), low, high, color=color)
             if np.isfinite(low).any():
                 lowest = min(lowest, float(low[np.isfinite(low)].min()))
-            band = np.isfinite(low) & np.isfinite(high)
-            if band.any():
-                top = np.where(np.isfinite(high), high, np.nan)
-                ax.fill_between(
-                    data["x"], np.where(band, low, np.nan), top, color=color, alpha=0.12, lw=0
-                )
         if key == "meta_loss_ratio":
             for level, text in ((1e-2, "1 %"), (1e-4, "0.01 %")):
                 ax.axhline(level, color="k", linestyle=":", linewidth=0.8)
@@ -325,15 +299,44 @@ def write_plots(
         y_top = 1e3 if key == "meta_loss_ratio" else 10.0
         bottom = max(PLOT_FLOOR, lowest) / 3 if math.isfinite(lowest) else PLOT_FLOOR
         ax.set_ylim(bottom, y_top)
-        ax.set_xlabel("inner-run equivalents")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        ax.grid(True, which="major", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / files[key], dpi=110)
-        plt.close(fig)
+        save_figure(fig, ax, out_dir / files[key], "inner-run equivalents", ylabel, title)
     return files
+
+
+def plot_tuner(
+    ax: Any,
+    x: np.ndarray,
+    name: str,
+    index: int,
+    center: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    *,
+    color: str,
+    band: bool = True,
+) -> None:
+    """One tuner's curve: its ``center`` line (solid for this library's tuners, thickest for
+    ``l2l``, else a dash style by ``index``) and, with ``band``, the band between ``low`` and
+    ``high`` where both are finite."""
+    style = "-" if name in L2L_TUNERS else ("--", "-.", ":")[index % 3]
+    shown = np.where(np.isfinite(center), center, np.nan)
+    ax.plot(x, shown, style, color=color, linewidth=2.4 if name == "l2l" else 1.4, label=name)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if band and finite.any():
+        top = np.where(np.isfinite(high), high, np.nan)
+        ax.fill_between(x, np.where(finite, low, np.nan), top, color=color, alpha=0.12, lw=0)
+
+
+def save_figure(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label ``ax``, put its legend right of it, grid it, save ``fig`` to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
 
 
 # ---------------------------------------------------------------------------- markdown
@@ -419,9 +422,7 @@ def markdown_report(payload: dict[str, Any], plot_prefix: str = "") -> str:
     duplicate = payload["metric_name"] == "relative_error"
     if duplicate:
         header.remove(payload["metric_name"])
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    skipped = []
+    rows, skipped = [], []
     for name in TUNER_NAMES:
         entry = tuners.get(name)
         if entry is None:
@@ -444,7 +445,8 @@ def markdown_report(payload: dict[str, Any], plot_prefix: str = "") -> str:
         ]
         if duplicate:
             del row[-3]
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
+    lines.append(markdown_table(header, rows))
     if skipped:
         lines += ["", "Skipped:", "", *skipped]
     plots = payload.get("plots") or {}

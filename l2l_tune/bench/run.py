@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from .report import (
     run_record,
     write_plots,
 )
-from .settings import GRADIENT_TUNERS, RAY_TUNERS, BenchSettings
-from .tasks import BenchTask, make_task, measure_gradient_cost
+from .settings import GRADIENT_TUNERS, RAY_TUNERS, BenchSettings, RunSettingsMixin
+from .tasks import BenchTask, gradient_cost, make_task
 from .tuners import evaluations_allowed, missing_dependency, run_tuner
 
 __all__ = ["run_bench"]
@@ -57,26 +58,26 @@ def _objective_description(s: BenchSettings) -> str:
     return "F(η), the last loss (`--objective last`); `optuna-gp` sees log F (it overflows on F)"
 
 
-def _console_table(payload: dict[str, Any]) -> str:
-    rows = [["tuner", "to 1%", "to 0.01%", payload["metric_name"], "wall s"]]
+#: The per-tuner entries of the console table (``None`` for a skipped tuner), with formats.
+_CONSOLE_KEYS = {
+    "evals_to_1pct": ".3g",
+    "evals_to_1e-4": ".3g",
+    "final_test_metric": ".4g",
+    "wall_s": ".2f",
+}
+
+
+def _console_summary(payload: dict[str, Any]) -> str:
+    """The console table of every tuner, then the headline."""
+    rows = []
     for name, entry in payload["tuners"].items():
         if entry["status"] != "ok":
             rows.append([name, "skipped", "", "", ""])
             continue
-
-        def fmt(x: float | None, spec: str = ".3g") -> str:
-            return "n.r." if x is None else format(x, spec)
-
-        rows.append(
-            [
-                name,
-                fmt(entry["evals_to_1pct"]),
-                fmt(entry["evals_to_1e-4"]),
-                fmt(entry["final_test_metric"], ".4g"),
-                fmt(entry["wall_s"], ".2f"),
-            ]
-        )
-    return text_table(rows[0], rows[1:])
+        values = [(entry[key], spec) for key, spec in _CONSOLE_KEYS.items()]
+        rows.append([name, *("n.r." if x is None else format(x, spec) for x, spec in values)])
+    header = ["tuner", "to 1%", "to 0.01%", payload["metric_name"], "wall s"]
+    return text_table(header, rows) + "\n" + payload["headline_text"]
 
 
 def run_bench(
@@ -100,20 +101,13 @@ def run_bench(
             of one meta-gradient evaluation.
     """
     s = settings.resolved()
-
-    say = _messenger(log)
-
     start = time.perf_counter()
-    out_dir = s.out_dir
     with _torch_threads(s.torch_threads if s.task == "mnist" else None):
-        return _run(s, start, out_dir, command, say)
+        return _run(s, start, command, log or _print_to_stderr)
 
 
-def _messenger(log: Callable[[str], None] | None) -> Callable[[str], None]:
-    """``log``, or a printer to standard error when ``log`` is ``None``."""
-    if log is not None:
-        return log
-    return lambda message: print(message, file=sys.stderr)
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -132,65 +126,119 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _run(
-    s: BenchSettings,
-    start: float,
-    out_dir: Path,
-    command: str | None,
-    say: Callable[[str], None],
-) -> dict[str, Any]:
+def _runnable(
+    tuners: Sequence[str], say: Callable[[str], None]
+) -> tuple[list[str], dict[str, str]]:
+    """The tuners whose packages are importable, and why each other one is skipped (said)."""
+    skipped = {name: reason for name in tuners if (reason := missing_dependency(name))}
+    for reason in skipped.values():
+        say(reason)
+    return [name for name in tuners if name not in skipped], skipped
+
+
+def _progress_bar(s: RunSettingsMixin, total: int, unit: str) -> Any:
+    """The run's tqdm bar on standard error (disabled by ``--no-progress``)."""
     from tqdm.auto import tqdm
 
-    assert s.budget is not None
-    budget = s.budget
-    skipped: dict[str, str] = {}
-    runnable: list[str] = []
-    for name in s.tuners:
-        reason = missing_dependency(name)
-        if reason is None:
-            runnable.append(name)
-        else:
-            skipped[name] = reason
-            say(reason)
-    seeds = s.seed_values
-    bar = tqdm(
-        total=len(seeds) * (len(runnable) + 1),
+    return tqdm(
+        total=total,
         desc=f"bench {s.task}",
-        unit="run",
+        unit=unit,
         disable=not s.progress,
         file=sys.stderr,
     )
+
+
+def _gradient_evaluations(budget: int, cost: float, *, needed: bool, what: str, unit: str) -> int:
+    """Meta-gradient evaluations within ``budget`` at ``cost`` each; a ValueError naming
+    ``--budget`` when ``needed`` and not one fits (``what``: an evaluation, in ``unit``s)."""
+    n = evaluations_allowed("l2l", budget, cost)
+    if n < 1 and needed:
+        raise ValueError(
+            f"--budget {budget} is below the cost of one {what} ({cost:.3g} {unit} "
+            "equivalents): raise --budget"
+        )
+    return n
+
+
+def _header(s: RunSettingsMixin, command: str | None) -> dict[str, Any]:
+    """The entries of ``results.json`` that follow ``task``: budget, seeds, command, settings."""
+    seeds = s.seed_values
+    return {
+        "budget": s.budget,
+        "seeds": len(seeds),
+        "seed_values": seeds,
+        "command": command
+        or f"l2l-tune bench --task {s.task} --budget {s.budget} --seeds {len(seeds)}",
+        "settings": s.to_dict(),
+    }
+
+
+def _warning_notes(
+    name: str, records: Sequence[dict[str, Any]], *, top: int, over: str
+) -> list[str]:
+    """The ``top`` most frequent warnings of a tuner's runs (``over``: what they were)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for record in records:
+        counts.update(record["warnings"])
+    return [f"`{name}` warned {n}× (over {over}): {m}" for m, n in counts.most_common(top)]
+
+
+def _write_results(
+    payload: dict[str, Any],
+    out_dir: Path,
+    start: float,
+    markdown: Callable[[dict[str, Any]], str],
+    console: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Write ``results.json`` (non-finite numbers as null) and ``report.md``, print the
+    ``console`` summary and the files written; return the JSON content."""
+    payload["total_wall_s"] = time.perf_counter() - start
+    payload = to_jsonable(payload, nonfinite="null")
+    (out_dir / "results.json").write_text(dumps_json(payload, nonfinite="null") + "\n")
+    (out_dir / "report.md").write_text(markdown(payload))
+    print(console(payload))
+    files = [out_dir / name for name in ("report.md", "results.json", *payload["plots"].values())]
+    print("wrote " + ", ".join(str(f) for f in files))
+    return payload
+
+
+def _run(
+    s: BenchSettings, start: float, command: str | None, say: Callable[[str], None]
+) -> dict[str, Any]:
+    assert s.budget is not None
+    budget = s.budget
+    runnable, skipped = _runnable(s.tuners, say)
+    seeds = s.seed_values
+    bar = _progress_bar(s, len(seeds) * (len(runnable) + 1), "run")
     try:
         tasks: list[BenchTask] = []
         for seed in seeds:
             bar.set_postfix_str(f"seed {seed}: instance and optimum", refresh=True)
             tasks.append(make_task(s, seed))
             bar.update()
-        if s.grad_cost is None:
-            first = tasks[0]
-            repeats = 3 if s.task == "mnist" else 7
-            etas = [float(e) for e in np.geomspace(first.low, first.high, 7)[1:-1]]
-            cost_info = measure_gradient_cost(
-                first.task, first.t, first.split, etas, repeats=repeats
-            )
-            cost_info["method"] = (
-                f"measured on seed {first.seed}: fastest of {repeats} timings of "
-                "value_and_gradient ÷ meta_objective at each of "
-                f"{len(cost_info['etas'])} step sizes, median over them, at least 1"
-            )
-        else:
-            cost_info = {"cost": float(s.grad_cost), "method": "given by --grad-cost"}
+        first = tasks[0]
+        cost_info = gradient_cost(
+            first.task,
+            first.t,
+            first.split,
+            first.low,
+            first.high,
+            given=s.grad_cost,
+            repeats=3 if s.task == "mnist" else 7,
+            measured_on=f"seed {first.seed}",
+        )
         cost = float(cost_info["cost"])
-        n_grad = evaluations_allowed("l2l", budget, cost)
-        if n_grad < 1 and any(n in GRADIENT_TUNERS for n in runnable):
-            raise ValueError(
-                f"--budget {budget} is below the cost of one meta-gradient evaluation "
-                f"({cost:.3g} inner-run equivalents): raise --budget"
-            )
+        n_grad = _gradient_evaluations(
+            budget,
+            cost,
+            needed=any(n in GRADIENT_TUNERS for n in runnable),
+            what="meta-gradient evaluation",
+            unit="inner-run",
+        )
         runs: dict[str, list[TunerRun]] = {}
-        need_ray = any(n in RAY_TUNERS for n in runnable)
         session: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if need_ray:
+        if any(n in RAY_TUNERS for n in runnable):
             from .raytune import RaySession
 
             session = RaySession(
@@ -215,13 +263,7 @@ def _run(
     series: dict[str, dict[str, np.ndarray]] = {}
     for name in s.tuners:
         if name in skipped:
-            tuners[name] = {
-                "status": skipped[name],
-                "evals_to_1pct": None,
-                "evals_to_1e-4": None,
-                "final_test_metric": None,
-                "wall_s": None,
-            }
+            tuners[name] = {"status": skipped[name], **dict.fromkeys(_CONSOLE_KEYS)}
             continue
         records = [run_record(run, task) for run, task in zip(runs[name], tasks, strict=True)]
         tuners[name] = aggregate(
@@ -230,6 +272,7 @@ def _run(
         series[name] = curves(runs[name], tasks, budget)
     head = headline(tuners, budget)
     notes = _notes(tuners, skipped)
+    out_dir = s.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     title = (
         f"{s.task}: {_objective_description(s).split(' (')[0]}, budget {budget}, {len(seeds)} seeds"
@@ -241,12 +284,7 @@ def _run(
     plots = write_plots(out_dir, series, title) if series and no_plot is None else {}
     payload: dict[str, Any] = {
         "task": s.task,
-        "budget": budget,
-        "seeds": len(seeds),
-        "seed_values": seeds,
-        "command": command
-        or f"l2l-tune bench --task {s.task} --budget {budget} --seeds {len(seeds)}",
-        "settings": s.to_dict(),
+        **_header(s, command),
         "task_description": _task_description(s),
         "objective": s.objective,
         "objective_description": _objective_description(s),
@@ -269,15 +307,7 @@ def _run(
         "machine": machine_line(),
         "notes": notes,
     }
-    payload["total_wall_s"] = time.perf_counter() - start
-    payload = to_jsonable(payload, nonfinite="null")
-    (out_dir / "results.json").write_text(dumps_json(payload, nonfinite="null") + "\n")
-    (out_dir / "report.md").write_text(markdown_report(payload))
-    print(_console_table(payload))
-    print(payload["headline_text"])
-    files = [out_dir / name for name in ("report.md", "results.json", *plots.values())]
-    print("wrote " + ", ".join(str(f) for f in files))
-    return payload
+    return _write_results(payload, out_dir, start, markdown_report, _console_summary)
 
 
 def _notes(tuners: dict[str, Any], skipped: dict[str, str]) -> list[str]:
@@ -293,12 +323,7 @@ def _notes(tuners: dict[str, Any], skipped: dict[str, str]) -> list[str]:
     for name, entry in tuners.items():
         if entry.get("status") != "ok":
             continue
-        counts: dict[str, int] = {}
-        for record in entry["per_seed"]:
-            for message, n in record["warnings"].items():
-                counts[message] = counts.get(message, 0) + n
-        for message, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]:
-            notes.append(f"`{name}` warned {n}× (over seeds): {message}")
+        notes += _warning_notes(name, entry["per_seed"], top=3, over="seeds")
         errors = sum(
             int(r["extra"].get("errored_trials", 0) or r["extra"].get("failed_trials", 0))
             for r in entry["per_seed"]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .common import to_jsonable
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = [
     "GRADIENT_TUNERS",
@@ -107,23 +112,33 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def parse_tuners(text: str | None) -> tuple[str, ...]:
-    """The tuner names of a comma-separated ``--tuners`` value (``None``: all of them).
+def _check_tuners(names: Sequence[str], valid: Sequence[str], task: str | None) -> None:
+    for name in names:
+        if name not in valid:
+            where = f" for --task {task}" if task else ""
+            raise ValueError(
+                f"--tuners: unknown tuner {name!r}{where}; valid names are " + ", ".join(valid)
+            )
+
+
+def parse_tuners(
+    text: str | None, valid: Sequence[str] = TUNER_NAMES, *, task: str | None = None
+) -> tuple[str, ...]:
+    """The tuner names of a comma-separated ``--tuners`` value, in ``valid``'s order.
+
+    Args:
+        text: The ``--tuners`` value (``None``: every valid name).
+        valid: The tuner names the task accepts.
+        task: The task, named in the unknown-tuner message when given.
 
     Raises:
         ValueError: naming ``--tuners`` and the valid names, for an unknown or empty name.
     """
     if text is None:
-        return TUNER_NAMES
+        return tuple(valid)
     names = [part.strip() for part in str(text).split(",")]
-    valid = ", ".join(TUNER_NAMES)
-    chosen: list[str] = []
-    for name in names:
-        if name not in TUNER_NAMES:
-            raise ValueError(f"--tuners: unknown tuner {name!r}; valid names are {valid}")
-        if name not in chosen:
-            chosen.append(name)
-    return tuple(n for n in TUNER_NAMES if n in chosen)
+    _check_tuners(names, valid, task)
+    return tuple(n for n in valid if n in names)
 
 
 def _check_int(value: Any, option: str, minimum: int) -> int:
@@ -141,17 +156,29 @@ def _check_float(value: Any, option: str, *, low: float = 0.0, inclusive: bool =
     return out
 
 
-class RunSettingsMixin:
-    """What every bench run's settings share: seeds, output directory, JSON form.
+_Settings = TypeVar("_Settings", bound="RunSettingsMixin")
 
-    Expects ``task``, ``seeds``, ``seed0`` and ``out`` attributes (the dataclasses'
-    fields).
+
+class RunSettingsMixin:
+    """What the settings of every bench run share: seeds, output directory, JSON form, the
+    per-task defaults and the checks of the options common to all tasks.
+
+    Expects the dataclass fields declared here.
     """
 
     task: str
+    budget: int | None
     seeds: int | None
     seed0: int
-    out: Path | str | None
+    tuners: tuple[str, ...]
+    eta_range: tuple[float, float]
+    eta0: float | None
+    t: int | None
+    label_noise: float | None
+    torch_threads: int
+    grad_cost: float | None
+    progress: bool
+    out: Path | None
 
     @property
     def seed_values(self) -> list[int]:
@@ -165,15 +192,63 @@ class RunSettingsMixin:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict of the settings."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[key] = value
-        out["out"] = str(self.out_dir)
-        return out
+        return to_jsonable({**vars(self), "out": str(self.out_dir)})
+
+    @classmethod
+    def from_args(
+        cls: type[_Settings], args: argparse.Namespace, tuners: tuple[str, ...]
+    ) -> _Settings:
+        """The settings of parsed ``bench`` arguments (options left ``None`` take the field's
+        default) with the ``tuners`` parsed from ``--tuners``."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        given.update(
+            tuners=tuners,
+            eta_range=(float(args.eta_range[0]), float(args.eta_range[1])),
+            progress=not args.no_progress,
+        )
+        return cls(**given)
+
+    def _resolved(
+        self: _Settings,
+        defaults: Mapping[str, Mapping[str, Any]],
+        valid_tuners: Sequence[str],
+        *,
+        unit: str,
+        name_task: bool = False,
+    ) -> _Settings:
+        """A copy with the task's ``defaults`` (task → field → value) filled in and the shared
+        options checked.
+
+        Raises:
+            ValueError: naming the option.
+        """
+        if self.task not in defaults:
+            raise ValueError(f"--task must be one of {', '.join(defaults)}; got {self.task!r}")
+        values = {
+            name: default if getattr(self, name) is None else getattr(self, name)
+            for name, default in defaults[self.task].items()
+        }
+        out = replace(cast(Any, self), **values)
+        _check_int(out.budget, "--budget", 1)
+        _check_int(out.seeds, "--seeds", 1)
+        _check_int(out.seed0, "--seed0", 0)
+        _check_int(out.t, "--t", 1)
+        _check_int(out.torch_threads, "--torch-threads", 1)
+        if out.label_noise is not None:
+            _check_float(out.label_noise, "--label-noise", inclusive=True)
+            if out.label_noise > 1.0:
+                raise ValueError(f"--label-noise must be in [0, 1], got {out.label_noise!r}")
+        low, high = check_search_options(
+            out.eta_range,
+            out.eta0,
+            out.grad_cost,
+            out.tuners,
+            valid_tuners,
+            unit=unit,
+            task=out.task if name_task else None,
+        )
+        return cast(_Settings, replace(out, eta_range=(low, high)))
 
 
 @dataclass(frozen=True)
@@ -251,18 +326,7 @@ class BenchSettings(RunSettingsMixin):
         Raises:
             ValueError: naming the option (``--budget``, ``--seeds``, ``--tuners``, …).
         """
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {', '.join(TASKS)}; got {self.task!r}")
-        defaults = _DEFAULTS[self.task]
-        values: dict[str, Any] = {}
-        for name, default in defaults.items():
-            current = getattr(self, name)
-            values[name] = default if current is None else current
-        out = replace(self, **values)
-        _check_int(out.budget, "--budget", 1)
-        _check_int(out.seeds, "--seeds", 1)
-        _check_int(out.seed0, "--seed0", 0)
-        _check_int(out.t, "--t", 1)
+        out = self._resolved(_DEFAULTS, TUNER_NAMES, unit="inner runs")
         for name in ("d", "m", "n_train"):
             value = getattr(out, name)
             if value is not None:
@@ -273,11 +337,6 @@ class BenchSettings(RunSettingsMixin):
         _check_int(out.ray_workers, "--ray-workers", 1)
         _check_float(out.ray_trial_seconds, "--ray-trial-seconds", inclusive=True)
         _check_float(out.sigma, "--sigma")
-        if out.label_noise is not None:
-            _check_float(out.label_noise, "--label-noise", inclusive=True)
-            if out.label_noise > 1.0:
-                raise ValueError(f"--label-noise must be in [0, 1], got {out.label_noise!r}")
-        _check_int(out.torch_threads, "--torch-threads", 1)
         if out.objective not in ("log", "last"):
             raise ValueError(f"--objective must be 'log' or 'last'; got {out.objective!r}")
         if out.split not in ("train", "valid"):
@@ -290,10 +349,7 @@ class BenchSettings(RunSettingsMixin):
             raise ValueError(f"--variant must be 'authors' or 'paper'; got {out.variant!r}")
         if out.dataset not in ("digits", "mnist"):
             raise ValueError(f"--dataset must be 'digits' or 'mnist'; got {out.dataset!r}")
-        low, high = check_search_options(
-            out.eta_range, out.eta0, out.grad_cost, out.tuners, TUNER_NAMES, unit="inner runs"
-        )
-        return replace(out, eta_range=(low, high))
+        return out
 
 
 def check_search_options(
@@ -338,11 +394,5 @@ def check_search_options(
             raise ValueError(f"--grad-cost must be >= 1 ({unit}), got {grad_cost!r}")
     if not tuners:
         raise ValueError("--tuners must name at least one tuner")
-    for name in tuners:
-        if name not in valid_tuners:
-            where = f" for --task {task}" if task else ""
-            raise ValueError(
-                f"--tuners: unknown tuner {name!r}{where}; valid names are "
-                + ", ".join(valid_tuners)
-            )
+    _check_tuners(tuners, valid_tuners, task)
     return low, high

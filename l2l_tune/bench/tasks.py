@@ -15,13 +15,14 @@ MNIST batch) with everything the benchmark needs to compare tuners on it:
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,12 +31,18 @@ from ..tasks.base import MetaObjectiveTask
 from ..tuner import StepSizeTuner
 from .settings import BenchSettings
 
+if TYPE_CHECKING:
+    from .user_study import UserStudySettings
+
 __all__ = [
     "BenchTask",
     "TASK_FACTORIES",
     "find_optimum",
+    "gradient_cost",
+    "log_loss",
     "make_task",
     "measure_gradient_cost",
+    "mnist_data",
 ]
 
 
@@ -102,14 +109,8 @@ class BenchTask:
         return float(value), float(grad)
 
     def log_loss(self, objective_value: float) -> float:
-        """``log F`` from an objective value (``±inf`` or NaN passed through)."""
-        if self.log:
-            return self.log_factor * objective_value
-        if math.isnan(objective_value):
-            return math.nan
-        if objective_value <= 0.0:
-            return -math.inf
-        return math.log(objective_value)
+        """``log F`` from an objective value (:func:`log_loss`)."""
+        return log_loss(objective_value, self.log, self.log_factor)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly description (no task data)."""
@@ -129,6 +130,16 @@ class BenchTask:
             "test_metric_at_eta_star": self.test_metric(self.eta_star),
             **self.info,
         }
+
+
+def log_loss(objective_value: float, log: bool, log_factor: float) -> float:
+    """``log F`` from a value of the objective: ``log_factor · value`` for the log objective
+    (``log``), else ``log value`` (``±inf`` or NaN passed through)."""
+    if log:
+        return log_factor * objective_value
+    if math.isnan(objective_value):
+        return math.nan
+    return math.log(objective_value) if objective_value > 0.0 else -math.inf
 
 
 def _exp(x: float) -> float:
@@ -267,7 +278,48 @@ def measure_gradient_cost(
     }
 
 
+def gradient_cost(
+    task: MetaObjectiveTask,
+    t: int,
+    split: str,
+    low: float,
+    high: float,
+    *,
+    given: float | None,
+    repeats: int,
+    measured_on: str,
+) -> dict[str, Any]:
+    """:func:`measure_gradient_cost` at the 5 inner points of a 7-point log grid on
+    ``[low, high]``, with a ``method`` naming what was timed (``measured_on``, e.g.
+    ``"seed 0"``); or the ``given`` cost (``--grad-cost``) when it is not ``None``."""
+    if given is not None:
+        return {"cost": float(given), "method": "given by --grad-cost"}
+    etas = [float(e) for e in np.geomspace(low, high, 7)[1:-1]]
+    info = measure_gradient_cost(task, t, split, etas, repeats=repeats)
+    info["method"] = (
+        f"measured on {measured_on}: fastest of {repeats} timings of value_and_gradient ÷ "
+        f"meta_objective at each of {len(etas)} step sizes, median over them, at least 1"
+    )
+    return info
+
+
 # ---------------------------------------------------------------------------- factories
+def _settings_fields(
+    settings: BenchSettings, seed: int, task: MetaObjectiveTask, low: float, high: float
+) -> dict[str, Any]:
+    """The :class:`BenchTask` fields that come from the settings (resolved) and the instance."""
+    return {
+        "name": settings.task,
+        "seed": seed,
+        "task": task,
+        "t": settings.t,
+        "split": settings.split,
+        "objective": settings.objective,
+        "low": low,
+        "high": high,
+    }
+
+
 def _quadratic(settings: BenchSettings, seed: int) -> BenchTask:
     from ..tasks import Quadratic
 
@@ -283,14 +335,7 @@ def _quadratic(settings: BenchSettings, seed: int) -> BenchTask:
         return abs(eta - eta_star) / eta_star
 
     return BenchTask(
-        name="quadratic",
-        seed=seed,
-        task=q,
-        t=t,
-        split="train",
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, q, low, high),
         eta_star=eta_star,
         log_f_star=log_f_star,
         metric_name="relative_error",
@@ -345,14 +390,7 @@ def _least_squares(settings: BenchSettings, seed: int) -> BenchTask:
         }
     )
     return BenchTask(
-        name="least-squares",
-        seed=seed,
-        task=batch,
-        t=t,
-        split=settings.split,
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, batch, low, high),
         eta_star=eta_star,
         log_f_star=t * log_obj_star,
         metric_name="test_rmse",
@@ -368,7 +406,7 @@ def _mnist(settings: BenchSettings, seed: int) -> BenchTask:
     assert settings.split is not None
     t = settings.t
     label_noise = float(settings.label_noise or 0.0)
-    data = _mnist_data(settings)
+    data = mnist_data(settings)
     batch = data.sample(
         settings.m,
         settings.n_train,
@@ -400,14 +438,7 @@ def _mnist(settings: BenchSettings, seed: int) -> BenchTask:
         }
     )
     return BenchTask(
-        name="mnist",
-        seed=seed,
-        task=batch,
-        t=t,
-        split=settings.split,
-        objective=settings.objective,
-        low=low,
-        high=high,
+        **_settings_fields(settings, seed, batch, low, high),
         eta_star=eta_star,
         log_f_star=factor * log_obj_star,
         metric_name="test_accuracy",
@@ -418,28 +449,26 @@ def _mnist(settings: BenchSettings, seed: int) -> BenchTask:
     )
 
 
-_MNIST_CACHE: dict[tuple[Any, ...], Any] = {}
+@functools.cache
+def _mnist_distribution(dataset: str, data_dir: str | None, download: bool) -> Any:
+    from ..tasks import MNIST
+
+    return MNIST(dataset=dataset, data_dir=data_dir, download=download)
 
 
-def _mnist_data(settings: BenchSettings) -> Any:
-    """The MNIST task distribution (loaded once per data set and directory).
+def mnist_data(settings: BenchSettings | UserStudySettings) -> Any:
+    """The MNIST task distribution of the settings' data set (loaded once per data set,
+    directory and ``download``).
 
     Raises:
-        ValueError: when PyTorch (or the MNIST task) is unavailable.
+        ValueError: naming ``--task`` when PyTorch (or the MNIST task) is unavailable.
     """
-    key = (settings.dataset, settings.data_dir, settings.download)
-    if key not in _MNIST_CACHE:
-        try:
-            from ..tasks import MNIST
-
-            _MNIST_CACHE[key] = MNIST(
-                dataset=settings.dataset, data_dir=settings.data_dir, download=settings.download
-            )
-        except ImportError as exc:
-            raise ValueError(
-                f"--task mnist needs PyTorch (pip install 'l2l-tune[torch]'): {exc}"
-            ) from exc
-    return _MNIST_CACHE[key]
+    try:
+        return _mnist_distribution(settings.dataset, settings.data_dir, settings.download)
+    except ImportError as exc:
+        raise ValueError(
+            f"--task {settings.task} needs PyTorch (pip install 'l2l-tune[torch]'): {exc}"
+        ) from exc
 
 
 #: Task name -> ``(settings, seed) -> BenchTask``.

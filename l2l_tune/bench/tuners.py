@@ -55,6 +55,7 @@ __all__ = [
     "GP_CLAMP",
     "TUNER_PACKAGES",
     "USER_TUNER_PACKAGES",
+    "baseline_search",
     "evaluations_allowed",
     "missing_dependency",
     "run_tuner",
@@ -239,24 +240,26 @@ def _run_optuna(tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder) -
     return out
 
 
+def baseline_search(
+    tuner: str, n: int, low: float, high: float, seed: int
+) -> GridSearch | RandomSearch:
+    """The ``grid`` (``n`` log-spaced points, ascending) or ``random`` (``n`` log-uniform
+    draws with ``seed``) search of ``[low, high]``."""
+    if tuner == "grid":
+        return GridSearch(low=low, high=high, n_points=n)
+    return RandomSearch(n_evals=n, low=low, high=high, seed=seed)
+
+
 def _run_in_process(
     tuner: str, task: BenchTask, n: int, seed: int, rec: Recorder
 ) -> dict[str, Any]:
-    if tuner == "l2l":
-        return _run_step_size_tuner("auto", task, n, rec)
-    if tuner == "l2l-paper":
-        return _run_step_size_tuner("paper", task, n, rec)
+    if tuner in ("l2l", "l2l-paper"):
+        return _run_step_size_tuner("auto" if tuner == "l2l" else "paper", task, n, rec)
     if tuner == "l2l-blackbox":
         return _run_blackbox(task, n, rec)
-    if tuner == "grid":
-        GridSearch(low=task.low, high=task.high, n_points=n).fit(
-            ValueView(rec), task.t, split=task.split, log=task.log
-        )
-        return {}
-    if tuner == "random":
-        RandomSearch(n_evals=n, low=task.low, high=task.high, seed=seed).fit(
-            ValueView(rec), task.t, split=task.split, log=task.log
-        )
+    if tuner in ("grid", "random"):
+        search = baseline_search(tuner, n, task.low, task.high, seed)
+        search.fit(ValueView(rec), task.t, split=task.split, log=task.log)
         return {}
     return _run_optuna(tuner, task, n, seed, rec)
 
@@ -285,23 +288,19 @@ def run_tuner(
     """
     n = evaluations_allowed(tuner, budget, gradient_cost)
     counts: dict[str, int] = {}
+    quiet = _quiet_optuna() if tuner in OPTUNA_TUNERS else contextlib.nullcontext()
     if tuner in RAY_TUNERS:
         from .raytune import run_ray_tuner
 
         if ray_session is None:
             raise ValueError(f"{tuner} needs a started RaySession (ray_session=...)")
-        quiet = _quiet_optuna() if tuner in OPTUNA_TUNERS else contextlib.nullcontext()
         with _caught(counts), quiet:
             run = run_ray_tuner(tuner, task, n, gradient_cost, seed=seed, session=ray_session)
-        run.warnings = counts
-        run.extra["max_evals"] = n
-        return run
-    rec = Recorder(task, gradient_cost)
-    start = time.perf_counter()
-    rec.restart_clock()
-    quiet = _quiet_optuna() if tuner in OPTUNA_TUNERS else contextlib.nullcontext()
-    with _caught(counts), quiet:
-        extra = _run_in_process(tuner, task, n, seed, rec)
-    wall = time.perf_counter() - start
-    extra["max_evals"] = n
-    return TunerRun(tuner, seed, rec.points, wall, extra, counts)
+    else:
+        rec = Recorder(task, gradient_cost)
+        with _caught(counts), quiet:
+            extra = _run_in_process(tuner, task, n, seed, rec)
+        run = TunerRun(tuner, seed, rec.points, time.perf_counter() - rec.start, extra)
+    run.warnings = counts
+    run.extra["max_evals"] = n
+    return run

@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,18 +54,28 @@ import numpy as np
 
 from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
-from .common import dumps_json, machine_line, text_table, to_jsonable
-from .run import _messenger, _torch_threads
-from .settings import (
-    USER_TASKS,
-    USER_TUNER_NAMES,
-    RunSettingsMixin,
-    _check_float,
-    _check_int,
-    check_search_options,
+from .common import evals_within, machine_line, markdown_table, text_table
+from .recording import check_objective
+from .report import plot_tuner, save_figure
+from .run import (
+    _gradient_evaluations,
+    _header,
+    _print_to_stderr,
+    _progress_bar,
+    _runnable,
+    _torch_threads,
+    _warning_notes,
+    _write_results,
 )
-from .tasks import measure_gradient_cost
-from .tuners import _caught, _quiet_optuna, evaluations_allowed, missing_dependency
+from .settings import (
+    USER_TUNER_NAMES,
+    BenchSettings,
+    RunSettingsMixin,
+    _check_int,
+    parse_tuners,
+)
+from .tasks import gradient_cost, mnist_data
+from .tuners import _caught, _quiet_optuna, baseline_search, evaluations_allowed
 
 if TYPE_CHECKING:
     import argparse
@@ -94,10 +103,9 @@ __all__ = [
 GRADIENT_USER_TUNERS: frozenset[str] = frozenset({"l2l"})
 #: One-run optimizers scored by their own runs' validation loss (a different kind of result).
 ONE_RUN_OPTIMIZERS: frozenset[str] = frozenset({"prodigy", "schedule-free"})
-#: One-run alternatives (charged one run each).
-ONE_RUN_TUNERS: frozenset[str] = frozenset({"lr-range-test", *ONE_RUN_OPTIMIZERS})
 #: Meta-optimizer of the ``l2l`` and ``l2l-blackbox`` tuners.
 META_OPTIMIZER = "model"
+
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "digits-user": {
@@ -117,7 +125,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "seeds": 5,
     },
 }
-_DATASET = {"digits-user": "digits", "mnist-user": "mnist"}
 
 
 # ---------------------------------------------------------------------------- settings
@@ -177,54 +184,21 @@ class UserStudySettings(RunSettingsMixin):
         Raises:
             ValueError: naming the option (``--budget``, ``--grid-seeds``, ``--tuners``, …).
         """
-        if self.task not in USER_TASKS:
-            raise ValueError(f"--task must be one of {', '.join(USER_TASKS)}; got {self.task!r}")
-        values = {
-            name: default if getattr(self, name) is None else getattr(self, name)
-            for name, default in _DEFAULTS[self.task].items()
-        }
-        out = replace(self, **values)
-        _check_int(out.budget, "--budget", 1)
-        _check_int(out.seeds, "--seeds", 1)
-        _check_int(out.seed0, "--seed0", 0)
-        _check_int(out.t, "--t", 1)
+        out = self._resolved(_DEFAULTS, USER_TUNER_NAMES, unit="full runs", name_task=True)
         _check_int(out.n_train, "--n-train", 1)
         _check_int(out.n_valid, "--n-valid", 1)
         _check_int(out.grid_points, "--grid-points", 3)
         _check_int(out.grid_seeds, "--grid-seeds", 1)
-        _check_int(out.torch_threads, "--torch-threads", 1)
-        _check_float(out.label_noise, "--label-noise", inclusive=True)
-        if out.label_noise is not None and out.label_noise > 1.0:
-            raise ValueError(f"--label-noise must be in [0, 1], got {out.label_noise!r}")
-        low, high = check_search_options(
-            out.eta_range,
-            out.eta0,
-            out.grad_cost,
-            out.tuners,
-            USER_TUNER_NAMES,
-            unit="full runs",
-            task=out.task,
-        )
-        return replace(out, eta_range=(low, high))
+        return out
 
     @property
     def dataset(self) -> str:
         """``"digits"`` or ``"mnist"``."""
-        return _DATASET[self.task]
+        return self.task.removesuffix("-user")
 
 
-#: ``l2l-tune bench`` options that do not apply to the user-study tasks, with their defaults.
-_NOT_APPLICABLE: dict[str, Any] = {
-    "objective": "log",
-    "d": None,
-    "variant": "authors",
-    "m": None,
-    "sigma": 1.0,
-    "split": None,
-    "m_test": 10,
-    "dataset": "digits",
-    "ray_workers": 1,
-}
+#: ``l2l-tune bench`` options that do not apply to the user-study tasks.
+_NOT_APPLICABLE = "objective d variant m sigma split m_test dataset ray_workers".split()
 
 
 def user_settings_from_args(args: argparse.Namespace) -> UserStudySettings:
@@ -234,48 +208,16 @@ def user_settings_from_args(args: argparse.Namespace) -> UserStudySettings:
         ValueError: naming an option that does not apply to a user-study task, or a bad
             ``--tuners`` list (the rest is checked by :meth:`UserStudySettings.resolved`).
     """
-    for option, default in _NOT_APPLICABLE.items():
-        if getattr(args, option, default) != default:
+    defaults = {f.name: f.default for f in fields(BenchSettings)}
+    for option in _NOT_APPLICABLE:
+        if getattr(args, option, defaults[option]) != defaults[option]:
             flag = "--" + option.replace("_", "-")
             raise ValueError(
                 f"{flag} does not apply to --task {args.task} (the user-study tasks always "
                 "score the validation loss of fresh runs on their own data set)"
             )
-    tuners = USER_TUNER_NAMES
-    if args.tuners is not None:
-        names = [part.strip() for part in str(args.tuners).split(",")]
-        for name in names:
-            if name not in USER_TUNER_NAMES:
-                raise ValueError(
-                    f"--tuners: unknown tuner {name!r} for --task {args.task}; valid names "
-                    "are " + ", ".join(USER_TUNER_NAMES)
-                )
-        tuners = tuple(n for n in USER_TUNER_NAMES if n in names)
-    optional = {
-        name: getattr(args, name)
-        for name in ("grid_points", "grid_seeds")
-        if getattr(args, name, None) is not None
-    }
-    return UserStudySettings(
-        task=args.task,
-        budget=args.budget,
-        seeds=args.seeds,
-        seed0=args.seed0,
-        tuners=tuners,
-        eta_range=(float(args.eta_range[0]), float(args.eta_range[1])),
-        eta0=args.eta0,
-        t=args.t,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        label_noise=args.label_noise,
-        data_dir=args.data_dir,
-        download=args.download,
-        torch_threads=args.torch_threads,
-        grad_cost=args.grad_cost,
-        progress=not args.no_progress,
-        out=args.out,
-        **optional,
-    )
+    tuners = parse_tuners(args.tuners, USER_TUNER_NAMES, task=args.task)
+    return UserStudySettings.from_args(args, tuners)
 
 
 # ---------------------------------------------------------------------------- instance
@@ -342,28 +284,14 @@ class UserStudyInstance:
         return float(value), float(grad)
 
 
-_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
 def make_instance(settings: UserStudySettings) -> UserStudyInstance:
     """The user's data set of (resolved) ``settings``, drawn with ``seed0``.
 
     Raises:
         ValueError: when PyTorch is not installed.
     """
-    key = (settings.dataset, settings.data_dir, settings.download)
-    if key not in _DATA_CACHE:
-        try:
-            from ..tasks import MNIST
-        except ImportError as exc:  # pragma: no cover - torch is in the [torch] extra
-            raise ValueError(
-                f"--task {settings.task} needs PyTorch (pip install 'l2l-tune[torch]'): {exc}"
-            ) from exc
-        _DATA_CACHE[key] = MNIST(
-            dataset=settings.dataset, data_dir=settings.data_dir, download=settings.download
-        )
     assert settings.n_train is not None and settings.n_valid is not None and settings.t
-    data = _DATA_CACHE[key].sample(
+    data = mnist_data(settings).sample(
         1,
         settings.n_train,
         n_valid=settings.n_valid,
@@ -693,7 +621,8 @@ class _FreshRuns:
     def meta_objective(
         self, eta: float, t: int, *, split: str = "valid", log: bool = False
     ) -> float:
-        """Validation loss of a fresh run (``t``, ``split``, ``log`` are the study's)."""
+        """Validation loss of a fresh run (``t``, ``split``, ``log`` must be the study's)."""
+        check_objective((t, split, log), (self._instance.t, "valid", False))
         loss = self._instance.value(eta, _draw(self._rng))
         self._best = min(self._best, (loss, float(eta)))
         self._run.add(eta, loss, 1.0, self._best[1])
@@ -722,17 +651,14 @@ def _study_l2l(
     run: StudyRun,
     *,
     gradient: bool,
-    meta_optimizer: str,
     eta0: float,
     seed: int,
 ) -> None:
     """Our meta-optimizer on fresh runs: ``(1/t)·log`` of the validation loss, with the
     hypergradient (``gradient=True``) or as a black box (``tell(eta, value, None)``)."""
     bounds = (instance.low, instance.high)
-    try:  # the model's initial design depends on its seed: one per study, as Optuna's
-        optimizer = make_meta_optimizer(meta_optimizer, eta0=eta0, bounds=bounds, seed=seed)
-    except TypeError:
-        optimizer = make_meta_optimizer(meta_optimizer, eta0=eta0, bounds=bounds)
+    # The model's initial design depends on its seed: one per study, as Optuna's.
+    optimizer = make_meta_optimizer(META_OPTIMIZER, eta0=eta0, bounds=bounds, seed=seed)
     for _ in range(n):
         eta = float(optimizer.ask())
         seed = _draw(rng)
@@ -759,10 +685,10 @@ def _study_optuna(
     import optuna
     from optuna import samplers
 
-    factories: dict[str, Callable[[], Any]] = {
-        "optuna-tpe": lambda: samplers.TPESampler(seed=seed),
-        "optuna-gp": lambda: samplers.GPSampler(seed=seed),
-        "optuna-cmaes": lambda: samplers.CmaEsSampler(seed=seed),
+    factories = {
+        "optuna-tpe": samplers.TPESampler,
+        "optuna-gp": samplers.GPSampler,
+        "optuna-cmaes": samplers.CmaEsSampler,
     }
 
     def objective(trial: Any) -> float:
@@ -774,7 +700,7 @@ def _study_optuna(
         if trial.state == optuna.trial.TrialState.COMPLETE:
             run.add(trial.params["lr"], trial.value, 1.0, study.best_params["lr"])
 
-    study = optuna.create_study(sampler=factories[tuner](), direction="minimize")
+    study = optuna.create_study(sampler=factories[tuner](seed=seed), direction="minimize")
     study.optimize(objective, n_trials=n, callbacks=[record])
     run.extra["failed_trials"] = sum(
         tr.state != optuna.trial.TrialState.COMPLETE for tr in study.trials
@@ -788,12 +714,9 @@ def _run_study(
     cost: float,
     seed: int,
     *,
-    meta_optimizer: str,
     eta0: float,
 ) -> StudyRun:
     """One study of ``tuner`` (a searching tuner or the LR range test) with seed ``seed``."""
-    from ..baselines import GridSearch, RandomSearch
-
     run = StudyRun(tuner, seed)
     rng = np.random.default_rng([seed, USER_TUNER_NAMES.index(tuner)])
     n = evaluations_allowed("l2l" if tuner in GRADIENT_USER_TUNERS else "grid", budget, cost)
@@ -801,25 +724,10 @@ def _run_study(
     quiet = _quiet_optuna() if tuner.startswith("optuna-") else contextlib.nullcontext()
     with _caught(run.warnings), quiet:
         if tuner in ("l2l", "l2l-blackbox"):
-            _study_l2l(
-                instance,
-                n,
-                cost,
-                rng,
-                run,
-                gradient=tuner == "l2l",
-                meta_optimizer=meta_optimizer,
-                eta0=eta0,
-                seed=seed,
-            )
-        elif tuner == "grid":
-            GridSearch(low=instance.low, high=instance.high, n_points=n).fit(
-                _FreshRuns(instance, rng, run), instance.t, split="valid", log=False
-            )
-        elif tuner == "random":
-            RandomSearch(n_evals=n, low=instance.low, high=instance.high, seed=seed).fit(
-                _FreshRuns(instance, rng, run), instance.t, split="valid", log=False
-            )
+            _study_l2l(instance, n, cost, rng, run, gradient=tuner == "l2l", eta0=eta0, seed=seed)
+        elif tuner in ("grid", "random"):
+            search = baseline_search(tuner, n, instance.low, instance.high, seed)
+            search.fit(_FreshRuns(instance, rng, run), instance.t, split="valid", log=False)
         elif tuner == "lr-range-test":
             lr, info = lr_range_test(
                 instance.fresh([_draw(rng)]), instance.t, instance.low, instance.high
@@ -862,18 +770,13 @@ STANDARD_USER_TUNERS: tuple[str, ...] = (
 def runs_to_tolerance(mean_curve: np.ndarray, tolerance: float) -> int | None:
     """Full-run equivalents after which the mean regret stays ``≤ tolerance``.
 
-    ``mean_curve[x − 1]`` is the mean regret over studies at a budget of ``x``
-    runs (NaN before every study has an evaluation). Returns the smallest ``x``
-    from which every later point of the curve is within the tolerance, or
-    ``None`` if the curve ends above it (a tuner that dips and climbs out again
-    has not reached it).
+    ``mean_curve[x − 1]`` is the mean regret over studies at a budget of ``x`` runs (NaN
+    before every study has an evaluation): the smallest ``x`` from which every later point
+    is within the tolerance (:func:`~l2l_tune.bench.common.evals_within` with ``stay``), or
+    ``None`` if the curve ends above it (a tuner that dips and climbs out again has not
+    reached it).
     """
-    curve = np.asarray(mean_curve, dtype=float)
-    ok = np.isfinite(curve) & (curve <= tolerance)
-    if curve.size == 0 or not ok[-1]:
-        return None
-    first_bad = np.flatnonzero(~ok)
-    return int(first_bad[-1] + 2) if first_bad.size else 1
+    return evals_within(mean_curve, tolerance, stay=True)
 
 
 def headline(
@@ -916,18 +819,15 @@ def headline(
         }
     rivals = [n for n in ("optuna-tpe", "optuna-gp", "random") if n in entries]
     if "l2l-blackbox" in entries and rivals:
-        finals = {n: entries[n]["regret_at"][str(budget)]["mean"] for n in rivals}
-        best = min(rivals, key=lambda n: finals[n])
-        ours_mean = entries["l2l-blackbox"]["regret_at"][str(budget)]["mean"]
-        worst = entries["l2l-blackbox"]["regret_at"][str(budget)]["max"]
-        random_median = (
-            entries["random"]["regret_at"][str(budget)]["median"] if "random" in entries else None
-        )
+        final = {n: entries[n]["regret_at"][str(budget)] for n in (*rivals, "l2l-blackbox")}
+        best = min(rivals, key=lambda n: final[n]["mean"])
+        ours_mean, worst = final["l2l-blackbox"]["mean"], final["l2l-blackbox"]["max"]
+        random_median = final["random"]["median"] if "random" in final else None
         out["black_box"] = {
             "l2l_blackbox_mean": ours_mean,
             "best_rival": best,
-            "best_rival_mean": finals[best],
-            "mean_met": ours_mean <= finals[best],
+            "best_rival_mean": final[best]["mean"],
+            "mean_met": ours_mean <= final[best]["mean"],
             "worst_study": worst,
             "random_median": random_median,
             "worst_met": None if random_median is None else worst <= random_median,
@@ -1042,9 +942,10 @@ def _headline_markdown(head: dict[str, Any], budget: int) -> list[str]:
         f"Full-run equivalents after which the mean regret stays within 1 % of the optimum "
         f"({head['tolerance']:.4g}); `> {budget}`: not within the budget.",
         "",
-        "| tuner | runs to 1 % |",
-        "|---|---|",
-        *(f"| {n} | {'> ' + str(budget) if r is None else r} |" for n, r in reached.items()),
+        markdown_table(
+            ["tuner", "runs to 1 %"],
+            [[n, f"> {budget}" if r is None else str(r)] for n, r in reached.items()],
+        ),
     ]
     grad = head.get("with_gradients")
     if grad:
@@ -1103,35 +1004,36 @@ def _markdown(payload: dict[str, Any]) -> str:
         "",
         "Regret of the recommended step size: mean ± std [min–max] over studies.",
         "",
-        "| tuner | evals (max) | recommends | "
-        + " | ".join(f"regret at {x}" for x in checkpoints)
-        + " | final η | relative regret | wall (s) |",
-        "|" + "---|" * (6 + len(checkpoints)),
     ]
     skipped: list[str] = []
-    one_run: list[str] = []
+    one_run: list[list[str]] = []
+    rows: list[list[str]] = []
     for name, entry in payload["tuners"].items():
         if entry["status"] != "ok":
             skipped.append(f"* `{name}`: {entry['status']}")
-            continue
-        if entry["kind"] == "one-run optimizer":
-            one_run.append(
-                f"| {name} | {entry['optimizer']} | {entry['expected_val_loss']:.4f} | "
-                f"{entry['excess_over_optimum']:+.4f} ({100 * entry['relative_excess']:+.1f} %) "
-                f"| {_spread(entry['val_loss_per_seed'], '.4f')} |"
+        elif entry["kind"] == "one-run optimizer":
+            excess = (
+                f"{entry['excess_over_optimum']:+.4f} ({100 * entry['relative_excess']:+.1f} %)"
             )
-            continue
-        evals = entry["per_study"][0]["evaluations"]
-        row = [
-            f"**{name}**" if name == "l2l" else name,
-            f"{evals} ({entry['max_evaluations']})",
-            entry["recommendation"],
-            *(_spread(entry["regret_at"][str(x)]) for x in checkpoints),
-            _spread(entry["final_eta"]),
-            f"{_fmt(entry['final_relative_regret']['mean'], '.1%')}",
-            _fmt(entry["wall_s"]["mean"], ".2g"),
-        ]
-        lines.append("| " + " | ".join(row) + " |")
+            loss = f"{entry['expected_val_loss']:.4f}"
+            spread = _spread(entry["val_loss_per_seed"], ".4f")
+            one_run.append([name, entry["optimizer"], loss, excess, spread])
+        else:
+            evals = entry["per_study"][0]["evaluations"]
+            rows.append(
+                [
+                    f"**{name}**" if name == "l2l" else name,
+                    f"{evals} ({entry['max_evaluations']})",
+                    entry["recommendation"],
+                    *(_spread(entry["regret_at"][str(x)]) for x in checkpoints),
+                    _spread(entry["final_eta"]),
+                    f"{_fmt(entry['final_relative_regret']['mean'], '.1%')}",
+                    _fmt(entry["wall_s"]["mean"], ".2g"),
+                ]
+            )
+    regrets = [f"regret at {x}" for x in checkpoints]
+    header = ["tuner", "evals (max)", "recommends", *regrets, "final η", "relative regret"]
+    lines.append(markdown_table([*header, "wall (s)"], rows))
     lines += _headline_markdown(payload.get("headline") or {}, payload["budget"])
     if one_run:
         lines += [
@@ -1142,10 +1044,11 @@ def _markdown(payload: dict[str, Any]) -> str:
             f"(mean over the grid's {grid['seeds']} seeds), against the constant-step SGD "
             "optimum; charged one run. A negative excess beats the best constant SGD step size.",
             "",
-            "| optimizer | setup | expected val loss | excess over SGD optimum | "
-            "val loss per seed |",
-            "|---|---|---|---|---|",
-            *one_run,
+            markdown_table(
+                ["optimizer", "setup", "expected val loss", "excess over SGD optimum"]
+                + ["val loss per seed"],
+                one_run,
+            ),
         ]
     if skipped:
         lines += ["", "Skipped:", "", *skipped]
@@ -1155,11 +1058,12 @@ def _markdown(payload: dict[str, Any]) -> str:
         "",
         "## Expected validation loss",
         "",
-        "| η | mean | smoothed |",
-        "|---|---|---|",
-        *(
-            f"| {e:.4g} | {m:.4f} | {s:.4f} |"
-            for e, m, s in zip(grid["eta"], grid["mean"], grid["smoothed"], strict=True)
+        markdown_table(
+            ["η", "mean", "smoothed"],
+            [
+                [f"{e:.4g}", f"{m:.4f}", f"{s:.4f}"]
+                for e, m, s in zip(grid["eta"], grid["mean"], grid["smoothed"], strict=True)
+            ],
         ),
     ]
     if payload["notes"]:
@@ -1179,32 +1083,19 @@ def _plot(
 
     fig, ax = plt.subplots(figsize=(10.5, 5.5))
     x = np.arange(1, budget + 1)
-    styles = ["--", "-.", ":"]
     for i, (name, values) in enumerate(curves.items()):
-        color = f"C{i % 10}"
         complete = np.all(np.isfinite(values), axis=0)
         mean = np.where(complete, np.mean(np.where(complete, values, 0.0), axis=0), np.nan)
-        style = "-" if name.startswith("l2l") else styles[i % len(styles)]
-        ax.plot(x, mean, style, color=color, lw=2.4 if name == "l2l" else 1.4, label=name)
-        if values.shape[0] > 1 and complete.any():
-            low = np.full(budget, np.nan)
-            high = np.full(budget, np.nan)
-            low[complete] = values[:, complete].min(axis=0)
-            high[complete] = values[:, complete].max(axis=0)
-            ax.fill_between(x, low, high, color=color, alpha=0.12, lw=0)
+        low, high = (np.where(complete, bound, np.nan) for bound in (values.min(0), values.max(0)))
+        plot_tuner(ax, x, name, i, mean, low, high, color=f"C{i % 10}", band=values.shape[0] > 1)
     for j, (name, excess) in enumerate(one_run.items()):
         color = f"C{(len(curves) + j) % 10}"
         ax.axhline(excess, color=color, lw=1.2, ls=(0, (1, 2)), label=f"{name} (own runs)")
         ax.plot([1], [excess], "o", color=color)
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel("full-run equivalents (a hypergradient run at its measured cost)")
-    ax.set_ylabel("regret: expected val loss at the recommendation − optimum")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "regret.png", dpi=110)
-    plt.close(fig)
+    xlabel = "full-run equivalents (a hypergradient run at its measured cost)"
+    ylabel = "regret: expected val loss at the recommendation − optimum"
+    save_figure(fig, ax, out_dir / "regret.png", xlabel, ylabel, title)
     return {"regret": "regret.png"}
 
 
@@ -1260,63 +1151,45 @@ def run_user_study(
             one hypergradient run when ``l2l`` is selected.
     """
     s = settings.resolved()
-
-    say = _messenger(log)
-
     with _torch_threads(s.torch_threads):
-        return _run(s, time.perf_counter(), command, say)
+        return _run(s, time.perf_counter(), command, log or _print_to_stderr)
 
 
 def _run(
     s: UserStudySettings, start: float, command: str | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
+    runnable, skipped = _runnable(s.tuners, say)
+    instance = make_instance(s)
     assert s.budget is not None
     budget = s.budget
-    skipped: dict[str, str] = {}
-    runnable: list[str] = []
-    for name in s.tuners:
-        reason = missing_dependency(name)
-        if reason is None:
-            runnable.append(name)
-        else:
-            skipped[name] = reason
-            say(reason)
-    instance = make_instance(s)
     eta0 = float(s.eta0) if s.eta0 is not None else math.sqrt(instance.low * instance.high)
     grid_rng = np.random.default_rng([s.seed0, 2**31 - 1])
     grid_seeds = [_draw(grid_rng) for _ in range(s.grid_seeds)]
     searching = [n for n in runnable if n not in ONE_RUN_OPTIMIZERS]
-    bar = tqdm(
-        total=1 + len(searching) * len(s.seed_values) + (len(runnable) - len(searching)),
-        desc=f"bench {s.task}",
-        unit="study",
-        disable=not s.progress,
-        file=sys.stderr,
-    )
+    total = 1 + len(searching) * len(s.seed_values) + (len(runnable) - len(searching))
+    bar = _progress_bar(s, total, "study")
     try:
         bar.set_postfix_str("expected-loss grid", refresh=True)
         grid = expected_loss_grid(instance, s.grid_points, grid_seeds)
         bar.update()
-        if s.grad_cost is None:
-            etas = [float(e) for e in np.geomspace(instance.low, instance.high, 7)[1:-1]]
-            cost_info = measure_gradient_cost(
-                instance.fresh([grid_seeds[0]]), instance.t, "valid", etas, repeats=3
-            )
-            cost_info["method"] = (
-                "measured on one fresh run: fastest of 3 timings of value_and_gradient ÷ "
-                f"meta_objective at each of {len(etas)} step sizes, median over them, at least 1"
-            )
-        else:
-            cost_info = {"cost": float(s.grad_cost), "method": "given by --grad-cost"}
+        cost_info = gradient_cost(
+            instance.fresh([grid_seeds[0]]),
+            instance.t,
+            "valid",
+            instance.low,
+            instance.high,
+            given=s.grad_cost,
+            repeats=3,
+            measured_on="one fresh run",
+        )
         cost = float(cost_info["cost"])
-        n_grad = evaluations_allowed("l2l", budget, cost)
-        if n_grad < 1 and "l2l" in runnable:
-            raise ValueError(
-                f"--budget {budget} is below the cost of one hypergradient run "
-                f"({cost:.3g} full-run equivalents): raise --budget"
-            )
+        n_grad = _gradient_evaluations(
+            budget,
+            cost,
+            needed="l2l" in runnable,
+            what="hypergradient run",
+            unit="full-run",
+        )
         tuners: dict[str, Any] = {}
         curves: dict[str, np.ndarray] = {}
         one_run: dict[str, float] = {}
@@ -1330,17 +1203,7 @@ def _run(
             runs = []
             for seed in s.seed_values:
                 bar.set_postfix_str(f"{name}, study {seed}", refresh=True)
-                runs.append(
-                    _run_study(
-                        name,
-                        instance,
-                        budget,
-                        cost,
-                        seed,
-                        meta_optimizer=META_OPTIMIZER,
-                        eta0=eta0,
-                    )
-                )
+                runs.append(_run_study(name, instance, budget, cost, seed, eta0=eta0))
                 bar.update()
             tuners[name], curves[name] = _tuner_entry(name, runs, grid, budget, cost)
     finally:
@@ -1363,26 +1226,16 @@ def _run(
         "Regrets are against the smoothed expected-loss grid; its own noise (the grid's "
         f"{s.grid_seeds} seeds per point) is a floor below which regrets are not resolved.",
         "Non-finite numbers are written as null in results.json.",
+        *skipped.values(),
     ]
-    notes.extend(skipped.values())
     if no_plot is not None:
         notes.append(f"Plot not drawn: {no_plot}.")
     for name, entry in tuners.items():
-        counts: dict[str, int] = {}
-        for record in entry.get("per_study", []):
-            for message, k in record["warnings"].items():
-                counts[message] = counts.get(message, 0) + k
-        for message, k in sorted(counts.items(), key=lambda kv: -kv[1])[:2]:
-            notes.append(f"`{name}` warned {k}× (over studies): {message}")
+        notes += _warning_notes(name, entry.get("per_study", []), top=2, over="studies")
     payload: dict[str, Any] = {
         "task": s.task,
         "kind": "user-study",
-        "budget": budget,
-        "seeds": len(s.seed_values),
-        "seed_values": s.seed_values,
-        "command": command
-        or f"l2l-tune bench --task {s.task} --budget {budget} --seeds {len(s.seed_values)}",
-        "settings": s.to_dict(),
+        **_header(s, command),
         "task_description": _task_description(s, instance),
         "eta_range": [instance.low, instance.high],
         "eta0": eta0,
@@ -1393,19 +1246,9 @@ def _run(
         "checkpoints": _checkpoints(budget),
         "headline": headline(curves, tuners, grid.optimum, budget),
         "tuners": ordered,
-        "curves": {
-            "x": list(range(1, budget + 1)),
-            **{name: values for name, values in curves.items()},
-        },
+        "curves": {"x": list(range(1, budget + 1)), **curves},
         "plots": plots,
         "machine": machine_line(),
         "notes": notes,
     }
-    payload["total_wall_s"] = time.perf_counter() - start
-    payload = to_jsonable(payload, nonfinite="null")
-    (out_dir / "results.json").write_text(dumps_json(payload, nonfinite="null") + "\n")
-    (out_dir / "report.md").write_text(_markdown(payload))
-    print(_console(payload))
-    files = [out_dir / name for name in ("report.md", "results.json", *plots.values())]
-    print("wrote " + ", ".join(str(f) for f in files))
-    return payload
+    return _write_results(payload, out_dir, start, _markdown, _console)
