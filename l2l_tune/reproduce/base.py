@@ -1,17 +1,16 @@
-"""The registry of reproduction targets and what every target writes.
+"""The registry of reproduction targets, their shared scaffolding, and what every target writes.
 
 A *target* reproduces one figure or theorem of Wang, Yuan, Wu and Ge, "Guarantees
 for Tuning the Step Size using a Learning-to-Learn Approach" (ICML 2021). It is a
-function ``run(ctx) -> TargetReport`` registered under a name with :func:`register`:
+function ``run(ctx) -> TargetReport`` registered under a name with :func:`register`
+that states its settings (a :class:`TargetSettings` dataclass: the paper's values and
+what ``--quick`` changes), its measurement (``ctx.bar`` for progress) and its
+:class:`Check` list; :func:`figure_row`, :func:`label_axes` and
+:meth:`RunContext.save_figure` draw its figures.
 
 .. code-block:: python
 
-    @register(
-        "fig4",
-        title="...",
-        reference="Fig 4, Section 5",
-        claim="...",
-    )
+    @register("fig4", title="...", reference="Fig 4, Section 5", claim="...")
     def fig4(ctx: RunContext) -> TargetReport:
         ...  # measure, plot into ctx.out_dir, return the numbers and the checks
 

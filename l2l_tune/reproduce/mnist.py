@@ -59,6 +59,9 @@ register_option(
 )
 register_option("device", help="fig4/fig5: cpu (default), cuda or cuda:N")
 
+#: Results by setting key (``small``, ``noisy``, ``all``), as :func:`compare_on_mnist` returns.
+_BySetting = dict[str, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class MNISTSetting:
@@ -310,7 +313,7 @@ def _step_size_text(method: dict[str, Any]) -> str:
 
 
 def _accuracy_lines(
-    settings: dict[str, dict[str, Any]], training: Callable[[dict[str, Any]], str] = _step_size_text
+    settings: _BySetting, training: Callable[[dict[str, Any]], str] = _step_size_text
 ) -> list[str]:
     """A line per setting and method: how it trained (``training``) → its test summary."""
     lines = []
@@ -344,7 +347,7 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
 
 def _run_settings(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[MNISTSettings, dict[str, dict[str, Any]], list[str]]:
+) -> tuple[MNISTSettings, _BySetting, list[str]]:
     """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``.
 
     Each setting's result is checkpointed in ``ctx.out_dir / "step-size"`` (keyed by

@@ -41,6 +41,7 @@ from .mnist import (
     MNISTSettings,
     _accuracy,
     _accuracy_lines,
+    _BySetting,
     _distribution,
     _network,
     _run_settings,
@@ -374,7 +375,7 @@ def _budget(ctx: RunContext) -> str:
 
 def _run_learned(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[LearnedProtocol, str, dict[str, dict[str, Any]], list[str]]:
+) -> tuple[LearnedProtocol, str, _BySetting, list[str]]:
     """Meta-train every setting's MLP-TbT and MLP-TbV (in parallel) and test them.
 
     Returns the protocol, the data set, the results by setting and the checkpoint files
@@ -466,9 +467,7 @@ def _learned_setting_text(protocol: LearnedProtocol, dataset: str, ctx: RunConte
 
 #: ``(learned, step_size) -> (checks, notes)``: a target's checks on the results of the
 #: learned optimizer and of SGD's learned step size, by setting.
-_Judge = Callable[
-    [dict[str, dict[str, Any]], dict[str, dict[str, Any]]], tuple[list[Check], list[str]]
-]
+_Judge = Callable[[_BySetting, _BySetting], tuple[list[Check], list[str]]]
 
 
 def _learned_target(
@@ -529,9 +528,7 @@ def fig4(ctx: RunContext) -> TargetReport:
     """Fig 4: test accuracy of MLP-TbT, MLP-TbV and grid-searched SGD in three settings."""
     keys = ("small", "noisy", "all")
 
-    def judge(
-        learned: dict[str, dict[str, Any]], step_size: dict[str, dict[str, Any]]
-    ) -> tuple[list[Check], list[str]]:
+    def judge(learned: _BySetting, step_size: _BySetting) -> tuple[list[Check], list[str]]:
         gap = {k: _accuracy(learned[k], "MLP-TbV") - _accuracy(learned[k], "MLP-TbT") for k in keys}
         checks = [
             Check(
@@ -574,9 +571,7 @@ def fig4(ctx: RunContext) -> TargetReport:
 def fig5(ctx: RunContext) -> TargetReport:
     """Fig 5: training-accuracy curves of MLP-TbT, MLP-TbV and SGD in the noisy setting."""
 
-    def judge(
-        learned: dict[str, dict[str, Any]], step_size: dict[str, dict[str, Any]]
-    ) -> tuple[list[Check], list[str]]:
+    def judge(learned: _BySetting, step_size: _BySetting) -> tuple[list[Check], list[str]]:
         noisy = learned["noisy"]
         train_tbt, train_tbv = (_accuracy(noisy, m, "train") for m in ("MLP-TbT", "MLP-TbV"))
         test_tbt, test_tbv = (_accuracy(noisy, m) for m in ("MLP-TbT", "MLP-TbV"))
