@@ -198,12 +198,18 @@ def label_axes(
         log: The axes on a log scale: ``""``, ``"x"``, ``"y"`` or ``"xy"``.
         fontsize: The legend's font size.
         **legend: Further keyword arguments of ``ax.legend`` (``ncol``…).
+
+    Raises:
+        ValueError: for another ``log``.
     """
+    check_choice("log", log, ("", "x", "y", "xy"))
     ax.set(title=title, xlabel=xlabel)
     if ylabel is not None:
         ax.set_ylabel(ylabel)
-    for axis in log:
-        ax.set(**{f"{axis}scale": "log"})
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
     ax.legend(fontsize=fontsize, **legend)
 
 
