@@ -280,3 +280,18 @@ def test_quick_fig4_runs_three_settings_and_resumes(tmp_path: Path) -> None:
     for key, setting in first["results"]["learned"].items():
         for name, method in setting["methods"].items():
             assert again["results"]["learned"][key]["methods"][name]["test"] == method["test"]
+
+
+def test_target_settings_and_options_of_the_scaffolding(tmp_path: Path) -> None:
+    """``TargetSettings.for_run`` applies ``QUICK`` only with ``quick``; ``RunContext.option``
+    rejects a value outside the option's described choices, naming the option."""
+    from l2l_tune.reproduce.quadratic import Fig1Settings, StabilitySettings
+
+    assert Fig1Settings.for_run(False) == Fig1Settings()
+    quick = Fig1Settings.for_run(True)
+    assert (quick.meta_steps, quick.extra_seeds, quick.t) == (1000, 2, Fig1Settings().t)
+    assert StabilitySettings.for_run(True).ts[-1] == 2560
+    ctx = RunContext(out_dir=tmp_path, options={"variant": "other"})
+    assert ctx.option("seedless", 3) == 3
+    with pytest.raises(ValueError, match="variant must be one of 'paper', 'authors'"):
+        ctx.option("variant", "paper")

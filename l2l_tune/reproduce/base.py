@@ -1,17 +1,16 @@
-"""The registry of reproduction targets and what every target writes.
+"""The registry of reproduction targets, their shared scaffolding, and what every target writes.
 
 A *target* reproduces one figure or theorem of Wang, Yuan, Wu and Ge, "Guarantees
 for Tuning the Step Size using a Learning-to-Learn Approach" (ICML 2021). It is a
-function ``run(ctx) -> TargetReport`` registered under a name with :func:`register`:
+function ``run(ctx) -> TargetReport`` registered under a name with :func:`register`
+that states its settings (a :class:`TargetSettings` dataclass: the paper's values and
+what ``--quick`` changes), its measurement (``ctx.bar`` for progress) and its
+:class:`Check` list; :func:`figure_row`, :func:`label_axes` and
+:meth:`RunContext.save_figure` draw its figures.
 
 .. code-block:: python
 
-    @register(
-        "fig4",
-        title="...",
-        reference="Fig 4, Section 5",
-        claim="...",
-    )
+    @register("fig4", title="...", reference="Fig 4, Section 5", claim="...")
     def fig4(ctx: RunContext) -> TargetReport:
         ...  # measure, plot into ctx.out_dir, return the numbers and the checks
 
@@ -30,11 +29,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from .._plotting import pyplot, save_figure
 from ..bench.common import dumps_json, to_jsonable
 
 __all__ = [
@@ -46,7 +46,11 @@ __all__ = [
     "RunContext",
     "Target",
     "TargetReport",
+    "TargetSettings",
+    "check_choice",
     "checkpointed",
+    "figure_row",
+    "label_axes",
     "register",
     "register_option",
     "run_target",
@@ -55,6 +59,24 @@ __all__ = [
 #: Verdict strings of the text and JSON outputs.
 SUPPORTED = "SUPPORTED"
 NOT_SUPPORTED = "NOT SUPPORTED"
+
+_Settings = TypeVar("_Settings", bound="TargetSettings")
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Base of a target's settings: the paper's values as field defaults.
+
+    A subclass is a frozen dataclass whose ``QUICK`` names the fields that ``--quick``
+    changes (small sizes, seconds); :meth:`for_run` picks one or the other.
+    """
+
+    QUICK: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def for_run(cls: type[_Settings], quick: bool) -> _Settings:
+        """The paper's settings, or those with ``QUICK`` applied when ``quick``."""
+        return replace(cls(), **cls.QUICK) if quick else cls()
 
 
 @dataclass(frozen=True)
@@ -123,12 +145,20 @@ class RunContext:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, name: str, default: Any) -> Any:
-        """The option ``name``, or ``default`` when it was not given."""
+        """The option ``name``, or ``default`` when it was not given.
+
+        Raises:
+            ValueError: naming the option, for a value outside its described choices.
+        """
         value = self.options.get(name)
-        return default if value is None else value
+        if value is None:
+            return default
+        spec = OPTION_SPECS.get(name)
+        check_choice(name, value, None if spec is None else spec.choices)
+        return value
 
     def bar(self, total: int, desc: str) -> Any:
-        """A tqdm progress bar (disabled with ``progress=False``); close it when done."""
+        """A tqdm progress bar (disabled with ``progress=False``), to use as a context manager."""
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
@@ -137,6 +167,61 @@ class RunContext:
         """``out_dir / f"{stem}.png"``, with ``out_dir`` created."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return self.out_dir / f"{stem}.png"
+
+    def save_figure(self, fig: Any, stem: str) -> Path:
+        """Lay out, save and close ``fig`` as ``out_dir / f"{stem}.png"``; return the path."""
+        return save_figure(fig, self.figure_path(stem))
+
+
+def figure_row(panels: int, width: float = 12.0) -> tuple[Any, Any]:
+    """A Matplotlib figure of ``panels`` axes side by side, 4.2 in high: ``(fig, axes)``."""
+    return pyplot().subplots(1, panels, figsize=(width, 4.2))
+
+
+def label_axes(
+    ax: Any,
+    title: str,
+    xlabel: str,
+    ylabel: str | None = None,
+    *,
+    log: str = "",
+    fontsize: float = 8,
+    **legend: Any,
+) -> None:
+    """Title, label and scale ``ax``, then draw its legend.
+
+    Args:
+        ax: Matplotlib axes.
+        title: The axes' title.
+        xlabel: The x axis' label.
+        ylabel: The y axis' label (``None``: none).
+        log: The axes on a log scale: ``""``, ``"x"``, ``"y"`` or ``"xy"``.
+        fontsize: The legend's font size.
+        **legend: Further keyword arguments of ``ax.legend`` (``ncol``…).
+
+    Raises:
+        ValueError: for another ``log``.
+    """
+    check_choice("log", log, ("", "x", "y", "xy"))
+    ax.set(title=title, xlabel=xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if "x" in log:
+        ax.set_xscale("log")
+    if "y" in log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=fontsize, **legend)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any] | None) -> None:
+    """Accept ``value`` when ``choices`` is ``None`` or holds it.
+
+    Raises:
+        ValueError: naming ``name`` and the accepted values otherwise.
+    """
+    if choices is not None and value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {accepted}; got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._plotting import plotting_missing
-from .base import OptionSpec
+from .base import OptionSpec, check_choice
 
 __all__ = ["add_reproduce_parser", "resolve_targets"]
 
@@ -141,10 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     specs = _option_specs()
     options = {name: getattr(args, name, None) for name in specs}
     for name, value in options.items():
-        choices = specs[name].choices
-        if value is not None and choices is not None and value not in choices:
-            accepted = ", ".join(repr(c) for c in choices)
-            raise ValueError(f"{_flag(name)} must be one of {accepted}; got {value!r}")
+        if value is not None:
+            check_choice(_flag(name), value, specs[name].choices)
     if args.full and args.target != "all" and not TARGETS[names[0]].full:
         takers = ", ".join(t.name for t in TARGETS.values() if t.full)
         raise ValueError(f"--full applies to {takers} only, not to {names[0]!r}")

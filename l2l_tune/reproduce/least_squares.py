@@ -26,16 +26,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
 from ..tasks import LeastSquares, LeastSquaresBatch, LeastSquaresEvaluation
 from ..tuner import StepSizeTuner
-from .base import Check, RunContext, TargetReport, register
+from .base import Check, RunContext, TargetReport, TargetSettings, figure_row, label_axes, register
 
 __all__ = [
     "TEST_SEED_OFFSET",
@@ -268,22 +270,59 @@ def oracle_step_size(test: LeastSquaresBatch, t: int, points: int = 41) -> tuple
     return math.exp(float(logs[best])), float(values[best])
 
 
-def _grid(low: float, high: float, points: int) -> GridSearch:
-    return GridSearch(low=low, high=high, n_points=points)
+@dataclass(frozen=True)
+class _GridSettings(TargetSettings):
+    """The grid of step sizes of the least-squares targets (the paper's, Section 5).
+
+    Attributes:
+        grid_low: Smallest grid step size.
+        grid_high: Largest grid step size.
+        grid_points: Grid points (log-spaced).
+    """
+
+    grid_low: float = 1e-6
+    grid_high: float = 1.0
+    grid_points: int = 25
+
+    def grid(self) -> GridSearch:
+        """The grid search (evaluated on the same tasks at every point)."""
+        return GridSearch(low=self.grid_low, high=self.grid_high, n_points=self.grid_points)
+
+    def grid_text(self) -> str:
+        """The grid as the reports name it, e.g. ``logspace(-6, 0, 25)``."""
+        low, high = math.log10(self.grid_low), math.log10(self.grid_high)
+        return f"logspace({low:g}, {high:g}, {self.grid_points})"
 
 
-def _sweep_point(
-    dist: LeastSquares, n: int, s: Fig2Settings | Fig3Settings, seed: int, bar: Any
-) -> dict[str, Any]:
-    """One point of Fig 2's or 3's sweep: :func:`compare_tbt_tbv` with the paper's grid."""
-    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
+@dataclass(frozen=True)
+class _SweepSettings(_GridSettings):
+    """What Figs 2 and 3 share (Section 5; GUIDE §4), besides the grid.
+
+    Attributes:
+        d: Input dimension.
+        t: Inner GD steps.
+        m: Training tasks.
+        m_test: Test tasks.
+    """
+
+    d: int = 1000
+    t: int = 40
+    m: int = 300
+    m_test: int = 10
+
+
+def _sweep(
+    ctx: RunContext, desc: str, s: _SweepSettings, points: Sequence[tuple[float, int]]
+) -> list[dict[str, Any]]:
+    """Fig 2's or 3's measurement: :func:`compare_tbt_tbv` on the grid at each ``(σ, n)``."""
+    grid = s.grid()
 
     def on_grid(batch: LeastSquaresBatch, split: str, label: str) -> dict[str, Any]:
         return tune_step_size(batch, s.t, split, grid)
 
-    return compare_tbt_tbv(
-        dist, n, on_grid, m=s.m, t=s.t, seed=seed, m_test=s.m_test, bar=bar
-    ).row()
+    compare = partial(compare_tbt_tbv, rule=on_grid, m=s.m, t=s.t, seed=ctx.seed, m_test=s.m_test)
+    with ctx.bar(2 * len(points), desc) as bar:
+        return [compare(LeastSquares(s.d, sigma), n, bar=bar).row() for sigma, n in points]
 
 
 def _slope(x: Any, y: Any) -> float:
@@ -299,9 +338,8 @@ def _plot_sweep(
     label: str,
     title: str,
     log_x: bool,
-) -> Any:
-    plt = pyplot()
-    fig, (ax, ax_eta) = plt.subplots(1, 2, figsize=(12, 4.2))
+) -> Path:
+    fig, (ax, ax_eta) = figure_row(2)
     xs = np.array([r[key] for r in rows], dtype=float)
     for name, color, marker in (("TbT", "C3", "o"), ("TbV", "C0", "s")):
         mean = np.array([r[name]["test_rmse"] for r in rows])
@@ -319,15 +357,8 @@ def _plot_sweep(
             label=f"{name} train",
         )
         ax_eta.plot(xs, [r[name]["eta"] for r in rows], marker=marker, color=color, label=name)
-    ax.set_xlabel(label)
-    ax.set_ylabel("RMSE (bars: range over test tasks)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax_eta.set_yscale("log")
-    ax_eta.set_xlabel(label)
-    ax_eta.set_ylabel("chosen η (grid)")
-    ax_eta.set_title("step size chosen on the grid")
-    ax_eta.legend(fontsize=8)
+    label_axes(ax, title, label, "RMSE (bars: range over test tasks)")
+    label_axes(ax_eta, "step size chosen on the grid", label, "chosen η (grid)", log="y")
     if log_x:
         from matplotlib.ticker import NullFormatter
 
@@ -335,7 +366,7 @@ def _plot_sweep(
             axis.set_xscale("log")
             axis.set_xticks(xs, [f"{x:g}" for x in xs])
             axis.xaxis.set_minor_formatter(NullFormatter())
-    return save_figure(fig, ctx.figure_path(stem))
+    return ctx.save_figure(fig, stem)
 
 
 def _row_line(r: dict[str, Any], key: str, label: str) -> str:
@@ -351,37 +382,20 @@ def _row_line(r: dict[str, Any], key: str, label: str) -> str:
 
 # ====================================================================== fig2
 @dataclass(frozen=True)
-class Fig2Settings:
-    """Settings of ``fig2`` (Fig 2; Section 5; GUIDE §4).
+class Fig2Settings(_SweepSettings):
+    """Settings of ``fig2`` (Fig 2; also ``d``, ``t``, ``m``, ``m_test`` and the grid).
+
+    Quick: ``d = 100``, ``n = 50``, ``m = 30`` and 4 noise levels.
 
     Attributes:
-        d: Input dimension.
-        t: Inner GD steps.
         n: Samples per task (TbT: all training; TbV: ``n/2 + n/2``).
-        m: Training tasks.
-        m_test: Test tasks.
         sigmas: Noise levels.
-        grid_low: Smallest grid step size.
-        grid_high: Largest grid step size.
-        grid_points: Grid points (log-spaced).
     """
 
-    d: int = 1000
-    t: int = 40
-    n: int = 500
-    m: int = 300
-    m_test: int = 10
-    sigmas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
-    grid_low: float = 1e-6
-    grid_high: float = 1.0
-    grid_points: int = 25
+    QUICK = {"d": 100, "n": 50, "m": 30, "sigmas": (0.5, 1.0, 2.0, 3.0)}
 
-    @classmethod
-    def for_run(cls, quick: bool) -> Fig2Settings:
-        """The paper's sizes, or ``d = 100``, ``n = 50``, ``m = 30`` and 4 noise levels."""
-        if quick:
-            return cls(d=100, n=50, m=30, sigmas=(0.5, 1.0, 2.0, 3.0))
-        return cls()
+    n: int = 500
+    sigmas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 @register(
@@ -397,11 +411,7 @@ class Fig2Settings:
 def fig2(ctx: RunContext) -> TargetReport:
     """Fig 2: test and training RMSE of TbT and TbV against σ."""
     s = Fig2Settings.for_run(ctx.quick)
-    bar = ctx.bar(2 * len(s.sigmas), "fig2 (σ, TbT/TbV)")
-    try:
-        rows = [_sweep_point(LeastSquares(s.d, sigma), s.n, s, ctx.seed, bar) for sigma in s.sigmas]
-    finally:
-        bar.close()
+    rows = _sweep(ctx, "fig2 (σ, TbT/TbV)", s, [(sigma, s.n) for sigma in s.sigmas])
     gaps = [r["gap"] for r in rows]
     checks = [
         Check(
@@ -416,7 +426,7 @@ def fig2(ctx: RunContext) -> TargetReport:
         ),
         Check(
             "the gap grows with σ (strictly increasing over the sweep)",
-            all(b > a for a, b in zip(gaps[:-1], gaps[1:], strict=True)),
+            all(b > a for a, b in pairwise(gaps)),
             ", ".join(f"σ={r['sigma']:g}: {r['gap']:+.3f}" for r in rows),
         ),
     ]
@@ -427,8 +437,7 @@ def fig2(ctx: RunContext) -> TargetReport:
         setting=(
             f"d = {s.d}, t = {s.t}, n = {s.n} (TbT) / {s.n // 2} + {s.n - s.n // 2} (TbV, the "
             f"same samples), m = {s.m} training tasks, σ ∈ {list(s.sigmas)}, η chosen on "
-            f"logspace({math.log10(s.grid_low):g}, {math.log10(s.grid_high):g}, "
-            f"{s.grid_points}) (same tasks at every η), 40σ truncation; test: the chosen η "
+            f"{s.grid_text()} (same tasks at every η), 40σ truncation; test: the chosen η "
             f"applied to all n samples of {s.m_test} new tasks (same test tasks for both), "
             f"population RMSE sqrt(‖w_t − w*‖² + σ²); seed {ctx.seed}"
         ),
@@ -442,37 +451,20 @@ def fig2(ctx: RunContext) -> TargetReport:
 
 # ====================================================================== fig3
 @dataclass(frozen=True)
-class Fig3Settings:
-    """Settings of ``fig3`` (Fig 3; Section 5; the paper does not list its n values).
+class Fig3Settings(_SweepSettings):
+    """Settings of ``fig3`` (Fig 3; also ``d``, ``t``, ``m``, ``m_test`` and the grid).
+
+    The paper does not list its n values. Quick: ``d = 100``, ``n ∈ {50, …, 400}``, ``m = 30``.
 
     Attributes:
-        d: Input dimension.
-        t: Inner GD steps.
         sigma: Noise level.
         ns: Samples per task (TbV: split evenly).
-        m: Training tasks.
-        m_test: Test tasks.
-        grid_low: Smallest grid step size.
-        grid_high: Largest grid step size.
-        grid_points: Grid points (log-spaced).
     """
 
-    d: int = 1000
-    t: int = 40
+    QUICK = {"d": 100, "ns": (50, 100, 200, 400), "m": 30}
+
     sigma: float = 1.0
     ns: tuple[int, ...] = (500, 1000, 2000, 4000)
-    m: int = 300
-    m_test: int = 10
-    grid_low: float = 1e-6
-    grid_high: float = 1.0
-    grid_points: int = 25
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Fig3Settings:
-        """The paper's sizes, or ``d = 100``, ``n ∈ {50, …, 400}``, ``m = 30``."""
-        if quick:
-            return cls(d=100, ns=(50, 100, 200, 400), m=30)
-        return cls()
 
 
 @register(
@@ -487,12 +479,7 @@ class Fig3Settings:
 def fig3(ctx: RunContext) -> TargetReport:
     """Fig 3: test and training RMSE of TbT and TbV against n."""
     s = Fig3Settings.for_run(ctx.quick)
-    dist = LeastSquares(s.d, s.sigma)
-    bar = ctx.bar(2 * len(s.ns), "fig3 (n, TbT/TbV)")
-    try:
-        rows = [_sweep_point(dist, n, s, ctx.seed, bar) for n in s.ns]
-    finally:
-        bar.close()
+    rows = _sweep(ctx, "fig3 (n, TbT/TbV)", s, [(s.sigma, n) for n in s.ns])
     gaps = [r["gap"] for r in rows]
     large = [r for r in rows if r["n"] >= s.d]
     large_gaps = [r["gap"] for r in large]
@@ -511,8 +498,7 @@ def fig3(ctx: RunContext) -> TargetReport:
         ),
         Check(
             f"the gap decreases strictly with n over n ≥ d = {s.d}",
-            len(large) >= 2
-            and all(b < a for a, b in zip(large_gaps[:-1], large_gaps[1:], strict=True)),
+            len(large) >= 2 and all(b < a for a, b in pairwise(large_gaps)),
             ", ".join(f"n={r['n']}: {r['gap']:+.3f}" for r in large),
         ),
     ]
@@ -532,8 +518,7 @@ def fig3(ctx: RunContext) -> TargetReport:
     return TargetReport(
         setting=(
             f"d = {s.d}, t = {s.t}, σ = {s.sigma:g}, n ∈ {list(s.ns)} (TbV: n/2 + n/2, the same "
-            f"samples), m = {s.m} training tasks, η chosen on logspace("
-            f"{math.log10(s.grid_low):g}, {math.log10(s.grid_high):g}, {s.grid_points}) (same "
+            f"samples), m = {s.m} training tasks, η chosen on {s.grid_text()} (same "
             f"tasks at every η), 40σ truncation; test: the chosen η applied to all n samples of "
             f"{s.m_test} new tasks, population RMSE; seed {ctx.seed}"
         ),
@@ -548,8 +533,10 @@ def fig3(ctx: RunContext) -> TargetReport:
 
 # ====================================================================== thm5
 @dataclass(frozen=True)
-class Thm5Settings:
-    """Settings of ``thm5`` (Theorem 5: ``n, n_1, n_2 ∈ [d/4, 3d/4]``, large σ).
+class Thm5Settings(_GridSettings):
+    """Settings of ``thm5`` (Theorem 5: ``n, n_1, n_2 ∈ [d/4, 3d/4]``, large σ; and the grid).
+
+    Quick: ``d = 100``, ``n = 50``, ``m = 30``, σ ∈ {1, 3}.
 
     Attributes:
         d: Input dimension.
@@ -561,10 +548,9 @@ class Thm5Settings:
         slope_tol: Allowed distance of the fitted log-log slope of ``η`` vs ``t``
             from 0 (TbT) and −1 (TbV).
         tbt_error_floor: ``Ω(1)σ²`` made explicit: TbT's ``E‖w_t − w*‖²/σ²`` must exceed it.
-        grid_low: Smallest grid step size.
-        grid_high: Largest grid step size.
-        grid_points: Grid points (log-spaced).
     """
+
+    QUICK = {"d": 100, "n": 50, "m": 30, "sigmas": (1.0, 3.0)}
 
     d: int = 1000
     n: int = 500
@@ -574,16 +560,6 @@ class Thm5Settings:
     ts: tuple[int, ...] = (10, 20, 40, 80, 160)
     slope_tol: float = 0.25
     tbt_error_floor: float = 0.5
-    grid_low: float = 1e-6
-    grid_high: float = 1.0
-    grid_points: int = 25
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Thm5Settings:
-        """The paper's sizes, or ``d = 100``, ``n = 50``, ``m = 30``, σ ∈ {1, 3}."""
-        if quick:
-            return cls(d=100, n=50, m=30, sigmas=(1.0, 3.0))
-        return cls()
 
 
 @register(
@@ -599,11 +575,10 @@ class Thm5Settings:
 def thm5(ctx: RunContext) -> TargetReport:
     """Theorem 5: TbT and TbV step sizes over ``t`` and their test errors, per σ."""
     s = Thm5Settings.for_run(ctx.quick)
-    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
+    grid = s.grid()
     half = s.n // 2
     rows: list[dict[str, Any]] = []
-    bar = ctx.bar(len(s.sigmas) * len(s.ts), "thm5 (σ, t)")
-    try:
+    with ctx.bar(len(s.sigmas) * len(s.ts), "thm5 (σ, t)") as bar:
         for sigma in s.sigmas:
             dist = LeastSquares(s.d, sigma)
             test = dist.sample(s.m_test, s.n, 0, seed=ctx.seed + TEST_SEED_OFFSET)
@@ -619,8 +594,6 @@ def thm5(ctx: RunContext) -> TargetReport:
                 rows.append(row)
                 bar.update()
             del batches
-    finally:
-        bar.close()
 
     per_sigma: list[dict[str, Any]] = []
     for sigma in s.sigmas:
@@ -680,8 +653,7 @@ def thm5(ctx: RunContext) -> TargetReport:
             + ", ".join(f"{v:.3f}" for v in p["sq_error_tbv"])
         )
 
-    plt = pyplot()
-    fig, (ax, ax_err) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax, ax_err) = figure_row(2)
     for i, sigma in enumerate(s.sigmas):
         rs = [r for r in rows if r["sigma"] == sigma]
         ts_arr = np.array([r["t"] for r in rs], dtype=float)
@@ -697,24 +669,28 @@ def thm5(ctx: RunContext) -> TargetReport:
     ref_t = np.array(s.ts, dtype=float)
     first_tbv = rows[0]["TbV"]["eta"]
     ax.loglog(ref_t, first_tbv * ref_t[0] / ref_t, ":", color="k", linewidth=0.8, label="∝ 1/t")
-    ax.set_xlabel("unroll length t")
-    ax.set_ylabel("tuned η")
-    ax.set_title(f"Theorem 5: η_TbT = Θ(1), η_TbV = Θ(1/t)  (d={s.d}, n={s.n})")
-    ax.legend(fontsize=7, ncol=2)
+    label_axes(
+        ax,
+        f"Theorem 5: η_TbT = Θ(1), η_TbV = Θ(1/t)  (d={s.d}, n={s.n})",
+        "unroll length t",
+        "tuned η",
+        fontsize=7,
+        ncol=2,
+    )
     ax_err.axhline(1.0, color="k", linestyle=":", linewidth=0.8, label="‖w*‖² (w = 0)")
-    ax_err.set_xscale("log")
-    ax_err.set_yscale("log")
-    ax_err.set_xlabel("unroll length t")
-    ax_err.set_ylabel("E‖w_t − w*‖² on new tasks")
-    ax_err.set_title("test error (solid: TbT, dashed: TbV)")
-    ax_err.legend(fontsize=8)
-    figure = save_figure(fig, ctx.figure_path("thm5"))
+    label_axes(
+        ax_err,
+        "test error (solid: TbT, dashed: TbV)",
+        "unroll length t",
+        "E‖w_t − w*‖² on new tasks",
+        log="xy",
+    )
+    figure = ctx.save_figure(fig, "thm5")
     return TargetReport(
         setting=(
             f"d = {s.d}, n = {s.n} (TbT) / {half} + {s.n - half} (TbV, the same samples; "
             f"n, n1, n2 ∈ [d/4, 3d/4]), m = {s.m} training tasks, σ ∈ {list(s.sigmas)}, "
-            f"t ∈ {list(s.ts)}; η chosen on logspace({math.log10(s.grid_low):g}, "
-            f"{math.log10(s.grid_high):g}, {s.grid_points}) then refined by meta-gradient "
+            f"t ∈ {list(s.ts)}; η chosen on {s.grid_text()} then refined by meta-gradient "
             f"(StepSizeTuner from the grid's best point); E‖w_t − w*‖² exact per task, "
             f"averaged over {s.m_test} new tasks trained on all n samples; seed {ctx.seed}"
         ),
@@ -728,10 +704,11 @@ def thm5(ctx: RunContext) -> TargetReport:
 
 # ====================================================================== thm6
 @dataclass(frozen=True)
-class Thm6Settings:
-    """Settings of ``thm6`` (Theorem 6: ``n ≫ d``).
+class Thm6Settings(_GridSettings):
+    """Settings of ``thm6`` (Theorem 6: ``n ≫ d``; and the grid).
 
-    ``d`` is 100 rather than 1000 so that ``n/d`` reaches 64 at a moderate cost.
+    ``d`` is 100 rather than 1000 so that ``n/d`` reaches 64 at a moderate cost; quick:
+    ``d = 50``, ``n`` up to ``32d``, ``m = 30``.
 
     Attributes:
         d: Input dimension.
@@ -744,10 +721,9 @@ class Thm6Settings:
             and TbT's error within ``1 + ε`` of the best step size's.
         monotone_slack: Relative noise allowed when checking that the ratio does not increase.
         slope_tol: Allowed distance of the log-log slope of the error vs ``n`` (``n ≥ 4d``) from −1.
-        grid_low: Smallest grid step size.
-        grid_high: Largest grid step size.
-        grid_points: Grid points (log-spaced).
     """
+
+    QUICK = {"d": 50, "n_over_d": (2, 4, 8, 16, 32), "m": 30}
 
     d: int = 100
     n_over_d: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
@@ -758,16 +734,6 @@ class Thm6Settings:
     epsilon: float = 0.1
     monotone_slack: float = 0.05
     slope_tol: float = 0.25
-    grid_low: float = 1e-6
-    grid_high: float = 1.0
-    grid_points: int = 25
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Thm6Settings:
-        """``d = 100``, ``n`` up to ``64d``, ``m = 300``; quick: ``d = 50``, ``32d``, ``m = 30``."""
-        if quick:
-            return cls(d=50, n_over_d=(2, 4, 8, 16, 32), m=30)
-        return cls()
 
 
 @register(
@@ -783,11 +749,10 @@ class Thm6Settings:
 def thm6(ctx: RunContext) -> TargetReport:
     """Theorem 6: TbT's test error against ``dσ²/n`` as ``n/d`` grows."""
     s = Thm6Settings.for_run(ctx.quick)
-    grid = _grid(s.grid_low, s.grid_high, s.grid_points)
+    grid = s.grid()
     dist = LeastSquares(s.d, s.sigma)
     rows: list[dict[str, Any]] = []
-    bar = ctx.bar(len(s.n_over_d), "thm6 (n)")
-    try:
+    with ctx.bar(len(s.n_over_d), "thm6 (n)") as bar:
         for k in s.n_over_d:
             n = k * s.d
             batch = dist.sample(s.m, n, 0, seed=ctx.seed)
@@ -812,8 +777,6 @@ def thm6(ctx: RunContext) -> TargetReport:
                 }
             )
             bar.update()
-    finally:
-        bar.close()
     ratios = [r["ratio"] for r in rows]
     big = [r for r in rows if r["n_over_d"] >= 4]
     slope = _slope([r["n"] for r in big], [r["sq_error"] for r in big])
@@ -827,10 +790,7 @@ def thm6(ctx: RunContext) -> TargetReport:
         ),
         Check(
             f"the ratio to dσ²/n does not increase with n (up to {s.monotone_slack:.0%} noise)",
-            all(
-                b <= a * (1 + s.monotone_slack)
-                for a, b in zip(ratios[:-1], ratios[1:], strict=True)
-            ),
+            all(b <= a * (1 + s.monotone_slack) for a, b in pairwise(ratios)),
             ", ".join(f"{r['n_over_d']}d: {r['ratio']:.3f}" for r in rows),
         ),
         Check(
@@ -854,34 +814,33 @@ def thm6(ctx: RunContext) -> TargetReport:
     ]
     measured.append(f"log-log slope of the error over n ≥ 4d: {slope:+.3f}")
 
-    plt = pyplot()
-    fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax, ax_ratio) = figure_row(2)
     ns = np.array([r["n"] for r in rows], dtype=float)
     ax.loglog(ns, [r["sq_error"] for r in rows], "o-", color="C3", label="TbT")
     ax.loglog(ns, [r["oracle_sq_error"] for r in rows], "s--", color="C2", label="best η (test)")
     ax.loglog(ns, [r["d_sigma2_over_n"] for r in rows], ":", color="k", label="dσ²/n")
     ax.loglog(ns, [r["erm_expected"] for r in rows], "-.", color="0.5", label="ERM: σ²d/(n−d−1)")
-    ax.set_xlabel("samples per task n")
-    ax.set_ylabel("E‖w_t − w*‖² on new tasks")
-    ax.set_title(f"Theorem 6: TbT with n ≫ d (d = {s.d}, t = {s.t}, σ = {s.sigma:g})")
-    ax.legend(fontsize=8)
+    label_axes(
+        ax,
+        f"Theorem 6: TbT with n ≫ d (d = {s.d}, t = {s.t}, σ = {s.sigma:g})",
+        "samples per task n",
+        "E‖w_t − w*‖² on new tasks",
+    )
     ax_ratio.semilogx(ns, ratios, "o-", color="C3", label="TbT / (dσ²/n)")
     ax_ratio.semilogx(
         ns, [r["ratio_to_oracle"] for r in rows], "s--", color="C2", label="TbT / best η"
     )
     ax_ratio.axhline(1.0 + eps, color="0.5", linestyle=":", label=f"1 + ε = {1 + eps:g}")
     ax_ratio.axhline(1.0, color="k", linewidth=0.8)
-    ax_ratio.set_xlabel("samples per task n")
-    ax_ratio.set_ylabel("ratio")
-    ax_ratio.set_title("error relative to dσ²/n and to the best step size")
-    ax_ratio.legend(fontsize=8)
-    figure = save_figure(fig, ctx.figure_path("thm6"))
+    label_axes(
+        ax_ratio, "error relative to dσ²/n and to the best step size", "samples per task n", "ratio"
+    )
+    figure = ctx.save_figure(fig, "thm6")
     return TargetReport(
         setting=(
             f"d = {s.d}, n ∈ {{{', '.join(str(k) for k in s.n_over_d)}}}·d, t = {s.t}, "
-            f"σ = {s.sigma:g}, m = {s.m} training tasks, TbT only; η chosen on logspace("
-            f"{math.log10(s.grid_low):g}, {math.log10(s.grid_high):g}, {s.grid_points}) then "
-            f"refined by meta-gradient; E‖w_t − w*‖² exact per task, averaged over {s.m_test} "
+            f"σ = {s.sigma:g}, m = {s.m} training tasks, TbT only; η chosen on {s.grid_text()} "
+            f"then refined by meta-gradient; E‖w_t − w*‖² exact per task, averaged over {s.m_test} "
             f"new tasks; 'best η' minimises that test error directly; seed {ctx.seed}"
         ),
         measured=measured,

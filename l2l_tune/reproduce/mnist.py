@@ -34,7 +34,7 @@ from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
 from ..meta import NonFiniteMetaGradientWarning
 from ..tuner import EvalRecord, StepSizeTuner
-from .base import RunContext, checkpointed, register_option
+from .base import RunContext, checkpointed, label_axes, register_option
 
 __all__ = [
     "MNISTSetting",
@@ -58,6 +58,9 @@ register_option(
     "user cache; see docs/data.md)",
 )
 register_option("device", help="fig4/fig5: cpu (default), cuda or cuda:N")
+
+#: Results by setting key (``small``, ``noisy``, ``all``), as :func:`compare_on_mnist` returns.
+_BySetting = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def plot_accuracy_curves(
     key_curve = f"{kind}_accuracy_curve"
     width = max(5.0 * len(settings), 6.0)
     fig, axes = plt.subplots(1, len(settings), figsize=(width, 4.0), squeeze=False)
+    ylabel = "test accuracy" if kind == "test" else "training accuracy (task labels)"
     for ax, setting in zip(axes[0], settings.values(), strict=True):
         for method in setting["methods"].values():
             curves = np.asarray(method[key_curve])
@@ -290,10 +294,7 @@ def plot_accuracy_curves(
             (line,) = ax.plot(steps, curves.mean(axis=0), label=label)
             ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), alpha=0.2,
                             color=line.get_color())  # fmt: skip
-        ax.set_title(setting["label"])
-        ax.set_xlabel(f"{optimizer} step")
-        ax.set_ylabel("test accuracy" if kind == "test" else "training accuracy (task labels)")
-        ax.legend(fontsize=8)
+        label_axes(ax, setting["label"], f"{optimizer} step", ylabel)
         ax.grid(alpha=0.3)
     title = (
         f"{optimizer}: {kind} accuracy of the {network} network (mean and min–max of {runs} runs)"
@@ -307,25 +308,35 @@ def _accuracy(setting: dict[str, Any], method: str, kind: str = "test") -> float
     return float(setting["methods"][method]["test"][f"{kind}_accuracy"])
 
 
-def _table(settings: dict[str, dict[str, Any]]) -> list[str]:
+def _step_size_text(method: dict[str, Any]) -> str:
+    return f"η = {method['step_size']:.4g}"
+
+
+def _accuracy_lines(
+    settings: _BySetting, training: Callable[[dict[str, Any]], str] = _step_size_text
+) -> list[str]:
+    """A line per setting and method: how it trained (``training``) → its test summary."""
     lines = []
     for setting in settings.values():
         for name, method in setting["methods"].items():
             test = method["test"]
             lines.append(
-                f"{setting['label']}: {name} η = {method['step_size']:.4g} → test accuracy "
+                f"{setting['label']}: {name} {training(method)} → test accuracy "
                 f"{test['test_accuracy']:.4f} ± {test['test_accuracy_std']:.4f}, training "
                 f"accuracy {test['train_accuracy']:.4f}"
             )
     return lines
 
 
+def _network(dataset: str) -> str:
+    return "784-100-20-10" if dataset == "mnist" else "64-100-20-10"
+
+
 def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
-    network = "784-100-20-10" if s.dataset == "mnist" else "64-100-20-10"
     source = "IDX files" if s.dataset == "mnist" else "scikit-learn, bundled"
     return (
         f"{s.dataset} ({source}), "
-        f"{network} ReLU, cross entropy, batch 32; t = {s.t} SGD steps; meta-objective "
+        f"{_network(s.dataset)} ReLU, cross entropy, batch 32; t = {s.t} SGD steps; meta-objective "
         f"(1/t)·log of the final loss over m = {s.m} tasks ({s.m_large} with > 5000 samples), "
         f"StepSizeTuner (auto: the model-based search, ≤ {s.max_evals} forward-mode "
         "meta-gradients); "
@@ -336,7 +347,7 @@ def _setting_text(s: MNISTSettings, ctx: RunContext) -> str:
 
 def _run_settings(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[MNISTSettings, dict[str, dict[str, Any]], list[str]]:
+) -> tuple[MNISTSettings, _BySetting, list[str]]:
     """The protocol for ``ctx`` and :func:`compare_on_mnist` of each setting in ``keys``.
 
     Each setting's result is checkpointed in ``ctx.out_dir / "step-size"`` (keyed by
@@ -348,23 +359,20 @@ def _run_settings(
     s = replace(s, dataset=ctx.option("dataset", s.dataset))
     distribution = _distribution(ctx, s.dataset)
     protocol = {k: v for k, v in asdict(s).items() if k != "settings"}
-    bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
     results = {}
     read_back_files = []
-    try:
-        with _torch_threads(s.dataset):
-            for st in s.settings:
-                fingerprint = {"protocol": protocol, "setting": asdict(st), "seed": ctx.seed,
-                               "data": data_fingerprint(distribution)}  # fmt: skip
-                path = ctx.out_dir / "step-size" / f"{st.key}.json"
-                results[st.key], read_back = checkpointed(
-                    path,
-                    fingerprint,
-                    partial(compare_on_mnist, distribution, st, s, seed=ctx.seed, bar=bar),
-                )
-                if read_back:
-                    bar.update(3)
-                    read_back_files.append(f"step-size/{path.name}")
-    finally:
-        bar.close()
+    bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
+    with bar, _torch_threads(s.dataset):
+        for st in s.settings:
+            fingerprint = {"protocol": protocol, "setting": asdict(st), "seed": ctx.seed,
+                           "data": data_fingerprint(distribution)}  # fmt: skip
+            path = ctx.out_dir / "step-size" / f"{st.key}.json"
+            results[st.key], read_back = checkpointed(
+                path,
+                fingerprint,
+                partial(compare_on_mnist, distribution, st, s, seed=ctx.seed, bar=bar),
+            )
+            if read_back:
+                bar.update(3)
+                read_back_files.append(f"step-size/{path.name}")
     return s, results, read_back_files

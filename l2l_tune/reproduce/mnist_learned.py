@@ -40,10 +40,13 @@ from .mnist import (
     MNISTSetting,
     MNISTSettings,
     _accuracy,
+    _accuracy_lines,
+    _BySetting,
     _distribution,
+    _network,
     _run_settings,
     _setting_text,
-    _table,
+    _step_size_text,
     _torch_threads,
     data_fingerprint,
     plot_accuracy_curves,
@@ -286,22 +289,21 @@ def run_meta_training_jobs(
         return checkpoint_dir / f"{job.setting}-{job.method}.pt"
 
     out: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+
+    def done(job: MetaTrainingJob, state: dict[str, Any], summary: dict[str, Any]) -> None:
+        out[job.setting, job.method] = (MetaParameters.from_state_dict(state), summary)
+        if on_done is not None:
+            on_done(job)
+
     if processes <= 1 or len(jobs) <= 1:
         for job in jobs:
-            state, summary = _run_job(job, dict(distribution_args), path(job))
-            out[job.setting, job.method] = (MetaParameters.from_state_dict(state), summary)
-            if on_done is not None:
-                on_done(job)
+            done(job, *_run_job(job, dict(distribution_args), path(job)))
         return out
     args = {**distribution_args, "threads": 1}
     with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run_job, job, dict(args), path(job)): job for job in jobs}
         for future in as_completed(futures):
-            job = futures[future]
-            state, summary = future.result()
-            out[job.setting, job.method] = (MetaParameters.from_state_dict(state), summary)
-            if on_done is not None:
-                on_done(job)
+            done(futures[future], *future.result())
     return out
 
 
@@ -373,7 +375,7 @@ def _budget(ctx: RunContext) -> str:
 
 def _run_learned(
     ctx: RunContext, keys: tuple[str, ...], name: str
-) -> tuple[LearnedProtocol, str, dict[str, dict[str, Any]], list[str]]:
+) -> tuple[LearnedProtocol, str, _BySetting, list[str]]:
     """Meta-train every setting's MLP-TbT and MLP-TbV (in parallel) and test them.
 
     Returns the protocol, the data set, the results by setting and the checkpoint files
@@ -403,8 +405,8 @@ def _run_learned(
         for job in jobs
         if (checkpoints / f"{job.setting}-{job.method}.pt").exists()
     ]
-    bar = ctx.bar(len(jobs) + len(s.settings), f"{name}: meta-training, then tests")
-    try:
+    results = {}
+    with ctx.bar(len(jobs) + len(s.settings), f"{name}: meta-training, then tests") as bar:
         trained = run_meta_training_jobs(
             jobs,
             distribution_args,
@@ -414,7 +416,6 @@ def _run_learned(
         )
         for (key, method), (meta, _) in trained.items():
             meta.save(ctx.out_dir / f"{key}-{method}.meta.pt")
-        results = {}
         with _torch_threads(dataset):
             for st in s.settings:
                 fingerprint = {
@@ -435,32 +436,16 @@ def _run_learned(
                 if read_back:
                     read_back_files.append(f"tests/{path.name}")
                 bar.update()
-    finally:
-        bar.close()
     return protocol, dataset, results, read_back_files
 
 
-def _learned_table(settings: dict[str, dict[str, Any]]) -> list[str]:
-    lines = []
-    for setting in settings.values():
-        for name, method in setting["methods"].items():
-            test = method["test"]
-            how = (
-                f"η = {method['step_size']:.4g}"
-                if method["step_size"] is not None
-                else f"{method['meta_steps']} meta-steps, meta-loss {method['meta_loss_first']:.3g}"
-                f" → {method['meta_loss_last_tenth']:.3g} (last tenth)"
-            )
-            lines.append(
-                f"{setting['label']}: {name} ({how}) → test accuracy {test['test_accuracy']:.4f}"
-                f" ± {test['test_accuracy_std']:.4f}, training accuracy "
-                f"{test['train_accuracy']:.4f}"
-            )
-    return lines
-
-
-def _network(dataset: str) -> str:
-    return "784-100-20-10" if dataset == "mnist" else "64-100-20-10"
+def _meta_training_text(method: dict[str, Any]) -> str:
+    if method["step_size"] is not None:
+        return f"({_step_size_text(method)})"
+    return (
+        f"({method['meta_steps']} meta-steps, meta-loss {method['meta_loss_first']:.3g}"
+        f" → {method['meta_loss_last_tenth']:.3g} (last tenth))"
+    )
 
 
 def _learned_setting_text(protocol: LearnedProtocol, dataset: str, ctx: RunContext) -> str:
@@ -480,49 +465,46 @@ def _learned_setting_text(protocol: LearnedProtocol, dataset: str, ctx: RunConte
     )
 
 
-def _step_size_part(
-    ctx: RunContext, keys: tuple[str, ...], name: str, kind: str
-) -> tuple[MNISTSettings, dict[str, dict[str, Any]], Path, list[str]]:
-    """The second table: SGD's step size learned TbT/TbV (forward-mode meta-gradients)."""
-    s, results, read_back_files = _run_settings(ctx, keys, name)
+#: ``(learned, step_size) -> (checks, notes)``: a target's checks on the results of the
+#: learned optimizer and of SGD's learned step size, by setting.
+_Judge = Callable[[_BySetting, _BySetting], tuple[list[Check], list[str]]]
+
+
+def _learned_target(
+    ctx: RunContext, name: str, keys: tuple[str, ...], kind: str, judge: _Judge
+) -> TargetReport:
+    """Fig 4 or 5 in the settings ``keys``: the learned optimizer's table first, then SGD's
+    step size learned TbT/TbV (forward-mode meta-gradients), their ``kind`` accuracy curves
+    (``name.png`` and ``name_step_size.png``) and ``judge``'s checks."""
+    protocol, dataset, learned, read_back_files = _run_learned(ctx, keys, name)
     figure = plot_accuracy_curves(
-        results, ctx.figure_path(f"{name}_step_size"), kind=kind, runs=s.runs,
+        learned, ctx.figure_path(name), kind=kind, runs=protocol.runs,
+        optimizer="MLP optimizer / SGD", network=_network(dataset),
+    )  # fmt: skip
+    s, step_size, step_read_back = _run_settings(ctx, keys, name)
+    step_figure = plot_accuracy_curves(
+        step_size, ctx.figure_path(f"{name}_step_size"), kind=kind, runs=s.runs,
         network=_network(s.dataset),
     )  # fmt: skip
-    return s, results, figure, read_back_files
-
-
-def _report(
-    ctx: RunContext,
-    protocol: LearnedProtocol,
-    dataset: str,
-    learned: dict[str, dict[str, Any]],
-    step_size_part: tuple[MNISTSettings, dict[str, dict[str, Any]]],
-    checks: list[Check],
-    figures: list[Path],
-    read_back_files: list[str],
-    *notes: str,
-) -> TargetReport:
-    """Fig 4's or 5's report: the learned optimizer's table first, the step size's second."""
-    s, step_size = step_size_part
+    checks, notes = judge(learned, step_size)
+    read_back_files += step_read_back
     if read_back_files:
-        notes = (
-            *notes,
+        notes.append(
             "From an earlier run into this folder (its work is not in this run's time): "
             + ", ".join(read_back_files)
-            + "; delete them to recompute.",
+            + "; delete them to recompute."
         )
     return TargetReport(
         setting=_learned_setting_text(protocol, dataset, ctx),
         measured=[
-            *_learned_table(learned),
+            *_accuracy_lines(learned, _meta_training_text),
             "Second table, SGD's step size learned TbT/TbV (" + _setting_text(s, ctx) + "):",
-            *_table(step_size),
+            *_accuracy_lines(step_size),
         ],
         checks=checks,
         settings={"learned": asdict(protocol), "step_size": asdict(s), "seed": ctx.seed},
         results={"learned": learned, "step_size": step_size},
-        figures=figures,
+        figures=[figure, step_figure],
         notes=[
             "Test accuracy is on the clean test labels (the authors' code noised them too).",
             *notes,
@@ -545,37 +527,33 @@ def _report(
 def fig4(ctx: RunContext) -> TargetReport:
     """Fig 4: test accuracy of MLP-TbT, MLP-TbV and grid-searched SGD in three settings."""
     keys = ("small", "noisy", "all")
-    protocol, dataset, learned, read_back = _run_learned(ctx, keys, "fig4")
-    figure = plot_accuracy_curves(
-        learned, ctx.figure_path("fig4"), kind="test", runs=protocol.runs,
-        optimizer="MLP optimizer / SGD", network=_network(dataset),
-    )  # fmt: skip
-    s, step_size, step_figure, step_read_back = _step_size_part(ctx, keys, "fig4", "test")
-    gap = {k: _accuracy(learned[k], "MLP-TbV") - _accuracy(learned[k], "MLP-TbT") for k in keys}
-    checks = [
-        Check(
-            f"{learned['small']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's",
-            gap["small"] >= 0.0,
-            f"MLP-TbV − MLP-TbT = {gap['small']:+.4f}",
-        ),
-        Check(
-            f"{learned['noisy']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's + 0.03",
-            gap["noisy"] >= 0.03,
-            f"MLP-TbV − MLP-TbT = {gap['noisy']:+.4f}",
-        ),
-        Check(
-            f"{learned['all']['label']}: |MLP-TbV − MLP-TbT| test accuracy ≤ 0.01",
-            abs(gap["all"]) <= 0.01,
-            f"MLP-TbV − MLP-TbT = {gap['all']:+.4f}",
-        ),
-    ]
-    step_gap = {k: _accuracy(step_size[k], "TbV") - _accuracy(step_size[k], "TbT") for k in keys}
-    return _report(
-        ctx, protocol, dataset, learned, (s, step_size), checks, [figure, step_figure],
-        read_back + step_read_back,
-        "SGD's step size learned TbT/TbV (second table, fig4_step_size.png): TbV − TbT = "
-        + ", ".join(f"{k} {v:+.4f}" for k, v in step_gap.items()),
-    )  # fmt: skip
+
+    def judge(learned: _BySetting, step_size: _BySetting) -> tuple[list[Check], list[str]]:
+        gap = {k: _accuracy(learned[k], "MLP-TbV") - _accuracy(learned[k], "MLP-TbT") for k in keys}
+        checks = [
+            Check(
+                f"{learned['small']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's",
+                gap["small"] >= 0.0,
+                f"MLP-TbV − MLP-TbT = {gap['small']:+.4f}",
+            ),
+            Check(
+                f"{learned['noisy']['label']}: MLP-TbV's test accuracy ≥ MLP-TbT's + 0.03",
+                gap["noisy"] >= 0.03,
+                f"MLP-TbV − MLP-TbT = {gap['noisy']:+.4f}",
+            ),
+            Check(
+                f"{learned['all']['label']}: |MLP-TbV − MLP-TbT| test accuracy ≤ 0.01",
+                abs(gap["all"]) <= 0.01,
+                f"MLP-TbV − MLP-TbT = {gap['all']:+.4f}",
+            ),
+        ]
+        step_gap = {
+            k: _accuracy(step_size[k], "TbV") - _accuracy(step_size[k], "TbT") for k in keys
+        }
+        note = "SGD's step size learned TbT/TbV (second table, fig4_step_size.png): TbV − TbT = "
+        return checks, [note + ", ".join(f"{k} {v:+.4f}" for k, v in step_gap.items())]
+
+    return _learned_target(ctx, "fig4", keys, "test", judge)
 
 
 @register(
@@ -592,28 +570,23 @@ def fig4(ctx: RunContext) -> TargetReport:
 )
 def fig5(ctx: RunContext) -> TargetReport:
     """Fig 5: training-accuracy curves of MLP-TbT, MLP-TbV and SGD in the noisy setting."""
-    protocol, dataset, learned, read_back = _run_learned(ctx, ("noisy",), "fig5")
-    figure = plot_accuracy_curves(
-        learned, ctx.figure_path("fig5"), kind="train", runs=protocol.runs,
-        optimizer="MLP optimizer / SGD", network=_network(dataset),
-    )  # fmt: skip
-    s, step_size, step_figure, step_read_back = _step_size_part(ctx, ("noisy",), "fig5", "train")
-    noisy = learned["noisy"]
-    train_tbt, train_tbv = (_accuracy(noisy, m, "train") for m in ("MLP-TbT", "MLP-TbV"))
-    test_tbt, test_tbv = (_accuracy(noisy, m) for m in ("MLP-TbT", "MLP-TbV"))
-    checks = [
-        Check(
-            "MLP-TbT's training accuracy (noisy labels) ≥ MLP-TbV's + 0.10",
-            train_tbt >= train_tbv + 0.10,
-            f"training accuracy MLP-TbT {train_tbt:.4f} vs MLP-TbV {train_tbv:.4f}",
-        ),
-        Check(
-            "MLP-TbV's clean test accuracy ≥ MLP-TbT's + 0.03",
-            test_tbv >= test_tbt + 0.03,
-            f"test accuracy MLP-TbV {test_tbv:.4f} vs MLP-TbT {test_tbt:.4f}",
-        ),
-    ]
-    return _report(
-        ctx, protocol, dataset, learned, (s, step_size), checks, [figure, step_figure],
-        read_back + step_read_back,
-    )  # fmt: skip
+
+    def judge(learned: _BySetting, step_size: _BySetting) -> tuple[list[Check], list[str]]:
+        noisy = learned["noisy"]
+        train_tbt, train_tbv = (_accuracy(noisy, m, "train") for m in ("MLP-TbT", "MLP-TbV"))
+        test_tbt, test_tbv = (_accuracy(noisy, m) for m in ("MLP-TbT", "MLP-TbV"))
+        checks = [
+            Check(
+                "MLP-TbT's training accuracy (noisy labels) ≥ MLP-TbV's + 0.10",
+                train_tbt >= train_tbv + 0.10,
+                f"training accuracy MLP-TbT {train_tbt:.4f} vs MLP-TbV {train_tbv:.4f}",
+            ),
+            Check(
+                "MLP-TbV's clean test accuracy ≥ MLP-TbT's + 0.03",
+                test_tbv >= test_tbt + 0.03,
+                f"test accuracy MLP-TbV {test_tbv:.4f} vs MLP-TbT {test_tbt:.4f}",
+            ),
+        ]
+        return checks, []
+
+    return _learned_target(ctx, "fig5", ("noisy",), "train", judge)

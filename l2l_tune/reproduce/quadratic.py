@@ -17,19 +17,28 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, Literal
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .._plotting import pyplot, save_figure
 from ..bench.common import first_index_within
 from ..meta import NonFiniteMetaGradientWarning, ProjectedMetaGD
 from ..tasks import Quadratic
-from .base import Check, RunContext, TargetReport, register, register_option
+from .base import (
+    Check,
+    RunContext,
+    TargetReport,
+    TargetSettings,
+    figure_row,
+    label_axes,
+    register,
+    register_option,
+)
 
 __all__ = [
     "Fig1Settings",
@@ -47,13 +56,16 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 _LN10 = math.log(10.0)
-#: log10 of the largest float64 (overflow beyond) and of the smallest subnormal (underflow below).
-_F64_LOG10_MAX = math.log10(np.finfo(np.float64).max)
-_F64_LOG10_TINY = math.log10(np.finfo(np.float64).smallest_subnormal)
-_F32_LOG10_MAX = math.log10(float(np.finfo(np.float32).max))
-_F32_LOG10_TINY = math.log10(float(np.finfo(np.float32).smallest_subnormal))
-
-Variant = Literal["paper", "authors"]
+#: By dtype: log10 of the smallest subnormal (underflow below) and of the largest value
+#: (overflow beyond).
+_LOG10_RANGE = {
+    dtype: (
+        math.log10(float(np.finfo(dtype).smallest_subnormal)),
+        math.log10(float(np.finfo(dtype).max)),
+    )
+    for dtype in ("float32", "float64")
+}
+_F64_LOG10_TINY, _F64_LOG10_MAX = _LOG10_RANGE["float64"]
 
 register_option(
     "variant",
@@ -63,22 +75,13 @@ register_option(
 )
 
 
-def _variant(ctx: RunContext, default: Variant) -> Variant:
-    variant = ctx.option("variant", default)
-    if variant == "paper" or variant == "authors":
-        return variant
-    raise ValueError(f"variant must be one of 'paper', 'authors'; got {variant!r}")
-
-
 def _describe_instance(variant: str, d: int, seed: int) -> str:
-    if variant == "authors":
-        return (
-            f"the authors' instance (variant='authors': H = XXᵀ with X ∈ R^{{{d}×{d}}}, "
-            f"Gaussian w0; seed {seed})"
-        )
+    whose, columns, w0 = (
+        ("authors'", d, "Gaussian") if variant == "authors" else ("text's", 2 * d, "unit-norm")
+    )
     return (
-        f"the text's instance (variant='paper': H = XXᵀ with X ∈ R^{{{d}×{2 * d}}}, "
-        f"unit-norm w0; seed {seed})"
+        f"the {whose} instance (variant='{variant}': H = XXᵀ with X ∈ R^{{{d}×{columns}}}, "
+        f"{w0} w0; seed {seed})"
     )
 
 
@@ -207,8 +210,8 @@ def _fmt_steps(value: int | None, steps: int) -> str:
 
 # ====================================================================== fig1
 @dataclass(frozen=True)
-class Fig1Settings:
-    """Settings of ``fig1`` (paper: Fig 1 and Section 5; GUIDE §4).
+class Fig1Settings(TargetSettings):
+    """Settings of ``fig1`` (Fig 1 and Section 5; GUIDE §4); quick: ``K = 1000``, 2 extra seeds.
 
     Attributes:
         d: Dimension of the quadratic.
@@ -222,6 +225,8 @@ class Fig1Settings:
         extra_seeds: Further instances whose settling step is reported (not checked).
     """
 
+    QUICK = {"meta_steps": 1000, "extra_seeds": 2}
+
     d: int = 20
     t: int = 80
     eta0: float = 0.1
@@ -231,11 +236,6 @@ class Fig1Settings:
     settle_tol: float = 0.1
     final_tol: float = 0.01
     extra_seeds: int = 4
-
-    @classmethod
-    def for_run(cls, quick: bool) -> Fig1Settings:
-        """The paper's settings, or ``K = 1000`` meta-steps and 2 extra seeds with ``quick``."""
-        return cls(meta_steps=1000, extra_seeds=2) if quick else cls()
 
 
 @register(
@@ -257,45 +257,26 @@ def fig1(ctx: RunContext) -> TargetReport:
     for thousands of steps there, see ``benchmarks/results/core.md``).
     """
     s = Fig1Settings.for_run(ctx.quick)
-    variant = _variant(ctx, "authors")
+    variant = ctx.option("variant", "authors")
     task = Quadratic.random(s.d, seed=ctx.seed, variant=variant)
     eta_star = task.optimal_step_size(s.t)
     L = task.smoothness
-
-    def value(eta: float) -> float:
-        return task.meta_objective(eta, s.t)
-
-    def stable(eta: float) -> float:
-        return task.meta_gradient(eta, s.t)
-
-    def backprop32(eta: float) -> float:
-        return backprop_meta_gradient(task, eta, s.t, "float32")
-
-    def backprop64(eta: float) -> float:
-        return backprop_meta_gradient(task, eta, s.t, "float64")
-
-    runs: dict[str, tuple[FloatArray, FloatArray]] = {}
-    bar = ctx.bar(3 * s.meta_steps + s.extra_seeds * s.meta_steps, "fig1 meta-steps")
-    try:
-        for name, gradient in (
-            ("stable", stable),
-            ("backprop_float32", backprop32),
-            ("backprop_float64", backprop64),
-        ):
-            runs[name] = meta_gd_trajectory(
-                gradient, value, eta0=s.eta0, lr=s.meta_lr, steps=s.meta_steps, bar=bar
-            )
-        extra: list[dict[str, Any]] = []
+    K = s.meta_steps
+    gradients = {
+        "stable": partial(task.meta_gradient, t=s.t),
+        "backprop_float32": partial(backprop_meta_gradient, task, t=s.t, dtype="float32"),
+        "backprop_float64": partial(backprop_meta_gradient, task, t=s.t, dtype="float64"),
+    }
+    meta_gd = partial(meta_gd_trajectory, eta0=s.eta0, lr=s.meta_lr, steps=K)
+    extra: list[dict[str, Any]] = []
+    with ctx.bar((3 + s.extra_seeds) * K, "fig1 meta-steps") as bar:
+        value = partial(task.meta_objective, t=s.t)
+        runs = {name: meta_gd(grad, value, bar=bar) for name, grad in gradients.items()}
         for seed in range(ctx.seed + 1, ctx.seed + 1 + s.extra_seeds):
             other = Quadratic.random(s.d, seed=seed, variant=variant)
             other_star = other.optimal_step_size(s.t)
-            etas, _ = meta_gd_trajectory(
-                partial(other.meta_gradient, t=s.t),
-                partial(other.meta_objective, t=s.t),
-                eta0=s.eta0,
-                lr=s.meta_lr,
-                steps=s.meta_steps,
-                bar=bar,
+            etas, _ = meta_gd(
+                partial(other.meta_gradient, t=s.t), partial(other.meta_objective, t=s.t), bar=bar
             )
             err = np.abs(etas - other_star) / other_star
             extra.append(
@@ -307,8 +288,6 @@ def fig1(ctx: RunContext) -> TargetReport:
                     "final_rel_error": float(err[-1]),
                 }
             )
-    finally:
-        bar.close()
 
     etas, grads = runs["stable"]
     err = np.abs(etas - eta_star) / eta_star
@@ -320,7 +299,6 @@ def fig1(ctx: RunContext) -> TargetReport:
     n_bad32 = int(np.sum(~np.isfinite(grads32)))
     moved32 = float(np.max(np.abs(etas32 - s.eta0)))
     n_bad64 = int(np.sum(~np.isfinite(grads64)))
-    K = s.meta_steps
     gap64 = float(np.max(np.abs(etas64 - etas)))
     err64 = np.abs(etas64 - eta_star) / eta_star
     kept = np.unique(np.concatenate([np.arange(min(K, 500)), np.arange(0, K, 10), [K - 1]]))
@@ -369,33 +347,27 @@ def fig1(ctx: RunContext) -> TargetReport:
             + " (not checked)"
         )
 
-    plt = pyplot()
-    fig, (ax, ax_err) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax, ax_err) = figure_row(2)
     k = np.arange(K)
     ax.plot(k, etas64, color="C2", linewidth=0.8, alpha=0.8, label="backprop, float64")
     ax.plot(k, etas, color="C0", linewidth=1.2, label="stable meta-gradient (Eqn 2)")
     ax.plot(k, etas32, color="C3", linewidth=2, label="backprop, float32 (NaN → no step)")
     ax.axhline(eta_star, color="k", linestyle=":", label=f"η* = {eta_star:.4g}")
-    ax.axvline(s.settle_steps, color="0.6", linewidth=0.8)
-    ax.set_xlabel("meta-step k")
-    ax.set_ylabel("η_k")
-    ax.set_title(f"Fig 1: η during meta-training (t = {s.t}, η0 = {s.eta0}, {variant} instance)")
-    ax.legend(fontsize=8)
-    ax_err.semilogy(k, np.maximum(err, 1e-17), color="C0", label="stable")
-    ax_err.semilogy(
-        k,
-        np.maximum(np.abs(etas32 - eta_star) / eta_star, 1e-17),
-        color="C3",
-        label="backprop, float32",
+    label_axes(
+        ax,
+        f"Fig 1: η during meta-training (t = {s.t}, η0 = {s.eta0}, {variant} instance)",
+        "meta-step k",
+        "η_k",
     )
+    ax_err.semilogy(k, np.maximum(err, 1e-17), color="C0", label="stable")
+    err32 = np.abs(etas32 - eta_star) / eta_star
+    ax_err.semilogy(k, np.maximum(err32, 1e-17), color="C3", label="backprop, float32")
     for tol in (s.settle_tol, s.final_tol):
         ax_err.axhline(tol, color="0.6", linestyle=":", linewidth=0.8)
-    ax_err.axvline(s.settle_steps, color="0.6", linewidth=0.8)
-    ax_err.set_xlabel("meta-step k")
-    ax_err.set_ylabel("|η_k − η*| / η*")
-    ax_err.set_title("distance to η*")
-    ax_err.legend(fontsize=8)
-    figure = save_figure(fig, ctx.figure_path("fig1"))
+    label_axes(ax_err, "distance to η*", "meta-step k", "|η_k − η*| / η*")
+    for axis in (ax, ax_err):
+        axis.axvline(s.settle_steps, color="0.6", linewidth=0.8)
+    figure = ctx.save_figure(fig, "fig1")
 
     return TargetReport(
         setting=(
@@ -434,8 +406,8 @@ def fig1(ctx: RunContext) -> TargetReport:
 
 # ====================================================================== thm3
 @dataclass(frozen=True)
-class GrowthSettings:
-    """Settings of ``thm3`` (Theorem 3; the contrast with Theorem 4).
+class GrowthSettings(TargetSettings):
+    """Settings of ``thm3`` (Theorem 3; the contrast with Theorem 4); closed forms, quick or not.
 
     Attributes:
         d: Dimension of the quadratic.
@@ -450,11 +422,6 @@ class GrowthSettings:
     eta_times_L: tuple[float, ...] = (0.5, 1.0, 1.5, 2.5, 3.0)
     convexity_points: int = 301
     log_spread_limit: float = 10.0
-
-    @classmethod
-    def for_run(cls, quick: bool) -> GrowthSettings:
-        """Closed forms only: the quick run uses the same settings."""
-        return cls()
 
 
 def _theorem3_bounds(task: Quadratic, eta: float, t: int) -> tuple[float | None, float | None]:
@@ -488,8 +455,11 @@ def _theorem4_bound(task: Quadratic) -> float:
     return L**3 / (c_min**2 * alpha * (L - alpha))
 
 
-def _increasing(keys: Sequence[tuple[float, float]]) -> bool:
-    return all(a < b for a, b in zip(keys[:-1], keys[1:], strict=True))
+def _plain_gradient_increases(task: Quadratic, grid: FloatArray, t: int) -> bool:
+    """Whether ``F'(η)`` of ``F = f(w_t)`` increases strictly along ``grid`` (strict convexity)."""
+    signed = [plain_meta_gradient_log10(task, float(eta), t) for eta in grid]
+    keys = [(sign, sign * log10) for sign, log10 in signed]
+    return all(a < b for a, b in pairwise(keys))
 
 
 @register(
@@ -511,7 +481,7 @@ def thm3(ctx: RunContext) -> TargetReport:
     (:func:`plain_meta_gradient_log10`).
     """
     s = GrowthSettings.for_run(ctx.quick)
-    variant = _variant(ctx, "paper")
+    variant = ctx.option("variant", "paper")
     task = Quadratic.random(s.d, seed=ctx.seed, variant=variant)
     L, alpha = task.smoothness, task.strong_convexity
     bound4 = _theorem4_bound(task)
@@ -576,13 +546,7 @@ def thm3(ctx: RunContext) -> TargetReport:
     explode_ok = all(rates[c]["rate_per_step"] > 1.0 for c in above)
 
     grid = np.linspace(0.0, 3.0 / L, s.convexity_points)
-    convex: dict[int, bool] = {}
-    for t in s.ts:
-        keys = []
-        for eta in grid:
-            sign, log10_plain = plain_meta_gradient_log10(task, float(eta), t)
-            keys.append((sign, sign * log10_plain))
-        convex[t] = _increasing(keys)
+    convex = {t: _plain_gradient_increases(task, grid, t) for t in s.ts}
     spread_max = max(e["log_objective_spread"] for e in per_eta)
     log_max = max(e["log_objective_max"] for e in per_eta)
 
@@ -637,8 +601,7 @@ def thm3(ctx: RunContext) -> TargetReport:
         f"F' increasing on the grid (strict convexity) at every t: {all(convex.values())}",
     ]
 
-    plt = pyplot()
-    fig, (ax, ax_log) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax, ax_log) = figure_row(2)
     for i, c in enumerate(s.eta_times_L):
         color = f"C{i}"
         ax.plot(t_arr, series(c, "log10_abs_plain_grad"), marker="o", color=color, label=f"ηL={c}")
@@ -647,21 +610,24 @@ def thm3(ctx: RunContext) -> TargetReport:
         if all(b is not None for b in bound):
             ax.plot(t_arr, bound, linestyle="--", color=color, linewidth=0.8)
         ax_log.plot(t_arr, series(c, "abs_log_grad"), marker="o", color=color, label=f"ηL={c}")
-    ax.axhline(_F64_LOG10_MAX, color="k", linestyle=":", linewidth=0.8)
-    ax.axhline(_F64_LOG10_TINY, color="k", linestyle=":", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("unroll length t")
-    ax.set_ylabel("log10 |F'(η)|,  F = f(w_t)")
-    ax.set_title("Theorem 3: plain objective (dashed: bounds; dotted: float64 range)")
-    ax.legend(fontsize=8)
+    for log10_limit in _LOG10_RANGE["float64"]:
+        ax.axhline(log10_limit, color="k", linestyle=":", linewidth=0.8)
+    label_axes(
+        ax,
+        "Theorem 3: plain objective (dashed: bounds; dotted: float64 range)",
+        "unroll length t",
+        "log10 |F'(η)|,  F = f(w_t)",
+        log="x",
+    )
     ax_log.axhline(bound4, color="k", linestyle=":", label="L³/(c_min²α(L−α))")
-    ax_log.set_xscale("log")
-    ax_log.set_yscale("log")
-    ax_log.set_xlabel("unroll length t")
-    ax_log.set_ylabel("|F̂'(η)|,  F̂ = (1/t) log f(w_t)")
-    ax_log.set_title("Theorem 4: log objective")
-    ax_log.legend(fontsize=8)
-    figure = save_figure(fig, ctx.figure_path("thm3"))
+    label_axes(
+        ax_log,
+        "Theorem 4: log objective",
+        "unroll length t",
+        "|F̂'(η)|,  F̂ = (1/t) log f(w_t)",
+        log="xy",
+    )
+    figure = ctx.save_figure(fig, "thm3")
 
     return TargetReport(
         setting=(
@@ -688,8 +654,8 @@ def thm3(ctx: RunContext) -> TargetReport:
 
 # ====================================================================== thm4
 @dataclass(frozen=True)
-class StabilitySettings:
-    """Settings of ``thm4`` (Theorem 4, Corollary 1).
+class StabilitySettings(TargetSettings):
+    """Settings of ``thm4`` (Theorem 4, Corollary 1); quick: ``t`` up to 2560.
 
     Attributes:
         d: Dimension of the quadratic.
@@ -702,6 +668,8 @@ class StabilitySettings:
         spread_limit: Largest factor by which ``sup_η|F̂'|`` may vary over ``t``.
     """
 
+    QUICK = {"ts": (10, 40, 160, 640, 2560)}
+
     d: int = 20
     ts: tuple[int, ...] = (10, 40, 160, 640, 2560, 10240)
     eta_times_L: tuple[float, ...] = (0.5, 1.0, 1.5, 2.5, 3.0)
@@ -710,11 +678,6 @@ class StabilitySettings:
     fail_rtol: float = 1e-2
     stable_rtol: float = 1e-10
     spread_limit: float = 10.0
-
-    @classmethod
-    def for_run(cls, quick: bool) -> StabilitySettings:
-        """The full range of ``t``, or up to ``t = 2560`` with ``quick``."""
-        return cls(ts=(10, 40, 160, 640, 2560)) if quick else cls()
 
 
 @register(
@@ -732,7 +695,7 @@ class StabilitySettings:
 def thm4(ctx: RunContext) -> TargetReport:
     """Theorem 4 / Corollary 1: accuracy of stable and backprop meta-gradients over ``t``."""
     s = StabilitySettings.for_run(ctx.quick)
-    variant = _variant(ctx, "paper")
+    variant = ctx.option("variant", "paper")
     task = Quadratic.random(s.d, seed=ctx.seed, variant=variant)
     L = task.smoothness
     has_mpmath = importlib.util.find_spec("mpmath") is not None
@@ -743,8 +706,7 @@ def thm4(ctx: RunContext) -> TargetReport:
             "skipped and backprop is compared with the stable closed form instead"
         )
     rows: list[dict[str, Any]] = []
-    bar = ctx.bar(len(s.ts) * len(s.eta_times_L), "thm4 (t, η) points")
-    try:
+    with ctx.bar(len(s.ts) * len(s.eta_times_L), "thm4 (t, η) points") as bar:
         for t in s.ts:
             for c in s.eta_times_L:
                 eta = c / L
@@ -776,8 +738,6 @@ def thm4(ctx: RunContext) -> TargetReport:
                     }
                 )
                 bar.update()
-    finally:
-        bar.close()
 
     grid = np.concatenate([[0.0], np.geomspace(1e-3 / L, 10.0 / L, s.sup_points)])
     sup = {t: max(abs(task.meta_gradient(float(e), t)) for e in grid) for t in s.ts}
@@ -785,19 +745,11 @@ def thm4(ctx: RunContext) -> TargetReport:
     t_max = s.ts[-1]
     last = [r for r in rows if r["t"] == t_max]
 
-    def first_failure(c: float, key: str) -> int | None:
-        for r in rows:
-            if r["eta_times_L"] == c and r[key] != "ok":
-                return int(r["t"])
-        return None
+    def first_failure(c: float, dtype: str) -> int | None:
+        key = f"status_backprop_{dtype}"
+        return next((r["t"] for r in rows if r["eta_times_L"] == c and r[key] != "ok"), None)
 
-    first = {
-        c: {
-            "float32": first_failure(c, "status_backprop_float32"),
-            "float64": first_failure(c, "status_backprop_float64"),
-        }
-        for c in s.eta_times_L
-    }
+    first = {c: {d: first_failure(c, d) for d in ("float32", "float64")} for c in s.eta_times_L}
     log10_losses = [r["log10_loss"] for r in last]
     out_of_range = [v for v in log10_losses if v > _F64_LOG10_MAX or v < _F64_LOG10_TINY]
     sup_values = np.array(list(sup.values()))
@@ -817,11 +769,7 @@ def thm4(ctx: RunContext) -> TargetReport:
                 f"max relative error {worst:.2e} over {len(rows)} points (t up to {t_max})",
             )
         )
-    ranges = {
-        "float32": (_F32_LOG10_TINY, _F32_LOG10_MAX),
-        "float64": (_F64_LOG10_TINY, _F64_LOG10_MAX),
-    }
-    for dtype, (lo, hi) in ranges.items():
+    for dtype, (lo, hi) in _LOG10_RANGE.items():
         key = f"status_backprop_{dtype}"
         outside = [r for r in rows if not lo <= r["log10_loss"] <= hi]
         failed_outside = [r for r in outside if r[key] != "ok"]
@@ -871,30 +819,26 @@ def thm4(ctx: RunContext) -> TargetReport:
         "sup_η |F̂'| by t: " + ", ".join(f"{v:.4g}" for v in sup.values()),
     ]
 
-    plt = pyplot()
-    fig, (ax, ax_loss, ax_sup) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (ax, ax_loss, ax_sup) = figure_row(3, width=15.0)
     t_arr = np.array(s.ts, dtype=float)
     ceiling = 10.0
     methods = [("backprop_float32", "C3"), ("backprop_float64", "C1")]
     if has_mpmath:
         methods.insert(0, ("stable", "C0"))
     for method, color in methods:
-        worst_by_t = []
-        failed = []
-        for t in s.ts:
-            errs = [r[f"rel_err_{method}"] for r in rows if r["t"] == t]
-            worst_t = max(errs)
-            failed.append(not worst_t <= ceiling)
-            worst_by_t.append(min(max(worst_t, 1e-17), ceiling))
-        ax.loglog(t_arr, worst_by_t, marker="o", color=color, label=method.replace("_", " "))
-        bad = np.array(failed)
+        worst = np.array([max(r[f"rel_err_{method}"] for r in rows if r["t"] == t) for t in s.ts])
+        bad = ~(worst <= ceiling)
+        clipped = np.clip(worst, 1e-17, ceiling)
+        ax.loglog(t_arr, clipped, marker="o", color=color, label=method.replace("_", " "))
         if bad.any():
             ax.loglog(t_arr[bad], np.full(bad.sum(), ceiling), "x", color=color, markersize=10)
     ax.axhline(s.fail_rtol, color="0.6", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("unroll length t")
-    ax.set_ylabel("max over η of relative error (x: NaN/inf)")
-    ax.set_title("meta-gradient of (1/t) log f(w_t)")
-    ax.legend(fontsize=8)
+    label_axes(
+        ax,
+        "meta-gradient of (1/t) log f(w_t)",
+        "unroll length t",
+        "max over η of relative error (x: NaN/inf)",
+    )
     for i, c in enumerate(s.eta_times_L):
         ax_loss.plot(
             t_arr,
@@ -903,19 +847,20 @@ def thm4(ctx: RunContext) -> TargetReport:
             color=f"C{i}",
             label=f"ηL={c}",
         )
-    ax_loss.axhspan(_F64_LOG10_TINY, _F64_LOG10_MAX, color="C0", alpha=0.08, label="float64")
-    ax_loss.axhspan(_F32_LOG10_TINY, _F32_LOG10_MAX, color="C3", alpha=0.12, label="float32")
-    ax_loss.set_xscale("log")
-    ax_loss.set_xlabel("unroll length t")
-    ax_loss.set_ylabel("log10 f(w_t)")
-    ax_loss.set_title("Corollary 1: the intermediate loss")
-    ax_loss.legend(fontsize=7)
+    ax_loss.axhspan(*_LOG10_RANGE["float64"], color="C0", alpha=0.08, label="float64")
+    ax_loss.axhspan(*_LOG10_RANGE["float32"], color="C3", alpha=0.12, label="float32")
+    label_axes(
+        ax_loss,
+        "Corollary 1: the intermediate loss",
+        "unroll length t",
+        "log10 f(w_t)",
+        log="x",
+        fontsize=7,
+    )
     ax_sup.loglog(t_arr, list(sup.values()), marker="o", label="sup_η |F̂'(η)|")
     ax_sup.axhline(bound4, color="k", linestyle=":", label="L³/(c_min²α(L−α))")
-    ax_sup.set_xlabel("unroll length t")
-    ax_sup.set_title("Theorem 4: bounded meta-gradient")
-    ax_sup.legend(fontsize=8)
-    figure = save_figure(fig, ctx.figure_path("thm4"))
+    label_axes(ax_sup, "Theorem 4: bounded meta-gradient", "unroll length t")
+    figure = ctx.save_figure(fig, "thm4")
 
     return TargetReport(
         setting=(
@@ -927,12 +872,7 @@ def thm4(ctx: RunContext) -> TargetReport:
         ),
         measured=measured,
         checks=checks,
-        settings={
-            **asdict(s),
-            "variant": variant,
-            "seed": ctx.seed,
-            "mpmath": has_mpmath,
-        },
+        settings={**asdict(s), "variant": variant, "seed": ctx.seed, "mpmath": has_mpmath},
         results={
             "L": L,
             "alpha": task.strong_convexity,
