@@ -61,13 +61,20 @@ PARAM = "lr"
 ROLE_ATTR: str = mgs_internals._ROLE_ATTR
 PAIR_ATTR: str = mgs_internals._PAIR_ATTR
 
-#: Sampler keys, in table order.
-MGS_GRAD = "MetaGradient (exact grad)"
-MGS_GRAD_DET = "MetaGradient (exact grad, deterministic=True)"
-MGS_BB = "MetaGradient (black box)"
-MGS_BB_DET = "MetaGradient (black box, deterministic=True)"
-RANDOM = "Random"
-TPE = "TPE"
+
+def _meta_gradient(deterministic: bool | None) -> Callable[..., BaseSampler]:
+    return lambda seed: MetaGradientSampler(param=PARAM, deterministic=deterministic, seed=seed)
+
+
+#: The timed samplers, in table order: name → (history attributes, factory of ``seed=``).
+SAMPLERS: dict[str, tuple[str, Callable[..., BaseSampler]]] = {
+    "MetaGradient (exact grad)": ("grad", _meta_gradient(None)),
+    "MetaGradient (exact grad, deterministic=True)": ("grad", _meta_gradient(True)),
+    "MetaGradient (black box)": ("blackbox", _meta_gradient(None)),
+    "MetaGradient (black box, deterministic=True)": ("blackbox", _meta_gradient(True)),
+    "Random": ("plain", RandomSampler),
+    "TPE": ("plain", TPESampler),
+}
 
 
 # ====================================================================== timing
@@ -120,39 +127,32 @@ def history_trials(mode: str, n: int, seed: int, fd_step: float = 0.02) -> list[
     ``"blackbox"``: probe/partner pairs ``(η, η·e^{h})`` with the sampler's role
     attributes (trial numbers ``2k`` and ``2k+1``); ``"plain"``: no attributes.
     """
-    dist = FloatDistribution(1e-4, 1.0, log=True)
     rng = np.random.default_rng(seed)
-    out = []
+    points: list[tuple[float, dict[str, Any]]] = []  # (lr, system attributes)
     if mode == "blackbox":
         for k in range(n // 2):
             probe = float(math.exp(rng.uniform(math.log(1e-4), math.log(1.0) - fd_step)))
-            for role, lr in (("probe", probe), ("partner", probe * math.exp(fd_step))):
-                attrs: dict[str, Any] = {ROLE_ATTR: role}
-                if role == "partner":
-                    attrs[PAIR_ATTR] = 2 * k
-                out.append(
-                    optuna.trial.create_trial(
-                        params={PARAM: lr},
-                        distributions={PARAM: dist},
-                        value=trivial_value_and_grad(lr)[0],
-                        system_attrs=attrs,
-                    )
-                )
-        return out
-    for _ in range(n):
-        lr = float(math.exp(rng.uniform(math.log(1e-4), 0.0)))
-        value, grad = trivial_value_and_grad(lr)
-        attrs = {GRADIENT_ATTR: grad} if mode == "grad" else {}
-        out.append(
-            optuna.trial.create_trial(
-                params={PARAM: lr}, distributions={PARAM: dist}, value=value, system_attrs=attrs
-            )
+            points.append((probe, {ROLE_ATTR: "probe"}))
+            points.append((probe * math.exp(fd_step), {ROLE_ATTR: "partner", PAIR_ATTR: 2 * k}))
+    else:
+        for _ in range(n):
+            lr = float(math.exp(rng.uniform(math.log(1e-4), 0.0)))
+            grad = trivial_value_and_grad(lr)[1]
+            points.append((lr, {GRADIENT_ATTR: grad} if mode == "grad" else {}))
+    dist = FloatDistribution(1e-4, 1.0, log=True)
+    return [
+        optuna.trial.create_trial(
+            params={PARAM: lr},
+            distributions={PARAM: dist},
+            value=trivial_value_and_grad(lr)[0],
+            system_attrs=attrs,
         )
-    return out
+        for lr, attrs in points
+    ]
 
 
 def bench_overhead(history: int, n_trials: int, seed: int, progress: bool) -> dict[str, Any]:
-    """Section 2: sampler time per trial on top of ``history`` completed trials."""
+    """Sampler time per trial on top of ``history`` completed trials, for each sampler."""
 
     def grad_objective(trial: Trial) -> float:
         lr = trial.suggest_float(PARAM, 1e-4, 1.0, log=True)
@@ -163,27 +163,10 @@ def bench_overhead(history: int, n_trials: int, seed: int, progress: bool) -> di
     def plain_objective(trial: Trial) -> float:
         return trivial_value_and_grad(trial.suggest_float(PARAM, 1e-4, 1.0, log=True))[0]
 
-    configs: list[tuple[str, str, Callable[[], BaseSampler], Callable[[Trial], float]]] = [
-        (MGS_GRAD, "grad", lambda: MetaGradientSampler(param=PARAM, seed=seed), grad_objective),
-        (
-            MGS_GRAD_DET,
-            "grad",
-            lambda: MetaGradientSampler(param=PARAM, deterministic=True, seed=seed),
-            grad_objective,
-        ),
-        (MGS_BB, "blackbox", lambda: MetaGradientSampler(param=PARAM, seed=seed), plain_objective),
-        (
-            MGS_BB_DET,
-            "blackbox",
-            lambda: MetaGradientSampler(param=PARAM, deterministic=True, seed=seed),
-            plain_objective,
-        ),
-        (RANDOM, "plain", lambda: RandomSampler(seed=seed), plain_objective),
-        (TPE, "plain", lambda: TPESampler(seed=seed), plain_objective),
-    ]
     results: dict[str, Any] = {"history": history, "trials": n_trials, "storage": "in-memory"}
-    for name, mode, factory, objective in tqdm(configs, desc="overhead", disable=not progress):
-        sampler = factory()
+    for name, (mode, factory) in tqdm(SAMPLERS.items(), desc="overhead", disable=not progress):
+        objective = grad_objective if mode == "grad" else plain_objective
+        sampler = factory(seed=seed)
         study = optuna.create_study(sampler=sampler)
         study.add_trials(history_trials(mode, history, seed))
         assert len(study.trials) == history
@@ -191,16 +174,14 @@ def bench_overhead(history: int, n_trials: int, seed: int, progress: bool) -> di
             assert study.trials[1].system_attrs[PAIR_ATTR] == study.trials[0].number
         timer = SamplerTimer(sampler)
         study.optimize(objective, n_trials=2)  # warm-up (imports, caches)
-        per_trial_sampler: list[float] = []
-        per_trial_total: list[float] = []
+        ms: list[float] = []
+        total_ms: list[float] = []
         for _ in range(n_trials):
             timer.elapsed = 0.0
             start = time.perf_counter()
             study.optimize(objective, n_trials=1)
-            per_trial_total.append(time.perf_counter() - start)
-            per_trial_sampler.append(timer.elapsed)
-        ms = [1e3 * x for x in per_trial_sampler]
-        total_ms = [1e3 * x for x in per_trial_total]
+            total_ms.append(1e3 * (time.perf_counter() - start))
+            ms.append(1e3 * timer.elapsed)
         results[name] = {
             "history_mode": mode,
             "sampler_ms_median": statistics.median(ms),
@@ -213,8 +194,8 @@ def bench_overhead(history: int, n_trials: int, seed: int, progress: bool) -> di
     return results
 
 
-def overhead_rows(section: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Rows of the overhead table."""
+def overhead_table(section: dict[str, Any], table: Callable[..., str]) -> str:
+    """The overhead table, one row per sampler, as ``table`` (markdown or text) lays it out."""
     header = [
         "sampler",
         "history attrs",
@@ -223,20 +204,12 @@ def overhead_rows(section: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "max",
         "whole trial ms (median)",
     ]
+    keys = ("sampler_ms_median", "sampler_ms_mean", "sampler_ms_max", "total_ms_median")
     rows = []
-    for name in (MGS_GRAD, MGS_GRAD_DET, MGS_BB, MGS_BB_DET, RANDOM, TPE):
+    for name in SAMPLERS:
         r = section[name]
-        rows.append(
-            [
-                name,
-                r["history_mode"],
-                f"{r['sampler_ms_median']:.2f}",
-                f"{r['sampler_ms_mean']:.2f}",
-                f"{r['sampler_ms_max']:.2f}",
-                f"{r['total_ms_median']:.2f}",
-            ]
-        )
-    return header, rows
+        rows.append([name, r["history_mode"], *(f"{r[key]:.2f}" for key in keys)])
+    return table(header, rows)
 
 
 # ====================================================================== main
@@ -275,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     thread_limit = limit_threads(args.threads)
     started = time.perf_counter()
     section = bench_overhead(history, overhead_trials, seed=0, progress=not args.no_progress)
-    header, rows = overhead_rows(section)
-    print(text_table(header, rows), flush=True)
+    print(overhead_table(section, text_table), flush=True)
     results: dict[str, Any] = {
         "benchmark": "bench_optuna",
         "mode": "quick" if args.quick else "full",
@@ -303,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "possibly noisy and runs the model-based search, which fits a Gaussian process "
         "every trial; `deterministic=True` selects the bracketing search.",
         "",
-        markdown_table(header, rows),
+        overhead_table(section, markdown_table),
         "",
         f"Total wall time: {results['total_wall_s']:.0f} s.",
     ]
