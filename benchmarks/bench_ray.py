@@ -2,34 +2,27 @@
 
 Task: the quadratic of the paper's Fig 1, ``Quadratic.random(20, seed, variant="authors")``,
 t = 80 inner GD steps, search space ``{"lr": tune.loguniform(1e-4, 1.0)}``, trainable
-``task_trainable(q, 80)``. The trainable reports ``"loss"`` (the plain last loss
-``f(w_t)``) and ``"loss_grad"`` (its derivative in the step size).
-
-Two measurements, in one Ray session
+``task_trainable(q, 80)``, which reports ``"loss"`` (the plain last loss ``f(w_t)``) and
+``"loss_grad"`` (its derivative in the step size). Two measurements, in one Ray session
 (``ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)``), with
 ``reuse_actors=True``, ``verbose=0`` and the experiment storage in a temporary directory:
 
 1. **Throughput.** ``MetaGradientSearch(metric="loss", mode="min", eta0=0.1)`` runs the same
-   budget of trials (default 30) with ``max_concurrent_trials`` 1 and then 2. The script
-   records the wall time of ``tuner.fit()``, trials/s and meta-steps/s. With
-   ``tasks_per_step=1`` a meta-step is one trial; the meta-step count is read from the
-   searcher after the run. It reports the 2-worker/1-worker ratio, and also the rate
-   between the first trial's start and the last trial's end (the "in-run" rate, which
-   leaves out Tune's start-up and tear-down). This runs twice: on the bare trainable
-   (well under a millisecond of compute, so Ray's overhead dominates) and on the same
-   trainable with ``time.sleep(0.5)`` added to each trial (so the compute dominates).
-   A third row uses a 2 s sleep (``--long-sleep``). With ``reuse_actors=True``, Ray
-   reuses the finished trial's actor for the next pending trial and drops the second
-   actor it was starting. Trials shorter than a worker's start-up (about 1–1.5 s here)
-   therefore often ran one at a time, even with ``max_concurrent_trials=2``; whether the
-   second worker came up in time varied from run to run. Each row records
-   the peak number of trials running at once and the number of worker processes. A small
-   warm-up run comes first and is discarded.
-2. **Searcher overhead.** ``suggest()`` and ``on_trial_complete()`` are driven directly, with
-   no Ray cluster, for 1,000 trials. Results are the closed-form quadratic values, which
-   are computed outside the timed region. Sequential: one trial in flight at a time. Both
-   modes are timed: gradient and black box. The script reports the mean ms per trial
-   overall, and the per-call cost of each method at the start (trials 1–50) and at the
+   budget of trials (default 30) with ``max_concurrent_trials`` 1, then 2: the wall time of
+   ``tuner.fit()``, trials/s and meta-steps/s (with ``tasks_per_step=1`` a trial is a
+   meta-step; the searcher counts them), their 2-worker/1-worker ratio, and the "in-run"
+   rate from the first trial's start to the last trial's end (without Tune's start-up and
+   tear-down). Trainables: the bare one (well under a millisecond of compute: Ray's overhead
+   dominates), the same after ``time.sleep(0.5)`` (the compute dominates) and after a 2 s
+   sleep (``--long-sleep``). Each row records the peak number of trials running at once and
+   the number of worker processes: with ``reuse_actors=True`` Ray gives the next pending
+   trial the finished trial's actor and drops the second actor it was starting, so trials
+   shorter than a worker's start-up (about 1–1.5 s here) often ran one at a time even with
+   ``max_concurrent_trials=2``, varying from run to run. A discarded warm-up run comes first.
+2. **Searcher overhead.** ``suggest()`` and ``on_trial_complete()`` driven directly, with no
+   Ray cluster, for 1,000 sequential trials (one in flight at a time; the results, closed-form
+   quadratic values, are computed outside the timed region), with gradients and as a black
+   box: the mean ms per trial, and each method's cost at the start (trials 1–50) and at the
    end (the last 50 trials, with about 950–1,000 finished trials).
 
 How fast the searcher finds the step size against Ray's random search and
@@ -50,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import math
 import os
 import shutil
@@ -59,7 +53,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +72,12 @@ from l2l_tune.integrations.ray import MetaGradientSearch, task_trainable  # noqa
 from ray import tune  # noqa: E402
 
 from l2l_tune import Quadratic  # noqa: E402
-from l2l_tune.bench.common import dumps_json, machine_info, machine_line  # noqa: E402
+from l2l_tune.bench.common import (  # noqa: E402
+    dumps_json,
+    machine_info,
+    machine_line,
+    markdown_table,
+)
 
 #: Inner GD steps (the paper's Fig 1).
 T = 80
@@ -104,86 +103,59 @@ def quadratic(seed: int) -> Quadratic:
     return Quadratic.random(20, seed, variant="authors")
 
 
-def optimum(q: Quadratic) -> tuple[float, float]:
-    """``(η*, f*)``: the optimal step size at t = 80 and the plain last loss there."""
-    eta_star = q.optimal_step_size(T)
-    return eta_star, q.meta_objective(eta_star, T, log=False)
+def searcher(**options: Any) -> MetaGradientSearch:
+    """``MetaGradientSearch(metric="loss", mode="min", eta0=0.1, **options)``."""
+    return MetaGradientSearch(metric="loss", mode="min", eta0=0.1, **options)
 
 
 # ---------------------------------------------------------------------------- Ray runs
-class CompletionRecorder(tune.Callback):
-    """Driver-side record of trial starts and completions, in the order Tune saw them."""
+class TrialClock(tune.Callback):
+    """Driver-side times of trial starts and completions, and the workers that reported."""
 
     def __init__(self) -> None:
-        self.started: list[str] = []
-        self.start_time: dict[str, float] = {}
-        self.completed: list[tuple[str, float, float | None, float | None]] = []
+        self.first_start: float | None = None
+        self.start_times: dict[str, float] = {}
+        self.end_times: list[float] = []
         self.pids: set[int] = set()
-        self.errored: list[str] = []
-        self.t_first_start: float | None = None
+        self.errored = 0
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Remember the start order (and the time of the first start)."""
-        if self.t_first_start is None:
-            self.t_first_start = time.perf_counter()
-        self.started.append(trial.trial_id)
-        self.start_time[trial.trial_id] = time.perf_counter()
+        """Remember when the trial started (and when the first one did)."""
+        now = time.perf_counter()
+        self.first_start = now if self.first_start is None else self.first_start
+        self.start_times[trial.trial_id] = now
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Remember (trial id, time, loss, lr) in completion order."""
-        result = trial.last_result or {}
-        if isinstance(result.get("pid"), int):
-            self.pids.add(result["pid"])
-        loss = result.get("loss")
-        lr = (trial.config or {}).get("lr")
-        self.completed.append(
-            (
-                trial.trial_id,
-                time.perf_counter(),
-                None if loss is None else float(loss),
-                None if lr is None else float(lr),
-            )
-        )
+        """Remember when the trial completed and which worker process reported it."""
+        self.end_times.append(time.perf_counter())
+        pid = (trial.last_result or {}).get("pid")
+        if isinstance(pid, int):
+            self.pids.add(pid)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Remember errored trials."""
-        self.errored.append(trial.trial_id)
+        """Count errored trials."""
+        self.errored += 1
 
     @property
     def peak_concurrency(self) -> int:
         """Most trials running at once (from the driver's start and completion times)."""
-        events = [(t, 1) for t in self.start_time.values()]
-        events += [(c[1], -1) for c in self.completed]
-        running = peak = 0
-        for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
-            running += delta
-            peak = max(peak, running)
-        return peak
-
-    @property
-    def completed_in_start_order(self) -> bool:
-        """Whether trials completed in the order they started (FIFO)."""
-        ids = [c[0] for c in self.completed]
-        return ids == self.started[: len(ids)]
+        starts = [(t, 1) for t in self.start_times.values()]
+        events = sorted(starts + [(t, -1) for t in self.end_times])
+        return max([0, *itertools.accumulate(delta for _, delta in events)])
 
 
 @dataclass
 class RunRecord:
-    """One ``tuner.fit()``: its timing and the trials in completion order."""
+    """One ``tuner.fit()``: its timing, its trials and the warnings raised in the driver."""
 
-    name: str
     trials: int
-    workers: int
     wall_s: float
     in_run_s: float
-    losses: list[float]
-    lrs: list[float]
     errors: int
-    completed_in_start_order: bool
     peak_concurrency: int
     worker_processes: int
-    meta_steps: int | None = None
-    caught_warnings: list[str] = field(default_factory=list)
+    meta_steps: int | None
+    warnings: list[str]
 
 
 def sleepy(
@@ -208,7 +180,7 @@ def run_tuner(
     storage: Path,
 ) -> RunRecord:
     """Run one Tuner to ``budget`` trials with ``workers`` concurrent; time ``fit()``."""
-    recorder = CompletionRecorder()
+    clock = TrialClock()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(),
@@ -221,7 +193,7 @@ def run_tuner(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=[recorder]
+            name=name, storage_path=str(storage), verbose=0, callbacks=[clock]
         ),
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -229,36 +201,25 @@ def run_tuner(
         start = time.perf_counter()
         grid = tuner.fit()
         end = time.perf_counter()
-    wall = end - start
+    completed = len(clock.end_times)
     # Cross-check the callback's record against the ResultGrid.
-    frame = grid.get_dataframe()
-    if len(frame) != budget or len(recorder.completed) + len(recorder.errored) != budget:
+    rows = len(grid.get_dataframe())
+    if rows != budget or completed + clock.errored != budget:
         print(
-            f"  !! {name}: ResultGrid has {len(frame)} rows, callback saw "
-            f"{len(recorder.completed)} completed + {len(recorder.errored)} errored "
-            f"(budget {budget})",
+            f"  !! {name}: ResultGrid has {rows} rows, callback saw {completed} completed + "
+            f"{clock.errored} errored (budget {budget})",
             flush=True,
         )
-    last_end = recorder.completed[-1][1] if recorder.completed else end
-    first = recorder.t_first_start if recorder.t_first_start is not None else start
-    losses = [c[2] if c[2] is not None else math.nan for c in recorder.completed]
-    lrs = [c[3] if c[3] is not None else math.nan for c in recorder.completed]
-    meta_steps = search.n_meta_steps if isinstance(search, MetaGradientSearch) else None
-    messages = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    first = clock.first_start if clock.first_start is not None else start
     return RunRecord(
-        name=name,
-        trials=len(recorder.completed),
-        workers=workers,
-        wall_s=wall,
-        in_run_s=last_end - first,
-        losses=losses,
-        lrs=lrs,
+        trials=completed,
+        wall_s=end - start,
+        in_run_s=(clock.end_times[-1] if clock.end_times else end) - first,
         errors=int(grid.num_errors),
-        completed_in_start_order=recorder.completed_in_start_order,
-        peak_concurrency=recorder.peak_concurrency,
-        worker_processes=len(recorder.pids),
-        meta_steps=meta_steps,
-        caught_warnings=messages,
+        peak_concurrency=clock.peak_concurrency,
+        worker_processes=len(clock.pids),
+        meta_steps=search.n_meta_steps if isinstance(search, MetaGradientSearch) else None,
+        warnings=sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
     )
 
 
@@ -266,17 +227,9 @@ def run_tuner(
 def throughput(budget: int, storage: Path, repeats: int, sleeps: list[float]) -> dict[str, Any]:
     """Trials/s and meta-steps/s with 1 and 2 concurrent trials, for the bare trainable and
     for the trainable plus each ``time.sleep`` in ``sleeps``."""
-    q = quadratic(0)
-    bare = task_trainable(q, T)
+    bare = task_trainable(quadratic(0), T)
     # Warm-up (discarded): the first fit pays for worker start-up and imports.
-    run_tuner(
-        bare,
-        MetaGradientSearch(metric="loss", mode="min", eta0=0.1),
-        budget=4,
-        workers=2,
-        name="warmup",
-        storage=storage,
-    )
+    run_tuner(bare, searcher(), budget=4, workers=2, name="warmup", storage=storage)
     variants: list[tuple[str, Callable[[dict[str, Any]], None]]] = [("bare", bare)]
     variants += [(f"sleep {s:g} s", sleepy(bare, s)) for s in sleeps]
     out: dict[str, Any] = {}
@@ -284,31 +237,29 @@ def throughput(budget: int, storage: Path, repeats: int, sleeps: list[float]) ->
         runs: dict[int, list[RunRecord]] = {1: [], 2: []}
         for rep in range(repeats):
             for workers in (1, 2):
-                search = MetaGradientSearch(metric="loss", mode="min", eta0=0.1)
-                record = run_tuner(
+                name = f"tp-{label.replace(' ', '')}-w{workers}-r{rep}"
+                r = run_tuner(
                     trainable,
-                    search,
+                    searcher(),
                     budget=budget,
                     workers=workers,
-                    name=f"tp-{label.replace(' ', '')}-w{workers}-r{rep}",
+                    name=name,
                     storage=storage,
                 )
-                runs[workers].append(record)
+                runs[workers].append(r)
                 print(
-                    f"  [throughput] {label:>11} workers={workers} rep={rep}: "
-                    f"{record.trials} trials, {record.meta_steps} meta-steps, "
-                    f"fit {record.wall_s:.2f} s ({record.trials / record.wall_s:.2f} trials/s), "
-                    f"in-run {record.in_run_s:.2f} s, peak concurrency "
-                    f"{record.peak_concurrency}, {record.worker_processes} worker process(es), "
-                    f"errors {record.errors}",
+                    f"  [throughput] {label:>11} workers={workers} rep={rep}: {r.trials} trials, "
+                    f"{r.meta_steps} meta-steps, fit {r.wall_s:.2f} s "
+                    f"({r.trials / r.wall_s:.2f} trials/s), in-run {r.in_run_s:.2f} s, peak "
+                    f"concurrency {r.peak_concurrency}, {r.worker_processes} worker process(es), "
+                    f"errors {r.errors}",
                     flush=True,
                 )
         row: dict[str, Any] = {}
         for workers, records in runs.items():
             wall = statistics.median(r.wall_s for r in records)
             in_run = statistics.median(r.in_run_s for r in records)
-            trials = records[0].trials
-            steps = records[0].meta_steps
+            trials, steps = records[0].trials, records[0].meta_steps
             row[str(workers)] = {
                 "trials": trials,
                 "meta_steps": steps,
@@ -321,7 +272,7 @@ def throughput(budget: int, storage: Path, repeats: int, sleeps: list[float]) ->
                 "peak_concurrency": max(r.peak_concurrency for r in records),
                 "worker_processes": max(r.worker_processes for r in records),
                 "errors": sum(r.errors for r in records),
-                "warnings": sorted({w for r in records for w in r.caught_warnings}),
+                "warnings": sorted({w for r in records for w in r.warnings}),
             }
         row["ratio_2_over_1"] = row["2"]["trials_per_s"] / row["1"]["trials_per_s"]
         row["in_run_ratio_2_over_1"] = (
@@ -337,36 +288,24 @@ def overhead(
 ) -> dict[str, Any]:
     """Time ``suggest`` and ``on_trial_complete`` for ``n`` sequential trials, no cluster."""
     q = quadratic(0)
-    search = MetaGradientSearch(
-        metric="loss",
-        mode="min",
-        eta0=0.1,
-        grad_metric="none" if black_box else None,
-        deterministic=deterministic,
-    )
+    search = searcher(grad_metric="none" if black_box else None, deterministic=deterministic)
     search.set_search_properties("loss", "min", param_space())
-    suggest_s = np.empty(n)
-    complete_s = np.empty(n)
-    lrs = np.empty(n)
+    suggest_s, complete_s, lrs = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         trial_id = f"trial_{i:05d}"
         t0 = time.perf_counter()
         config = search.suggest(trial_id)
-        t1 = time.perf_counter()
+        suggest_s[i] = time.perf_counter() - t0
         if config is None:
             raise RuntimeError(f"suggest returned None at trial {i}")
-        lr = float(config["lr"])
-        value, grad = q.value_and_gradient(lr, T, log=False)  # not timed
-        result = {"loss": value, "loss_grad": grad}
-        t2 = time.perf_counter()
-        search.on_trial_complete(trial_id, result)
-        t3 = time.perf_counter()
-        suggest_s[i] = t1 - t0
-        complete_s[i] = t3 - t2
-        lrs[i] = lr
+        lrs[i] = float(config["lr"])
+        value, grad = q.value_and_gradient(lrs[i], T, log=False)  # not timed
+        t0 = time.perf_counter()
+        search.on_trial_complete(trial_id, {"loss": value, "loss_grad": grad})
+        complete_s[i] = time.perf_counter() - t0
     total = suggest_s + complete_s
     w = min(window, n)
-    eta_star, _ = optimum(q)
+    eta_star = q.optimal_step_size(T)
     return {
         "trials": n,
         "meta_steps": search.n_meta_steps,
@@ -389,10 +328,52 @@ def overhead(
 
 
 # ---------------------------------------------------------------------------- reporting
+#: The throughput table's columns after trainable and workers: (header, key, format).
+THROUGHPUT_COLUMNS = (
+    ("trials", "trials", "d"),
+    ("meta-steps", "meta_steps", "d"),
+    ("fit (s)", "wall_s", ".2f"),
+    ("trials/s", "trials_per_s", ".2f"),
+    ("meta-steps/s", "meta_steps_per_s", ".2f"),
+    ("in-run trials/s", "in_run_trials_per_s", ".2f"),
+    ("peak", "peak_concurrency", "d"),
+    ("procs", "worker_processes", "d"),
+)
+
+
+def throughput_table(section: dict[str, Any]) -> str:
+    """Each trainable with 1 and 2 workers, then the 2/1 ratios (``?``: not measured)."""
+    rows = []
+    for label, row in section.items():
+        for workers in ("1", "2"):
+            r = row[workers]
+            cells = [
+                "?" if r[key] is None else format(r[key], spec)
+                for _, key, spec in THROUGHPUT_COLUMNS
+            ]
+            rows.append([label, workers, *cells])
+        ratio, in_run_ratio = row["ratio_2_over_1"], row["in_run_ratio_2_over_1"]
+        ratios = {"trials/s": f"**{ratio:.2f}×**", "in-run trials/s": f"{in_run_ratio:.2f}×"}
+        rows.append([label, "**2 / 1**"] + [ratios.get(h, "") for h, *_ in THROUGHPUT_COLUMNS])
+    return markdown_table(["trainable", "workers"] + [h for h, *_ in THROUGHPUT_COLUMNS], rows)
+
+
 def markdown(out: dict[str, Any]) -> str:
     """The markdown report."""
     m = out["machine"]
     cfg = out["config"]
+    overhead_rows = [
+        [
+            mode,
+            f"{o['mean_ms_per_trial']:.2f}",
+            f"{o['first_suggest_ms']:.3f} / {o['first_complete_ms']:.3f}",
+            f"{o['last_suggest_ms']:.2f} / {o['last_complete_ms']:.3f}",
+            f"{o['last_per_trial_ms']:.2f}",
+            f"{o['total_s']:.1f}",
+            str(o["meta_steps"]),
+        ]
+        for mode, o in out["overhead"].items()
+    ]
     lines = [
         "# Ray Tune integration benchmark (`benchmarks/bench_ray.py`)",
         "",
@@ -412,25 +393,7 @@ def markdown(out: dict[str, Any]) -> str:
         f"reported results. Each figure is the median of {cfg['repeats']} run(s); a discarded "
         "warm-up fit came first.",
         "",
-        "| trainable | workers | trials | meta-steps | fit (s) | trials/s | meta-steps/s "
-        "| in-run trials/s | peak | procs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, row in out["throughput"].items():
-        for workers in ("1", "2"):
-            r = row[workers]
-            steps = "?" if r["meta_steps"] is None else str(r["meta_steps"])
-            mps = "?" if r["meta_steps_per_s"] is None else f"{r['meta_steps_per_s']:.2f}"
-            lines.append(
-                f"| {label} | {workers} | {r['trials']} | {steps} | {r['wall_s']:.2f} | "
-                f"{r['trials_per_s']:.2f} | {mps} | {r['in_run_trials_per_s']:.2f} | "
-                f"{r['peak_concurrency']} | {r['worker_processes']} |"
-            )
-        lines.append(
-            f"| {label} | **2 / 1** | | | | **{row['ratio_2_over_1']:.2f}×** | | "
-            f"{row['in_run_ratio_2_over_1']:.2f}× | | |"
-        )
-    lines += [
+        throughput_table(out["throughput"]),
         "",
         f"## 2. Searcher overhead (driven directly, no Ray cluster, {cfg['overhead_trials']} "
         "sequential trials)",
@@ -443,18 +406,12 @@ def markdown(out: dict[str, Any]) -> str:
         "does not say so) and runs the model-based search, which fits a Gaussian process at "
         "every suggestion; `deterministic=True` selects the bracketing search.",
         "",
-        "| mode | mean ms/trial | first: suggest / complete (ms) | last: suggest / complete (ms) "
-        "| last ms/trial | total (s) | finished meta-steps |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for mode, o in out["overhead"].items():
-        lines.append(
-            f"| {mode} | {o['mean_ms_per_trial']:.2f} | {o['first_suggest_ms']:.3f} / "
-            f"{o['first_complete_ms']:.3f} | {o['last_suggest_ms']:.2f} / "
-            f"{o['last_complete_ms']:.3f} | {o['last_per_trial_ms']:.2f} | {o['total_s']:.1f} | "
-            f"{o['meta_steps']} |"
-        )
-    lines += [
+        markdown_table(
+            ["mode", "mean ms/trial", "first: suggest / complete (ms)"]
+            + ["last: suggest / complete (ms)", "last ms/trial", "total (s)"]
+            + ["finished meta-steps"],
+            overhead_rows,
+        ),
         "",
         "Mean `suggest()` time per block of 100 trials (ms): "
         + "; ".join(
@@ -503,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     sleeps = [SLEEP_S] + ([args.long_sleep] if args.long_sleep > 0 else [])
     out: dict[str, Any] = {
-        "command": "python benchmarks/bench_ray.py"
-        + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
+        "command": " ".join(
+            ["python benchmarks/bench_ray.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": machine_info(),
         "config": {
             "t": T,
@@ -528,24 +486,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(_RAY_TMP, ignore_errors=True)
     print("2. searcher overhead", flush=True)
     out["overhead"] = {}
-    for black_box in (False, True):
-        for deterministic in (None, True):
-            mode = ("black box" if black_box else "gradients") + (
-                ", deterministic=True" if deterministic else ""
-            )
-            out["overhead"][mode] = o = overhead(
-                args.overhead_trials, black_box=black_box, deterministic=deterministic
-            )
-            print(
-                f"  [overhead] {mode}: {o['mean_ms_per_trial']:.2f} ms/trial, last suggest "
-                f"{o['last_suggest_ms']:.2f} ms, last complete {o['last_complete_ms']:.3f} ms",
-                flush=True,
-            )
-    warned: set[str] = set()
-    for row in out["throughput"].values():
-        for w in ("1", "2"):
-            warned.update(row[w]["warnings"])
-    out["warnings"] = sorted(warned)
+    for black_box, deterministic in itertools.product((False, True), (None, True)):
+        mode = ("black box" if black_box else "gradients") + (
+            ", deterministic=True" if deterministic else ""
+        )
+        out["overhead"][mode] = o = overhead(
+            args.overhead_trials, black_box=black_box, deterministic=deterministic
+        )
+        print(
+            f"  [overhead] {mode}: {o['mean_ms_per_trial']:.2f} ms/trial, last suggest "
+            f"{o['last_suggest_ms']:.2f} ms, last complete {o['last_complete_ms']:.3f} ms",
+            flush=True,
+        )
+    runs = [row[workers] for row in out["throughput"].values() for workers in ("1", "2")]
+    out["warnings"] = sorted({w for run in runs for w in run["warnings"]})
     out["total_s"] = time.perf_counter() - t_start
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
