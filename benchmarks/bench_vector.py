@@ -39,27 +39,25 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import torch
-from l2l_tune.integrations.optuna import (
-    HypergradientSampler,
-    report_meta_gradient,
-)
+from l2l_tune.integrations.optuna import HypergradientSampler, report_meta_gradient
 from scipy.interpolate import RegularGridInterpolator
 from torch import nn
 from torch.nn import functional as F
 
-from l2l_tune.bench.common import dumps_json, machine_info, markdown_table
+from l2l_tune.bench.common import dumps_json, evals_within, machine_info, markdown_table
 from l2l_tune.data import load_digits
 from l2l_tune.hypergrad import HypergradAdamW
 
@@ -123,14 +121,12 @@ def train_mnist(
     return summary["valid_loss"], None, summary["test_accuracy"]
 
 
-def train_mnist_layers(
-    values: dict[str, float], seed: int, *, hyper: bool
-) -> tuple[float, Any, float]:
-    """:func:`train_mnist` with plain SGD and one step size per layer (``lr[0..2]``)."""
-    return train_mnist(values, seed, hyper=hyper, optimizer="sgd")
-
-
-_TRAIN = {"digits": train, "mnist": train_mnist, "mnist-layers": train_mnist_layers}
+#: One training run of each task (``mnist-layers``: plain SGD, one step size per layer).
+_TRAIN: dict[str, Callable[..., tuple[float, Any, float]]] = {
+    "digits": train,
+    "mnist": train_mnist,
+    "mnist-layers": functools.partial(train_mnist, optimizer="sgd"),
+}
 #: The tuned hyperparameters of each task: name -> (low, high), all on a log scale.
 SPACES: dict[str, dict[str, tuple[float, float]]] = {
     "digits": {"lr": LR, "weight_decay": WD},
@@ -165,24 +161,26 @@ def _grid_axes(grid: dict[str, Any]) -> dict[str, np.ndarray]:
 
 #: Our tuners: HypergradientSampler with each vector meta-optimizer.
 _L2L = {"l2l-hypergrad": "adam", "l2l-model": "model"}
-TUNERS = [*_L2L, "optuna-tpe", "optuna-gp", "random"]
+#: The black boxes: Optuna's samplers on the value only.
+_BLACK_BOX = {
+    "optuna-tpe": optuna.samplers.TPESampler,
+    "optuna-gp": optuna.samplers.GPSampler,
+    "random": optuna.samplers.RandomSampler,
+}
+TUNERS = [*_L2L, *_BLACK_BOX]
 
 
 def run_study(
     tuner: str, study_seed: int, trials: int, start: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:
     """One study; per trial: its point, value, and the tuner's pick after it."""
-    if tuner in _L2L:
+    hyper = tuner in _L2L
+    if hyper:
         sampler: optuna.samplers.BaseSampler = HypergradientSampler(
             tuple(_SPACE), start=start, meta_optimizer=_L2L[tuner]
         )
-    elif tuner == "optuna-tpe":
-        sampler = optuna.samplers.TPESampler(seed=study_seed)
-    elif tuner == "optuna-gp":
-        sampler = optuna.samplers.GPSampler(seed=study_seed)
     else:
-        sampler = optuna.samplers.RandomSampler(seed=study_seed)
-    hyper = tuner in _L2L
+        sampler = _BLACK_BOX[tuner](seed=study_seed)
 
     def objective(trial: optuna.Trial) -> float:
         values = {
@@ -209,6 +207,7 @@ def run_study(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the grid and the studies; write the JSON and markdown results and print the latter."""
     global _RUN, _MNIST, _MNIST_T, _SPACE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -222,12 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="first point of our tuners, one value per hyperparameter of the task "
         "(default: the geometric means of the ranges)",
     )
-    parser.add_argument(
-        "--tuners",
-        nargs="+",
-        default=TUNERS,
-        choices=TUNERS,
-    )
+    parser.add_argument("--tuners", nargs="+", default=TUNERS, choices=TUNERS)
     parser.add_argument(
         "--grid-from", type=Path, default=None,
         help="reuse the dense grid of an earlier result with the same task, t and grid, and "
@@ -254,21 +248,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--start needs {len(_SPACE)} values, for {list(_SPACE)}")
     start = None if args.start is None else dict(zip(_SPACE, args.start, strict=True))
     studies, trials, n, seeds = (2, 15, 6, 2) if args.quick else (6, 30, 12, 4)
-    studies = args.studies or studies
-    trials = args.trials or trials
-    if args.grid is not None:
-        n, seeds = args.grid
+    studies, trials = args.studies or studies, args.trials or trials
+    n, seeds = args.grid or (n, seeds)
+    settings = {
+        "studies": studies,
+        "trials": trials,
+        "grid": n,
+        "grid_seeds": seeds,
+        "l2l_start": start,
+        "task": args.task,
+        "t": _MNIST_T if args.task.startswith("mnist") else None,
+    }
     torch.set_num_threads(1)
     earlier: dict[str, Any] = {}
     if args.grid_from is not None:
         earlier = json.loads(args.grid_from.read_text())
-        mine = {
-            "task": args.task, "grid": n, "grid_seeds": seeds, "studies": studies,
-            "trials": trials,
-        }  # fmt: skip
-        if args.task.startswith("mnist"):
-            mine["t"] = _MNIST_T
-        # results written before --task existed were all digits
+        mine = {k: v for k, v in settings.items() if k != "l2l_start"}
+        # results written before --task existed were all digits (and had no t)
         theirs = {k: earlier["settings"].get(k, "digits" if k == "task" else None) for k in mine}
         if theirs != mine:
             parser.error(f"--grid-from {args.grid_from} has {theirs}, this run {mine}")
@@ -279,29 +275,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         grid = dense_grid(n, seeds)
         grid_s = time.perf_counter() - started
     # cost of one run with and without hypergradients, side by side
-    t_plain, t_hyper = [], []
-    probe = {name: 1e-2 for name in _SPACE}
+    seconds: dict[bool, list[float]] = {False: [], True: []}
     for s in range(3):
-        t0 = time.perf_counter()
-        _RUN(probe, s, hyper=False)
-        t_plain.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        _RUN(probe, s, hyper=True)
-        t_hyper.append(time.perf_counter() - t0)
-    cost = float(np.median(t_hyper) / np.median(t_plain))
+        for hyper in (False, True):
+            t0 = time.perf_counter()
+            _RUN({name: 1e-2 for name in _SPACE}, s, hyper=hyper)
+            seconds[hyper].append(time.perf_counter() - t0)
+    cost = float(np.median(seconds[True]) / np.median(seconds[False]))
     axes = _grid_axes(grid)
     if list(axes) != list(_SPACE):
         parser.error(f"the grid's axes {list(axes)} are not the task's {list(_SPACE)}")
     log_axes = tuple(np.log(a) for a in axes.values())
     grid_loss, grid_accuracy = np.asarray(grid["loss"]), np.asarray(grid["accuracy"])
-    interp = RegularGridInterpolator(log_axes, grid_loss, bounds_error=False, fill_value=None)
-    acc_interp = RegularGridInterpolator(
-        log_axes, grid_accuracy, bounds_error=False, fill_value=None
+    interp, acc_interp = (
+        RegularGridInterpolator(log_axes, values, bounds_error=False, fill_value=None)
+        for values in (grid_loss, grid_accuracy)
     )
     best = float(grid_loss.min())
-    tuners = list(args.tuners)
     results: dict[str, Any] = {}
-    for tuner in tuners:
+    for tuner in args.tuners:
         curves, accs = [], []
         for study_seed in range(studies):
             history = run_study(tuner, study_seed, trials, start)
@@ -313,8 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"{tuner} study {study_seed}: regret at {trials} = {curves[-1][-1]:.4f}", flush=True
             )
         mean = np.mean(np.array(curves), axis=0)
-        within = np.nonzero(mean > 0.01)[0]
-        stay = None if mean[-1] > 0.01 else (int(within[-1]) + 2 if within.size else 1)
+        stay = evals_within(mean, 0.01, stay=True)
         unit = cost if tuner in _L2L else 1.0
         results[tuner] = {
             "curves": curves,
@@ -332,15 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": "python benchmarks/bench_vector.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(),
-        "settings": {
-            "studies": studies,
-            "trials": trials,
-            "grid": n,
-            "grid_seeds": seeds,
-            "l2l_start": start,
-            "task": args.task,
-            "t": _MNIST_T if args.task.startswith("mnist") else None,
-        },
+        "settings": settings,
         "grid": grid,
         "grid_best": best,
         "grid_best_accuracy": float(grid_accuracy.max()),
@@ -392,8 +375,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`. {studies} studies × {trials} trials per tuner, fresh "
         f"seed per trial; expected validation loss from a {n}^{n_params} log grid × {seeds} "
-        f"seeds "
-        f"(best {best:.4f}, test accuracy there up to {result['grid_best_accuracy']:.4f}). "
+        f"seeds (best {best:.4f}, test accuracy there up to {result['grid_best_accuracy']:.4f}). "
         f"A run with hypergradients costs {cost:.2f}× a plain run (timed here). "
         f"l2l-hypergrad (Adam on the log-hyperparameters) and l2l-model (the Gaussian-process "
         f"model on values and hypergradients) start at "
