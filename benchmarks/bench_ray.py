@@ -298,10 +298,11 @@ def overhead(
         suggest_s[i] = time.perf_counter() - t0
         if config is None:
             raise RuntimeError(f"suggest returned None at trial {i}")
-        lrs[i] = float(config["lr"])
-        value, grad = q.value_and_gradient(lrs[i], T, log=False)  # not timed
+        lrs[i] = lr = float(config["lr"])
+        value, grad = q.value_and_gradient(lr, T, log=False)  # not timed
+        result = {"loss": value, "loss_grad": grad}
         t0 = time.perf_counter()
-        search.on_trial_complete(trial_id, {"loss": value, "loss_grad": grad})
+        search.on_trial_complete(trial_id, result)
         complete_s[i] = time.perf_counter() - t0
     total = suggest_s + complete_s
     w = min(window, n)
