@@ -97,13 +97,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "TbV − TbT | minutes |",
         "|---|---|---|---|---|---|---|",
     ]
-    gaps, wins = [], []
-    for r in sorted(results, key=lambda r: r["seed"]):
+    results = sorted(results, key=lambda r: r["seed"])
+    gaps = [r["tbv"]["test_accuracy"] - r["grid"]["test_accuracy"] for r in results]
+    wins = [r["tbv"]["test_accuracy"] - r["tbt"]["test_accuracy"] for r in results]
+    for r, gap, win in zip(results, gaps, wins, strict=True):
         v, t, g = r["tbv"], r["tbt"], r["grid"]
-        gap = v["test_accuracy"] - g["test_accuracy"]
-        win = v["test_accuracy"] - t["test_accuracy"]
-        gaps.append(gap)
-        wins.append(win)
         minutes = (r["command_seconds"] + r["grid_seconds"]) / 60
         lines.append(
             f"| {r['seed']} | {v['step_size']:.4g} → {v['test_accuracy']:.4f} | "
@@ -124,6 +122,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the seeds not done yet in ``--out``; rewrite ``results.md`` after each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
@@ -133,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mnist_tbv_seeds")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    grid = np.geomspace(*args.grid_range, args.grid_points)
+    low, high = args.grid_range
+    grid = np.geomspace(low, high, args.grid_points)
     for seed in args.seeds:
         path = args.out / f"seed{seed}.json"
         if path.exists():
