@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from optuna.trial import Trial
 from tqdm.auto import tqdm
 
 from l2l_tune.bench.common import (
+    command_line,
     dumps_json,
     limit_threads,
     machine_info,
@@ -240,9 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     stem = "optuna_quick" if args.quick else "optuna"
     out_path: Path = args.out or DEFAULT_OUT.with_name(f"{stem}.json")
     md_path: Path = args.markdown or out_path.with_name(f"{stem}.md")
-    command = " ".join(
-        ["python benchmarks/bench_optuna.py", *(argv if argv is not None else sys.argv[1:])]
-    )
+    command = command_line("benchmarks/bench_optuna.py", argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     machine = machine_info()
     thread_limit = limit_threads(args.threads)

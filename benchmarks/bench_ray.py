@@ -48,7 +48,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -73,6 +72,7 @@ from ray import tune  # noqa: E402
 
 from l2l_tune import Quadratic  # noqa: E402
 from l2l_tune.bench.common import (  # noqa: E402
+    command_line,
     dumps_json,
     machine_info,
     machine_line,
@@ -461,9 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     sleeps = [SLEEP_S] + ([args.long_sleep] if args.long_sleep > 0 else [])
     out: dict[str, Any] = {
-        "command": " ".join(
-            ["python benchmarks/bench_ray.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": command_line("benchmarks/bench_ray.py", argv),
         "machine": machine_info(),
         "config": {
             "t": T,

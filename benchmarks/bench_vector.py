@@ -42,7 +42,6 @@ import argparse
 import functools
 import json
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,7 +56,13 @@ from scipy.interpolate import RegularGridInterpolator
 from torch import nn
 from torch.nn import functional as F
 
-from l2l_tune.bench.common import dumps_json, evals_within, machine_info, markdown_table
+from l2l_tune.bench.common import (
+    command_line,
+    dumps_json,
+    evals_within,
+    machine_info,
+    markdown_table,
+)
 from l2l_tune.data import load_digits
 from l2l_tune.hypergrad import HypergradAdamW
 
@@ -320,8 +325,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if tuner not in results:
             results[tuner] = {**kept, "from": kept.get("from", earlier["command"])}
     result = {
-        "command": "python benchmarks/bench_vector.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/bench_vector.py", argv),
         "machine": machine_info(),
         "settings": settings,
         "grid": grid,

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from l2l_tune.bench.common import command_line
 from l2l_tune.reproduce.mnist import MNISTSettings, compare_on_mnist, plot_accuracy_curves
 from l2l_tune.tasks import MNIST
 from l2l_tune.tuner import EvalRecord
@@ -113,7 +113,7 @@ def main() -> None:
             print(f"[{setting.key}] {name}: eta={method['step_size']:.4g} test accuracy "
                   f"{method['test']['test_accuracy']:.4f}", flush=True)  # fmt: skip
     results = {
-        "command": "python benchmarks/mnist_tbt_tbv.py " + " ".join(sys.argv[1:]),
+        "command": command_line("benchmarks/mnist_tbt_tbv.py"),
         "machine": f"{os.cpu_count()} CPU cores" if args.device == "cpu" else args.device,
         "protocol": asdict(protocol),
         "settings": settings,
