@@ -73,10 +73,10 @@ from ray import tune  # noqa: E402
 from l2l_tune import Quadratic  # noqa: E402
 from l2l_tune.bench.common import (  # noqa: E402
     command_line,
-    dumps_json,
     machine_info,
     machine_line,
     markdown_table,
+    write_results,
 )
 
 #: Inner GD steps (the paper's Fig 1).
@@ -501,13 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     out["warnings"] = sorted({w for run in runs for w in run["warnings"]})
     out["total_s"] = time.perf_counter() - t_start
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(dumps_json(out) + "\n")
     text = markdown(out)
-    md_path.write_text(text)
     print()
     print(text)
-    print(f"wrote {out_path} and {md_path}")
+    write_results(out_path, out, text, md_path)
     return 0
 
 
