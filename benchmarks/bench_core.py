@@ -40,7 +40,7 @@ import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -263,23 +263,6 @@ def report_meta_gradient(result: dict[str, Any]) -> tuple[str, str]:
 
 
 # ====================================================================== section 2
-def generate_tasks(
-    d: int, sigma: float, m: int, n_total: int, seed: int
-) -> Iterator[tuple[FloatArray, FloatArray, FloatArray]]:
-    """Yield ``(X, y, w*)`` per task with exactly the RNG sequence of ``LeastSquares.sample``.
-
-    Per task: ``w* = normal(d)`` normalised, ``X = normal((n_total, d))``,
-    ``y = X w* + σ·normal(n_total)``; the first ``n_train`` rows are the training set.
-    """
-    rng = np.random.default_rng(seed)
-    for _ in range(m):
-        w_star = rng.standard_normal(d)
-        w_star /= np.linalg.norm(w_star)
-        X = rng.standard_normal((n_total, d))
-        y = X @ w_star + sigma * rng.standard_normal(n_total)
-        yield X, y, w_star
-
-
 def unrolled_grid(
     X: FloatArray,
     y: FloatArray,
@@ -388,11 +371,11 @@ def bench_least_squares(
 
     # Raw-data generation alone (part of every construction below), for the split of costs.
     def generate_all() -> None:
-        for _ in generate_tasks(d, sigma, m, n_total, seed):
+        for _ in problem.draw_tasks(m, n_total, seed):
             pass
 
     generation, _ = time_once(generate_all, repeat=1)
-    subset = list(generate_tasks(d, sigma, n_loop, n_total, seed))
+    subset = list(problem.draw_tasks(n_loop, n_total, seed))
 
     out: dict[str, Any] = {
         "setup": {

@@ -362,3 +362,23 @@ def test_compare_tbt_tbv_rejects_bad_sides_and_n_valid() -> None:
     for n_valid in (0, 20, 25):
         with pytest.raises(ValueError, match=r"^n_valid must be in \[1, n − 1\] = \[1, 19\]"):
             compare_tbt_tbv(ls, 20, rule, m=2, t=5, seed=0, n_valid=n_valid)
+
+
+def test_draw_tasks_are_the_documented_draws_that_sample_splits() -> None:
+    """draw_tasks yields the documented draws, and sample splits exactly those."""
+    problem = LeastSquares(7, 0.5)
+    drawn = list(problem.draw_tasks(3, 20, seed=11))
+    reference = draw_tasks(7, 0.5, 3, 20, 0, 11)
+    assert len(drawn) == 3
+    for (X, y, w_star), task in zip(drawn, reference, strict=True):
+        np.testing.assert_array_equal(X, task.X)
+        np.testing.assert_array_equal(y, task.y)
+        np.testing.assert_array_equal(w_star, task.w_star)
+    tbv = problem.sample(3, 12, 8, seed=11)  # the same draws, split 12 + 8
+    X = np.stack([x for x, _, _ in drawn])
+    y = np.stack([v for _, v, _ in drawn])
+    split = LeastSquares.from_data(X[:, :12], y[:, :12], X[:, 12:], y[:, 12:], sigma=0.5)
+    _assert_same_batches(tbv, split, ("train", "valid"))
+    for name, value in (("m", 0), ("n", 0)):
+        with pytest.raises(ValueError, match=f"{name} must"):
+            problem.draw_tasks(**{"m": 1, "n": 1, name: value})

@@ -29,6 +29,7 @@ a cheap bound on ``‖w_τ‖``; only tasks the bound cannot clear get an exact 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,15 +155,44 @@ class LeastSquares:
         n_train = check_horizon(n_train, "n_train")
         if n_valid != 0:
             n_valid = check_horizon(n_valid, "n_valid")
-        rng = np.random.default_rng(seed)
         builder = _BatchBuilder(self.d, self.sigma, n_train, n_valid, m)
-        for _ in range(m):
-            w_star = rng.standard_normal(self.d)
-            w_star /= np.linalg.norm(w_star)
-            X = rng.standard_normal((n_train + n_valid, self.d))
-            y = X @ w_star + self.sigma * rng.standard_normal(n_train + n_valid)
+        for X, y, w_star in self.draw_tasks(m, n_train + n_valid, seed):
             builder.add(X[:n_train], y[:n_train], X[n_train:], y[n_train:], w_star)
         return builder.build()
+
+    def draw_tasks(
+        self, m: int, n: int, seed: int | np.random.Generator | None = None
+    ) -> Iterator[tuple[FloatArray, FloatArray, FloatArray]]:
+        """The raw data of ``m`` tasks, drawn as :meth:`sample` draws them (Section 4).
+
+        Per task: ``w* = normal(d)`` normalised, ``X = normal((n, d))`` and
+        ``y = X w* + σ·normal(n)``. :meth:`sample` with ``n_train + n_valid = n`` and the same
+        ``seed`` splits exactly these samples.
+
+        Args:
+            m: Number of tasks, ``≥ 1``.
+            n: Samples per task, ``≥ 1``.
+            seed: Seed or generator.
+
+        Returns:
+            An iterator of ``(X, y, w*)``, one task at a time (nothing is kept).
+
+        Raises:
+            ValueError: for ``m < 1`` or ``n < 1``.
+        """
+        m = check_horizon(m, "m")
+        n = check_horizon(n, "n")
+        rng = np.random.default_rng(seed)
+        return (self._draw_task(rng, n) for _ in range(m))
+
+    def _draw_task(
+        self, rng: np.random.Generator, n: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        w_star = rng.standard_normal(self.d)
+        w_star /= np.linalg.norm(w_star)
+        X = rng.standard_normal((n, self.d))
+        y = X @ w_star + self.sigma * rng.standard_normal(n)
+        return X, y, w_star
 
     @staticmethod
     def from_data(
