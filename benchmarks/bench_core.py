@@ -58,6 +58,7 @@ from l2l_tune.bench.common import (
     machine_info,
     machine_line,
     records_table,
+    relative_error,
     write_results,
 )
 from l2l_tune.meta import NonFiniteMetaGradientWarning, make_meta_optimizer
@@ -140,15 +141,6 @@ def time_once(fn: Callable[[], Any], repeat: int = 1) -> tuple[Timing, Any]:
     return Timing(min(rounds), statistics.median(rounds), 1, repeat), result
 
 
-def rel_err(a: float, b: float) -> float:
-    """``|a − b| / |b|``: 0 if both are 0, ``inf`` if only ``b`` is, NaN for non-finite ``a``."""
-    if not math.isfinite(a):
-        return math.nan
-    if b == 0.0:
-        return 0.0 if a == 0.0 else math.inf
-    return abs(a - b) / abs(b)
-
-
 def fmt_s(seconds: float) -> str:
     """Seconds with a readable unit."""
     if not math.isfinite(seconds):
@@ -226,7 +218,9 @@ def bench_meta_gradient(
                 "stable_value": stable_value,
                 "backprop_value": backprop_value,
                 "backprop_finite": math.isfinite(backprop_value),
-                "backprop_rel_err": rel_err(backprop_value, stable_value),
+                "backprop_rel_err": relative_error(
+                    backprop_value, stable_value, nonfinite=math.nan
+                ),
             }
         )
     return {
@@ -316,10 +310,11 @@ def _agreement(
     step sizes where no task's run is truncated (the loop does not truncate)."""
     loop, closed = loop[~truncated], closed[~truncated]
     value_err = max(
-        rel_err(float(a), float(b)) for a, b in zip(loop[:, 0], closed[:, 0], strict=True)
+        relative_error(float(a), float(b), nonfinite=math.nan)
+        for a, b in zip(loop[:, 0], closed[:, 0], strict=True)
     )
     grads = [(float(a), float(b)) for a, b in zip(loop[:, 1], closed[:, 1], strict=True)]
-    nonzero = [rel_err(a, b) for a, b in grads if b != 0.0]
+    nonzero = [relative_error(a, b, nonfinite=math.nan) for a, b in grads if b != 0.0]
     scale = max(abs(b) for _, b in grads) or 1.0
     return {
         "value_max_rel_err": value_err,

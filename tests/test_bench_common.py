@@ -22,6 +22,7 @@ from l2l_tune.bench.common import (
     markdown_table,
     medians,
     records_table,
+    relative_error,
     sync_device,
     text_table,
     time_interleaved,
@@ -110,3 +111,12 @@ def test_write_results_writes_json_and_markdown_beside_it(tmp_path: Path) -> Non
     )
     assert command_line("benchmarks/x.py", ["--quick"]) == "python benchmarks/x.py --quick"
     assert command_line("benchmarks/x.py", []) == "python benchmarks/x.py"
+
+
+def test_relative_error_conventions() -> None:
+    assert relative_error(1.1, 1.0) == pytest.approx(0.1)
+    assert relative_error(-2.0, 2.0) == 2.0
+    assert relative_error(0.0, 0.0) == 0.0
+    assert relative_error(1e-300, 0.0) == math.inf
+    assert relative_error(math.nan, 1.0) == math.inf
+    assert math.isnan(relative_error(math.inf, 1.0, nonfinite=math.nan))

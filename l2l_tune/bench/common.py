@@ -41,6 +41,7 @@ __all__ = [
     "markdown_table",
     "medians",
     "records_table",
+    "relative_error",
     "sync_device",
     "text_table",
     "time_interleaved",
@@ -323,3 +324,22 @@ def records_table(
         for record in records
     ]
     return (markdown_table if style == "markdown" else text_table)(list(columns), rows)
+
+
+def relative_error(value: float, reference: float, *, nonfinite: float = math.inf) -> float:
+    """``|value − reference| / |reference|`` of a computed number against its reference.
+
+    Args:
+        value: The computed number.
+        reference: The reference (a closed form, a high-precision value).
+        nonfinite: What a non-finite ``value`` gives (``inf``: it fails every tolerance;
+            ``nan``: it is marked as not comparable).
+
+    Returns:
+        The relative error: 0 when both are 0, ``inf`` when only ``reference`` is.
+    """
+    if not math.isfinite(value):
+        return nonfinite
+    if reference == 0.0:
+        return 0.0 if value == 0.0 else math.inf
+    return abs(value - reference) / abs(reference)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..bench.common import first_index_within
+from ..bench.common import first_index_within, relative_error
 from ..meta import NonFiniteMetaGradientWarning, ProjectedMetaGD
 from ..tasks import Quadratic
 from .base import (
@@ -181,14 +181,6 @@ def mpmath_log_meta_gradient(
         return float(-2 * num / den)
 
 
-def _rel_err(value: float, reference: float) -> float:
-    if not math.isfinite(value):
-        return math.inf
-    if reference == 0.0:
-        return 0.0 if value == 0.0 else math.inf
-    return abs(value - reference) / abs(reference)
-
-
 def _status(value: float, reference: float, rtol: float) -> str:
     """``ok``, or how a computed meta-gradient failed: ``nan``, ``inf``, ``zero``, ``wrong``."""
     if math.isnan(value):
@@ -197,7 +189,7 @@ def _status(value: float, reference: float, rtol: float) -> str:
         return "inf"
     if value == 0.0 and reference != 0.0:
         return "zero"
-    return "ok" if _rel_err(value, reference) <= rtol else "wrong"
+    return "ok" if relative_error(value, reference) <= rtol else "wrong"
 
 
 def _rounded(values: FloatArray, digits: int = 9) -> list[float]:
@@ -728,9 +720,11 @@ def thm4(ctx: RunContext) -> TargetReport:
                         "reference": reference,
                         "backprop_float64": b64,
                         "backprop_float32": b32,
-                        "rel_err_stable": None if reference is None else _rel_err(stable, ref),
-                        "rel_err_backprop_float64": _rel_err(b64, ref),
-                        "rel_err_backprop_float32": _rel_err(b32, ref),
+                        "rel_err_stable": None
+                        if reference is None
+                        else relative_error(stable, ref),
+                        "rel_err_backprop_float64": relative_error(b64, ref),
+                        "rel_err_backprop_float32": relative_error(b32, ref),
                         "status_backprop_float64": _status(b64, ref, s.fail_rtol),
                         "status_backprop_float32": _status(b32, ref, s.fail_rtol),
                         "log10_loss": t * value / _LN10,
