@@ -227,6 +227,7 @@ def test_lr_range_test_suggests_a_step_size_in_range(tiny_instance: Any) -> None
         (["--grid-points", "2"], "--grid-points"),
         (["--tuners", "l2l-paper"], "--tuners"),
         (["--objective", "last"], "--objective"),
+        (["--ray-trial-seconds", "2"], "--ray-trial-seconds"),
         (["--eta-range", "1", "0.1"], "--eta-range"),
         (["--label-noise", "1.5"], "--label-noise"),
     ],

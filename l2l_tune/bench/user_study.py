@@ -198,7 +198,9 @@ class UserStudySettings(RunSettingsMixin):
 
 
 #: ``l2l-tune bench`` options that do not apply to the user-study tasks.
-_NOT_APPLICABLE = "objective d variant m sigma split m_test dataset ray_workers".split()
+_NOT_APPLICABLE = (
+    "objective d variant m sigma split m_test dataset ray_workers ray_trial_seconds".split()
+)
 
 
 def user_settings_from_args(args: argparse.Namespace) -> UserStudySettings:
