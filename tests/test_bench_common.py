@@ -26,6 +26,7 @@ from l2l_tune.bench.common import (
     sync_device,
     text_table,
     time_interleaved,
+    torch_threads,
     write_results,
 )
 
@@ -120,3 +121,16 @@ def test_relative_error_conventions() -> None:
     assert relative_error(1e-300, 0.0) == math.inf
     assert relative_error(math.nan, 1.0) == math.inf
     assert math.isnan(relative_error(math.inf, 1.0, nonfinite=math.nan))
+
+
+def test_torch_threads_sets_and_restores_pytorch_threads() -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("restored on the way out")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -9,6 +9,7 @@ distributions).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -19,7 +20,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -46,6 +47,7 @@ __all__ = [
     "text_table",
     "time_interleaved",
     "to_jsonable",
+    "torch_threads",
     "write_results",
 ]
 
@@ -131,6 +133,26 @@ def limit_threads(threads: int) -> dict[str, Any]:
     limited = "BLAS and torch" if torch is not None else "BLAS"
     info["description"] = f"{limited} limited to {threads} thread(s)"
     return info
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``threads`` inside the block, restored after.
+
+    Args:
+        threads: Threads for the block; ``None`` leaves PyTorch untouched (and unimported).
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def to_jsonable(obj: Any, *, nonfinite: Literal["string", "null"] = "string") -> Any:

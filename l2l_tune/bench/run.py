@@ -6,14 +6,14 @@ import collections
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._plotting import plotting_missing
-from .common import dumps_json, machine_line, text_table, to_jsonable
+from .common import dumps_json, machine_line, text_table, to_jsonable, torch_threads
 from .recording import TunerRun
 from .report import (
     aggregate,
@@ -102,28 +102,12 @@ def run_bench(
     """
     s = settings.resolved()
     start = time.perf_counter()
-    with _torch_threads(s.torch_threads if s.task == "mnist" else None):
+    with torch_threads(s.torch_threads if s.task == "mnist" else None):
         return _run(s, start, command, log or _print_to_stderr)
 
 
 def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """PyTorch's intra-op threads set to ``n`` inside (``None``: untouched)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _runnable(

@@ -54,7 +54,7 @@ import numpy as np
 
 from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
-from .common import evals_within, machine_line, markdown_table, text_table
+from .common import evals_within, machine_line, markdown_table, text_table, torch_threads
 from .recording import check_objective
 from .report import plot_tuner, save_figure
 from .run import (
@@ -63,7 +63,6 @@ from .run import (
     _print_to_stderr,
     _progress_bar,
     _runnable,
-    _torch_threads,
     _warning_notes,
     _write_results,
 )
@@ -1153,7 +1152,7 @@ def run_user_study(
             one hypergradient run when ``l2l`` is selected.
     """
     s = settings.resolved()
-    with _torch_threads(s.torch_threads):
+    with torch_threads(s.torch_threads):
         return _run(s, time.perf_counter(), command, log or _print_to_stderr)
 
 

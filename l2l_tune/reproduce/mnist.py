@@ -21,8 +21,8 @@ from __future__ import annotations
 import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,7 @@ import numpy as np
 
 from .._plotting import pyplot, save_figure
 from ..baselines import GridSearch
+from ..bench.common import torch_threads
 from ..meta import NonFiniteMetaGradientWarning
 from ..tuner import EvalRecord, StepSizeTuner
 from .base import RunContext, checkpointed, label_axes, register_option
@@ -136,18 +137,9 @@ class MNISTSettings:
                    tuple(table[k] for k in keys))  # fmt: skip
 
 
-@contextmanager
-def _torch_threads(dataset: str) -> Iterator[None]:
+def _dataset_threads(dataset: str) -> AbstractContextManager[None]:
     """One PyTorch thread for the 8×8 digits (a 64-wide network: threads only add overhead)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if dataset == "digits":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1 if dataset == "digits" else None)
 
 
 def _distribution(ctx: RunContext, dataset: str) -> Any:
@@ -362,7 +354,7 @@ def _run_settings(
     results = {}
     read_back_files = []
     bar = ctx.bar(3 * len(s.settings), f"{name} (setting, method)")
-    with bar, _torch_threads(s.dataset):
+    with bar, _dataset_threads(s.dataset):
         for st in s.settings:
             fingerprint = {"protocol": protocol, "setting": asdict(st), "seed": ctx.seed,
                            "data": data_fingerprint(distribution)}  # fmt: skip

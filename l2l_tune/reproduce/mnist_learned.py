@@ -42,12 +42,12 @@ from .mnist import (
     _accuracy,
     _accuracy_lines,
     _BySetting,
+    _dataset_threads,
     _distribution,
     _network,
     _run_settings,
     _setting_text,
     _step_size_text,
-    _torch_threads,
     data_fingerprint,
     plot_accuracy_curves,
     sha256_of,
@@ -416,7 +416,7 @@ def _run_learned(
         )
         for (key, method), (meta, _) in trained.items():
             meta.save(ctx.out_dir / f"{key}-{method}.meta.pt")
-        with _torch_threads(dataset):
+        with _dataset_threads(dataset):
             for st in s.settings:
                 fingerprint = {
                     "protocol": asdict(protocol), "setting": asdict(st), "seed": ctx.seed,
