@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .._plotting import pyplot, save_figure
+from .._validation import check_choice
 from ..bench.common import dumps_json, to_jsonable
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "Target",
     "TargetReport",
     "TargetSettings",
-    "check_choice",
     "checkpointed",
     "figure_row",
     "label_axes",
@@ -154,7 +154,8 @@ class RunContext:
         if value is None:
             return default
         spec = OPTION_SPECS.get(name)
-        check_choice(name, value, None if spec is None else spec.choices)
+        if spec is not None and spec.choices is not None:
+            check_choice(value, name, spec.choices)
         return value
 
     def bar(self, total: int, desc: str) -> Any:
@@ -202,7 +203,7 @@ def label_axes(
     Raises:
         ValueError: for another ``log``.
     """
-    check_choice("log", log, ("", "x", "y", "xy"))
+    check_choice(log, "log", ("", "x", "y", "xy"))
     ax.set(title=title, xlabel=xlabel)
     if ylabel is not None:
         ax.set_ylabel(ylabel)
@@ -211,17 +212,6 @@ def label_axes(
     if "y" in log:
         ax.set_yscale("log")
     ax.legend(fontsize=fontsize, **legend)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any] | None) -> None:
-    """Accept ``value`` when ``choices`` is ``None`` or holds it.
-
-    Raises:
-        ValueError: naming ``name`` and the accepted values otherwise.
-    """
-    if choices is not None and value not in choices:
-        accepted = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {accepted}; got {value!r}")
 
 
 @dataclass(frozen=True)

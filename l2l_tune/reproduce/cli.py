@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .._plotting import plotting_missing
-from .base import OptionSpec, check_choice
+from .._validation import check_choice
+from .base import OptionSpec
 
 __all__ = ["add_reproduce_parser", "resolve_targets"]
 
@@ -141,8 +142,9 @@ def _run(args: argparse.Namespace) -> int:
     specs = _option_specs()
     options = {name: getattr(args, name, None) for name in specs}
     for name, value in options.items():
-        if value is not None:
-            check_choice(_flag(name), value, specs[name].choices)
+        choices = specs[name].choices
+        if value is not None and choices is not None:
+            check_choice(value, _flag(name), choices)
     if args.full and args.target != "all" and not TARGETS[names[0]].full:
         takers = ", ".join(t.name for t in TARGETS.values() if t.full)
         raise ValueError(f"--full applies to {takers} only, not to {names[0]!r}")
