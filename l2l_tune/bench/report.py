@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._plotting import pyplot
+from .._plotting import pyplot, save_figure
 from .common import first_index_within, markdown_table
 from .recording import TunerRun
 from .settings import L2L_TUNERS, TUNER_NAMES
@@ -28,10 +28,10 @@ __all__ = [
     "curves",
     "headline",
     "headline_text",
+    "label_and_save",
     "markdown_report",
     "plot_tuner",
     "run_record",
-    "save_figure",
     "task_section",
     "write_plots",
 ]
@@ -299,7 +299,7 @@ def write_plots(
         y_top = 1e3 if key == "meta_loss_ratio" else 10.0
         bottom = max(PLOT_FLOOR, lowest) / 3 if math.isfinite(lowest) else PLOT_FLOOR
         ax.set_ylim(bottom, y_top)
-        save_figure(fig, ax, out_dir / files[key], "inner-run equivalents", ylabel, title)
+        label_and_save(fig, ax, out_dir / files[key], "inner-run equivalents", ylabel, title)
     return files
 
 
@@ -327,16 +327,15 @@ def plot_tuner(
         ax.fill_between(x, np.where(finite, low, np.nan), top, color=color, alpha=0.12, lw=0)
 
 
-def save_figure(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
-    """Label ``ax``, put its legend right of it, grid it, save ``fig`` to ``path`` and close it."""
+def label_and_save(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label ``ax``, put its legend right of it, grid it, then save and close ``fig``
+    (:func:`~l2l_tune._plotting.save_figure`)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- markdown

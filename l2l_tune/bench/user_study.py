@@ -56,7 +56,7 @@ from .._plotting import plotting_missing, pyplot
 from ..meta import make_meta_optimizer
 from .common import evals_within, machine_line, markdown_table, text_table, torch_threads
 from .recording import check_objective
-from .report import plot_tuner, save_figure
+from .report import label_and_save, plot_tuner
 from .run import (
     _gradient_evaluations,
     _header,
@@ -1096,7 +1096,7 @@ def _plot(
     ax.set_yscale("symlog", linthresh=1e-3)
     xlabel = "full-run equivalents (a hypergradient run at its measured cost)"
     ylabel = "regret: expected val loss at the recommendation − optimum"
-    save_figure(fig, ax, out_dir / "regret.png", xlabel, ylabel, title)
+    label_and_save(fig, ax, out_dir / "regret.png", xlabel, ylabel, title)
     return {"regret": "regret.png"}
 
 
